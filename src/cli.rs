@@ -1,0 +1,226 @@
+//! The command line (clap definitions only; `lib.rs` turns them into a plan).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// rcrun — run an image tarball now, rootless, with nothing escaping.
+///
+/// Pipeline: image archive ─▶ verified layers in a content-addressed store ─▶ overlayfs root ─▶
+/// namespaces, cgroups, capabilities, seccomp ─▶ execve. `rcrun run --explain` narrates each step.
+#[derive(Debug, Parser)]
+#[command(name = "rcrun", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Layer store location [default: /var/lib/rcrun as root, else $XDG_DATA_HOME/rcrun or
+    /// ~/.local/share/rcrun]. Created mode 0700.
+    #[arg(long, env = "RCRUN_ROOT", value_name = "DIR", global = true)]
+    pub root: Option<PathBuf>,
+    /// Only print errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail (repeat for debug tracing); errors show their full cause chain.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what an image archive holds: format, tags, config and each layer.
+    Inspect(InspectArgs),
+    /// Write the image's flattened root file system into DIR (like `umoci unpack`).
+    Unpack(UnpackArgs),
+    /// Run a command in a new container from an image archive.
+    Run(Box<RunArgs>),
+    /// Remove what killed runs left behind (temp dirs, stale cgroups) and report it.
+    Gc,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArg {
+    /// Image archive (`docker save`, `podman save`, `oci-archive`); `-` reads it from stdin.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Which image of a multi-image archive: NAME[:TAG] or @N (0-based).
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Per layer: what it adds, changes and deletes, and its largest directories.
+    #[arg(long)]
+    pub layers: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// Target directory; must be empty or absent.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(after_long_help = RUN_AFTER_HELP)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// Command and arguments; they replace the image's Cmd (Entrypoint stays).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+
+    /// Narrate every startup step on stderr: the kernel call, the values, and its duration.
+    #[arg(long)]
+    pub explain: bool,
+
+    // ── process ──
+    /// Replace the image's Entrypoint (a single program; `""` clears it).
+    #[arg(long, value_name = "CMD", help_heading = "Process")]
+    pub entrypoint: Option<String>,
+    /// Set an environment variable (K=V), or pass K from rcrun's own environment.
+    #[arg(
+        short = 'e',
+        long = "env",
+        value_name = "K=V",
+        help_heading = "Process"
+    )]
+    pub env: Vec<String>,
+    /// Read K=V lines from a file (# comments and blank lines ignored).
+    #[arg(long = "env-file", value_name = "FILE", help_heading = "Process")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container (created if missing).
+    #[arg(
+        short = 'w',
+        long = "workdir",
+        value_name = "DIR",
+        help_heading = "Process"
+    )]
+    pub workdir: Option<String>,
+    /// User: uid, uid:gid, name or name:group, resolved in the image's /etc/passwd and /etc/group.
+    #[arg(
+        short = 'u',
+        long = "user",
+        value_name = "USER",
+        help_heading = "Process"
+    )]
+    pub user: Option<String>,
+    /// Container host name [default: a short container id].
+    #[arg(long, value_name = "NAME", help_heading = "Process")]
+    pub hostname: Option<String>,
+    /// Run a minimal init as PID 1 that reaps zombies and forwards signals.
+    #[arg(long, help_heading = "Process")]
+    pub init: bool,
+    /// Allocate a pseudo-terminal (raw mode, window size passed on).
+    #[arg(short = 't', long, help_heading = "Process")]
+    pub tty: bool,
+    /// Keep stdin attached (with -t: forwarded to the terminal).
+    #[arg(short = 'i', long, help_heading = "Process")]
+    pub interactive: bool,
+    /// Print peak memory, CPU time and pids used after the container exits (needs a cgroup).
+    #[arg(long, help_heading = "Process")]
+    pub stats: bool,
+
+    // ── file system ──
+    /// Mount the root file system read-only.
+    #[arg(long = "read-only", help_heading = "File system")]
+    pub read_only: bool,
+    /// Mount an empty writable tmpfs at PATH (e.g. /tmp with --read-only).
+    #[arg(long = "tmpfs", value_name = "PATH", help_heading = "File system")]
+    pub tmpfs: Vec<String>,
+    /// Bind mount a host path: SRC:DST[:ro]. DST is resolved inside the container root.
+    #[arg(
+        short = 'v',
+        long = "volume",
+        value_name = "SRC:DST[:ro]",
+        help_heading = "File system"
+    )]
+    pub volume: Vec<String>,
+
+    // ── namespaces ──
+    /// none: a new network namespace with only lo (default); host: share the host's network.
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none", "host"], help_heading = "Namespaces")]
+    pub network: String,
+    /// As root: also create a user namespace (container root maps to a subordinate range of
+    /// /etc/subuid for `root`, else to nobody-like ids 100000+65536).
+    #[arg(long, help_heading = "Namespaces")]
+    pub userns: bool,
+
+    // ── resources ──
+    /// Memory limit (e.g. 64m, 1g). Exceeding it kills the container (exit 137).
+    #[arg(long, value_name = "SIZE", help_heading = "Resources (cgroups)")]
+    pub memory: Option<String>,
+    /// Memory + swap limit (-1 = unlimited swap).
+    #[arg(
+        long = "memory-swap",
+        value_name = "SIZE",
+        help_heading = "Resources (cgroups)"
+    )]
+    pub memory_swap: Option<String>,
+    /// Maximum number of processes/threads.
+    #[arg(
+        long = "pids-limit",
+        value_name = "N",
+        help_heading = "Resources (cgroups)"
+    )]
+    pub pids_limit: Option<i64>,
+    /// CPU quota in cores (e.g. 0.5 = half a core; CFS quota/period).
+    #[arg(long, value_name = "F", help_heading = "Resources (cgroups)")]
+    pub cpus: Option<String>,
+    /// Relative CPU weight (default 1024).
+    #[arg(
+        long = "cpu-shares",
+        value_name = "N",
+        help_heading = "Resources (cgroups)"
+    )]
+    pub cpu_shares: Option<u64>,
+    /// CPUs the container may use (e.g. 0-1,3).
+    #[arg(
+        long = "cpuset-cpus",
+        value_name = "LIST",
+        help_heading = "Resources (cgroups)"
+    )]
+    pub cpuset_cpus: Option<String>,
+
+    // ── security ──
+    /// Add a capability (NAME, CAP_NAME or ALL) to Docker's default 14.
+    #[arg(long = "cap-add", value_name = "CAP", help_heading = "Security")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (NAME, CAP_NAME or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP", help_heading = "Security")]
+    pub cap_drop: Vec<String>,
+    /// All capabilities, no seccomp filter, no masked or read-only /proc and /sys paths.
+    /// The container is then only as confined as its namespaces.
+    #[arg(long, help_heading = "Security")]
+    pub privileged: bool,
+    /// seccomp=PATH (a Docker-format profile), seccomp=unconfined, no-new-privileges=false.
+    #[arg(long = "security-opt", value_name = "OPT", help_heading = "Security")]
+    pub security_opt: Vec<String>,
+}
+
+pub const RUN_AFTER_HELP: &str = "\
+Who you are decides how the container is built:
+  root         namespaces without a user namespace (unless --userns); layers keep their owners;
+               cgroup limits work.
+  plain user   a user namespace maps container root to you. With a range for you in /etc/subuid
+               and /etc/subgid and newuidmap/newgidmap installed (package uidmap), container ids
+               1..N map to that range, so images with several users keep their owners.
+               Without subordinate ids only container root exists: every file appears owned by
+               root, changing to another user (-u 1000) fails, and chown inside fails with EINVAL.
+               Limits need a delegated cgroup (see --memory); without one, asking for a limit
+               fails with exit 125 instead of being ignored.
+  unshare -Ur  detected (uid 0 with a partial uid map) and treated like a plain user.
+
+Exit status: the command's own; 125 when rcrun fails; 126 when the command cannot be executed;
+127 when it is not found; 128+N when the container is killed by signal N (137 when the memory
+limit killed it).";

@@ -1,0 +1,351 @@
+//! Stage 1, **image**: read an image archive, pick one image, and describe its config and layers.
+//!
+//! Four real-world layouts are recognised by their contents, never by the file name:
+//!
+//! | format | recognised by |
+//! |---|---|
+//! | legacy `docker save` (Docker ≤ 24) | `manifest.json`, `<id>/layer.tar` regular files |
+//! | podman/skopeo `docker-archive` | `manifest.json`, layers are symlinks or `<diffid>.tar` |
+//! | Docker ≥ 25 `docker save` | `oci-layout` + `index.json` **and** `manifest.json` |
+//! | `oci-archive` | `oci-layout` + `index.json` (nested indexes, several platforms) |
+//!
+//! Nothing is trusted: member paths are resolved inside the archive, digests are parsed strictly,
+//! and every layer is verified (blob digest and size, then the uncompressed diff_id read to the very
+//! end of the stream) while it is being extracted.
+
+pub mod archive;
+pub mod digest;
+mod formats;
+pub mod layer;
+
+pub use archive::Archive;
+pub use digest::Digest;
+pub use layer::{LayerStream, LayerVerified};
+
+use oci_spec::image::ImageConfiguration;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot open image archive {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{archive}: not a tar archive ({detail})")]
+    NotTar { archive: String, detail: String },
+    #[error("{archive}: not an image archive: it has neither manifest.json (docker save) nor index.json + oci-layout (OCI)")]
+    NotImage { archive: String },
+    #[error("{archive}: member {member} is missing from the archive")]
+    MissingMember { archive: String, member: String },
+    #[error("{archive}: member {member} points outside the archive ({target})")]
+    MemberEscapes {
+        archive: String,
+        member: String,
+        target: String,
+    },
+    #[error("{archive}: {member}: {detail}")]
+    Malformed {
+        archive: String,
+        member: String,
+        detail: String,
+    },
+    #[error("{archive}: {member}: invalid JSON: {source}")]
+    Json {
+        archive: String,
+        member: String,
+        source: serde_json::Error,
+    },
+    #[error("{archive}: {member}: invalid digest {value:?} (expected sha256:<64 lowercase hex>)")]
+    BadDigest {
+        archive: String,
+        member: String,
+        value: String,
+    },
+    #[error("{archive} holds {count} images; choose one with --ref: {choices}")]
+    Ambiguous {
+        archive: String,
+        count: usize,
+        choices: String,
+    },
+    #[error("{archive}: no image matches --ref {wanted}; available: {choices}")]
+    NoSuchRef {
+        archive: String,
+        wanted: String,
+        choices: String,
+    },
+    #[error("{archive}: no image for this host's platform linux/{host} (available: {available})")]
+    NoPlatform {
+        archive: String,
+        host: String,
+        available: String,
+    },
+    #[error("{archive}: image has {layers} layers but its config lists {diff_ids} diff_ids")]
+    LayerCount {
+        archive: String,
+        layers: usize,
+        diff_ids: usize,
+    },
+    #[error(
+        "{archive}: layer {index} ({member}): {what} mismatch: expected {expected}, got {actual}"
+    )]
+    Mismatch {
+        archive: String,
+        index: usize,
+        member: String,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("{archive}: cannot read {member}: {source}")]
+    Read {
+        archive: String,
+        member: String,
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which layout the archive uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Format {
+    #[serde(rename = "docker-save (legacy)")]
+    DockerLegacy,
+    #[serde(rename = "docker-archive (layer symlinks)")]
+    DockerArchive,
+    #[serde(rename = "docker-save (Docker 25+ OCI layout)")]
+    DockerOci,
+    #[serde(rename = "oci-archive")]
+    OciArchive,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// How to choose one image from an archive holding several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    Index(usize),
+    Name(String),
+}
+
+impl ImageRef {
+    pub fn parse(s: &str) -> ImageRef {
+        match s.strip_prefix('@').and_then(|n| n.parse().ok()) {
+            Some(n) => ImageRef::Index(n),
+            None => ImageRef::Name(s.to_string()),
+        }
+    }
+}
+
+/// One layer of the selected image, as the archive describes it.
+#[derive(Debug, Clone)]
+pub struct LayerSource {
+    /// Archive member holding the layer (after manifest indirection).
+    pub member: String,
+    /// Uncompressed content digest from the config's `rootfs.diff_ids`: the store key.
+    pub diff_id: Digest,
+    /// Digest and size the manifest promises for the blob as stored (OCI descriptors, or a
+    /// `blobs/sha256/<hex>` path), checked while reading.
+    pub blob: Option<(Digest, Option<u64>)>,
+    pub media_type: Option<String>,
+    /// Bytes of the member in the archive (compressed size).
+    pub stored_size: u64,
+    /// The history line (`created_by`) that produced this layer, if the config has one.
+    pub created_by: Option<String>,
+}
+
+/// The selected image: everything later stages need, and nothing they would have to re-read.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub archive: String,
+    pub format: Format,
+    /// Position of this image in the archive (for `--ref @N`).
+    pub index: usize,
+    pub tags: Vec<String>,
+    /// sha256 of the config blob: the image ID docker prints.
+    pub id: Digest,
+    pub config: ImageConfiguration,
+    pub layers: Vec<LayerSource>,
+}
+
+impl Image {
+    /// The container's process defaults, with docker's empty-string conventions normalised.
+    pub fn entrypoint(&self) -> Vec<String> {
+        self.config
+            .config()
+            .as_ref()
+            .and_then(|c| c.entrypoint().clone())
+            .unwrap_or_default()
+    }
+    pub fn cmd(&self) -> Vec<String> {
+        self.config
+            .config()
+            .as_ref()
+            .and_then(|c| c.cmd().clone())
+            .unwrap_or_default()
+    }
+    pub fn env(&self) -> Vec<String> {
+        self.config
+            .config()
+            .as_ref()
+            .and_then(|c| c.env().clone())
+            .unwrap_or_default()
+    }
+    pub fn working_dir(&self) -> Option<String> {
+        self.config
+            .config()
+            .as_ref()
+            .and_then(|c| c.working_dir().clone())
+            .filter(|w| !w.is_empty())
+    }
+    pub fn user(&self) -> Option<String> {
+        self.config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .filter(|u| !u.is_empty())
+    }
+    /// A short name for messages: the first tag, else the short id.
+    pub fn name(&self) -> String {
+        self.tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.id.short().to_string())
+    }
+}
+
+/// The host's platform in OCI terms (`GOARCH` names).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+/// Lists the images an archive holds (tags per image), for messages and `inspect`.
+pub fn list_images(archive: &Archive) -> Result<Vec<Vec<String>>, ImageError> {
+    Ok(formats::candidates(archive)?
+        .1
+        .into_iter()
+        .map(|c| c.tags)
+        .collect())
+}
+
+/// Reads the archive's manifests and returns the image chosen by `wanted` (or the only one).
+pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, ImageError> {
+    let (format, candidates) = formats::candidates(archive)?;
+    let describe = || {
+        candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let name = if c.tags.is_empty() {
+                    "<untagged>".to_string()
+                } else {
+                    c.tags.join(", ")
+                };
+                format!("@{i} {name}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let index = match wanted {
+        None if candidates.len() == 1 => 0,
+        None => {
+            return Err(ImageError::Ambiguous {
+                archive: archive.display().to_string(),
+                count: candidates.len(),
+                choices: describe(),
+            })
+        }
+        Some(ImageRef::Index(i)) if *i < candidates.len() => *i,
+        Some(ImageRef::Index(i)) => {
+            return Err(ImageError::NoSuchRef {
+                archive: archive.display().to_string(),
+                wanted: format!("@{i}"),
+                choices: describe(),
+            })
+        }
+        Some(ImageRef::Name(name)) => {
+            let hits: Vec<usize> = (0..candidates.len())
+                .filter(|&i| candidates[i].tags.iter().any(|t| ref_matches(t, name)))
+                .collect();
+            match hits.as_slice() {
+                [one] => *one,
+                _ => {
+                    return Err(ImageError::NoSuchRef {
+                        archive: archive.display().to_string(),
+                        wanted: name.clone(),
+                        choices: describe(),
+                    })
+                }
+            }
+        }
+    };
+    formats::load(archive, format, index, &candidates[index])
+}
+
+/// Whether an archive tag such as `docker.io/library/busybox:latest` is what the user meant by
+/// `busybox`, `busybox:latest` or `library/busybox`.
+pub fn ref_matches(tag: &str, wanted: &str) -> bool {
+    fn canonical(r: &str) -> String {
+        let mut r = r.to_string();
+        for prefix in ["docker.io/library/", "docker.io/", "localhost/", "library/"] {
+            if let Some(rest) = r.strip_prefix(prefix) {
+                r = rest.to_string();
+                break;
+            }
+        }
+        // A tag is the part after the last ':' unless that ':' belongs to a registry port.
+        let has_tag = r.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/'));
+        if has_tag || r.contains('@') {
+            r
+        } else {
+            format!("{r}:latest")
+        }
+    }
+    tag == wanted || canonical(tag) == canonical(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_match_like_docker() {
+        assert!(ref_matches("docker.io/library/busybox:latest", "busybox"));
+        assert!(ref_matches("busybox:latest", "busybox:latest"));
+        assert!(ref_matches("localhost/lab/busybox:latest", "lab/busybox"));
+        assert!(ref_matches("localhost:5000/x:1", "localhost:5000/x:1"));
+        assert!(!ref_matches("busybox:1.36", "busybox"));
+        assert!(!ref_matches("alpine:latest", "busybox"));
+    }
+
+    #[test]
+    fn parses_refs() {
+        assert_eq!(ImageRef::parse("@2"), ImageRef::Index(2));
+        assert_eq!(
+            ImageRef::parse("busybox:1"),
+            ImageRef::Name("busybox:1".into())
+        );
+    }
+}
