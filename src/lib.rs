@@ -9,7 +9,9 @@ pub mod cli;
 pub mod host;
 pub mod image;
 pub mod inspect;
+pub mod launch;
 pub mod layers_view;
+pub mod run;
 pub mod sys;
 pub mod unpack;
 
@@ -78,7 +80,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Inspect(a) => cmd_inspect(&ctx, &a),
         Command::Unpack(a) => cmd_unpack(&ctx, &a),
-        Command::Run(_a) => anyhow::bail!("rcrun run is not implemented yet"),
+        Command::Run(a) => run::cmd_run(&ctx, &a),
         Command::Gc => cmd_gc(&ctx),
     }
 }

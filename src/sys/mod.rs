@@ -2,3 +2,4 @@
 //! mount options, id maps, the startup plan) is plain data, unit-tested without privileges.
 
 pub mod fs;
+pub mod mount;

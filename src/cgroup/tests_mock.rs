@@ -1,0 +1,875 @@
+//! Unit tests against mock cgroup trees (plain directories and files in a
+//! temporary directory), v1 and v2 layouts. Ownership for rootless cases is
+//! simulated with an injected writability check.
+
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Minimal self-deleting temp dir (keeps the module free of dev-deps).
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rcrun-cgroup-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn put(p: &Path, content: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+fn get(p: &Path) -> String {
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+const V1_CTRLS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "cpuset"];
+
+/// v1 layout: one directory per controller, with swap accounting on.
+fn v1_tree(t: &Tmp) -> CgroupFs {
+    let root = t.0.join("cgroup");
+    for c in V1_CTRLS {
+        put(&root.join(c).join("cgroup.procs"), "");
+    }
+    put(
+        &root.join("memory/memory.memsw.limit_in_bytes"),
+        "9223372036854771712",
+    );
+    put(&root.join("cpuset/cpuset.cpus"), "0-3");
+    put(&root.join("cpuset/cpuset.mems"), "0");
+    put(
+        &t.0.join("proc/self/cgroup"),
+        "5:pids:/user.slice\n4:memory:/user.slice/app\n3:cpuset:/\n2:cpu,cpuacct:/\n1:name=systemd:/x\n0::/\n",
+    );
+    CgroupFs::new(root, t.0.join("proc")).with_uid(0)
+}
+
+/// v2 layout with the given controllers available at the root.
+fn v2_tree(t: &Tmp, own: &str) -> CgroupFs {
+    let root = t.0.join("cgroup");
+    put(
+        &root.join("cgroup.controllers"),
+        "cpuset cpu io memory hugetlb pids rdma misc",
+    );
+    put(&root.join("cgroup.subtree_control"), "");
+    put(&root.join("cgroup.procs"), "1\n");
+    put(&t.0.join("proc/self/cgroup"), &format!("0::{own}\n"));
+    CgroupFs::new(root, t.0.join("proc")).with_uid(0)
+}
+
+fn full_limits() -> Limits {
+    Limits {
+        memory: Some(64 << 20),
+        memory_swap: None,
+        pids: Some(50),
+        cpus: Some(0.5),
+        cpu_shares: Some(512),
+        cpuset_cpus: Some("0-1".into()),
+    }
+}
+
+/// Empties every cgroup.procs below `dir` (the mock's "all processes exited"),
+/// so that remove() has nothing to kill.
+fn clear_procs(dir: &Path) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            clear_procs(&e.path());
+        } else if e.file_name() == "cgroup.procs" {
+            fs::write(e.path(), "").unwrap();
+        }
+    }
+}
+
+#[test]
+fn limits_is_empty_and_validate() {
+    assert!(Limits::default().is_empty());
+    assert!(!full_limits().is_empty());
+    assert!(Limits {
+        pids: Some(-1),
+        ..Default::default()
+    }
+    .validate()
+    .is_ok());
+    let bad = [
+        Limits {
+            memory: Some(0),
+            ..Default::default()
+        },
+        Limits {
+            memory_swap: Some(1 << 30),
+            ..Default::default()
+        },
+        Limits {
+            memory: Some(1 << 30),
+            memory_swap: Some(1 << 20),
+            ..Default::default()
+        },
+        Limits {
+            memory: Some(1 << 30),
+            memory_swap: Some(-2),
+            ..Default::default()
+        },
+        Limits {
+            cpus: Some(0.0),
+            ..Default::default()
+        },
+        Limits {
+            cpu_shares: Some(0),
+            ..Default::default()
+        },
+        Limits {
+            cpuset_cpus: Some("1-0".into()),
+            ..Default::default()
+        },
+    ];
+    for l in bad {
+        assert!(l.validate().is_err(), "{l:?}");
+    }
+}
+
+#[test]
+fn version_detection() {
+    let t = Tmp::new("ver");
+    let fs1 = v1_tree(&t);
+    assert_eq!(fs1.version(), Some(Version::V1));
+    let t2 = Tmp::new("ver2");
+    assert_eq!(v2_tree(&t2, "/").version(), Some(Version::V2));
+    let t3 = Tmp::new("ver3");
+    assert_eq!(CgroupFs::new(t3.0.clone(), t3.0.clone()).version(), None);
+}
+
+#[test]
+fn no_cgroupfs_runs_without_or_errors() {
+    let t = Tmp::new("nofs");
+    let fs = CgroupFs::new(t.0.join("nothing"), t.0.clone());
+    assert!(Cgroup::create(&fs, "c", &Limits::default())
+        .unwrap()
+        .is_none());
+    let e = Cgroup::create(&fs, "c", &full_limits()).unwrap_err();
+    assert!(matches!(e, CgroupError::NoCgroupFs { .. }), "{e}");
+}
+
+#[test]
+fn bad_ids() {
+    let t = Tmp::new("id");
+    let fs = v1_tree(&t);
+    for id in ["", "a/b", "..", "."] {
+        assert!(matches!(
+            Cgroup::create(&fs, id, &Limits::default()),
+            Err(CgroupError::BadId(_))
+        ));
+    }
+}
+
+#[test]
+fn v1_root_creates_dirs_and_writes_limits() {
+    let t = Tmp::new("v1root");
+    let fs = v1_tree(&t);
+    let root = fs.root.clone();
+    let mut cg = Cgroup::create(&fs, "c1", &full_limits()).unwrap().unwrap();
+    assert_eq!(cg.version(), Version::V1);
+    let dir = |c: &str| root.join(c).join("rcrun/c1");
+    let mut want_paths: Vec<PathBuf> = V1_CTRLS.iter().map(|c| dir(c)).collect();
+    want_paths.sort();
+    let mut got: Vec<PathBuf> = cg.paths().iter().map(|p| p.to_path_buf()).collect();
+    got.sort();
+    assert_eq!(got, want_paths);
+
+    assert_eq!(
+        get(&dir("memory").join("memory.limit_in_bytes")),
+        "67108864"
+    );
+    // Docker default: swap unset -> memory+swap = 2 × memory.
+    assert_eq!(
+        get(&dir("memory").join("memory.memsw.limit_in_bytes")),
+        "134217728"
+    );
+    assert_eq!(get(&dir("pids").join("pids.max")), "50");
+    assert_eq!(get(&dir("cpu").join("cpu.cfs_period_us")), "100000");
+    assert_eq!(get(&dir("cpu").join("cpu.cfs_quota_us")), "50000");
+    assert_eq!(get(&dir("cpu").join("cpu.shares")), "512");
+    assert_eq!(get(&dir("cpuset").join("cpuset.cpus")), "0-1");
+    assert_eq!(get(&dir("cpuset").join("cpuset.mems")), "0");
+    // cpuset of the intermediate group got initialised from the root.
+    assert_eq!(get(&root.join("cpuset/rcrun/cpuset.cpus")), "0-3");
+    assert_eq!(get(&root.join("cpuset/rcrun/cpuset.mems")), "0");
+
+    // Every write recorded, in order, with the exact values.
+    let w = cg.writes().to_vec();
+    let pos = |f: &Path, v: &str| {
+        w.iter()
+            .position(|(p, val)| p == f && val == v)
+            .unwrap_or_else(|| panic!("no write of {v} to {} in {w:#?}", f.display()))
+    };
+    pos(&dir("memory").join("memory.limit_in_bytes"), "67108864");
+    let period = pos(&dir("cpu").join("cpu.cfs_period_us"), "100000");
+    let quota = pos(&dir("cpu").join("cpu.cfs_quota_us"), "50000");
+    assert!(period < quota, "period is written before quota");
+    let copy = pos(&dir("cpuset").join("cpuset.cpus"), "0-3");
+    let set = pos(&dir("cpuset").join("cpuset.cpus"), "0-1");
+    assert!(copy < set);
+    assert!(w.iter().all(|(p, _)| p.exists()));
+
+    cg.add_process(4242).unwrap();
+    for c in V1_CTRLS {
+        assert_eq!(get(&dir(c).join("cgroup.procs")), "4242");
+        assert!(cg
+            .writes()
+            .contains(&(dir(c).join("cgroup.procs"), "4242".into())));
+    }
+    clear_procs(&root);
+    cg.remove().unwrap();
+    for c in V1_CTRLS {
+        assert!(!dir(c).exists(), "{c} dir removed");
+        assert!(root.join(c).join("rcrun").is_dir(), "shared group dir kept");
+    }
+}
+
+#[test]
+fn v1_without_limits_as_root_still_creates_for_stats() {
+    let t = Tmp::new("v1nolim");
+    let fs = v1_tree(&t);
+    let cg = Cgroup::create(&fs, "c", &Limits::default())
+        .unwrap()
+        .unwrap();
+    // memory, pids, cpu, cpuacct; no cpuset without --cpuset-cpus.
+    assert_eq!(cg.paths().len(), 4);
+    assert!(!fs.root.join("cpuset/rcrun").exists());
+    assert!(cg.writes().is_empty());
+}
+
+#[test]
+fn v1_existing_container_dir_is_an_error() {
+    let t = Tmp::new("v1exists");
+    let fs = v1_tree(&t);
+    fs::create_dir_all(fs.root.join("pids/rcrun/dup")).unwrap();
+    let e = Cgroup::create(&fs, "dup", &Limits::default()).unwrap_err();
+    assert!(matches!(e, CgroupError::Exists { .. }), "{e}");
+    // What was created before the failure (memory) was cleaned up.
+    assert!(!fs.root.join("memory/rcrun/dup").exists());
+    assert!(
+        fs.root.join("pids/rcrun/dup").exists(),
+        "not ours: untouched"
+    );
+}
+
+#[test]
+fn v1_swap() {
+    let t = Tmp::new("v1swap");
+    let fs = v1_tree(&t);
+    let l = Limits {
+        memory: Some(64 << 20),
+        memory_swap: Some(-1),
+        ..Default::default()
+    };
+    let cg = Cgroup::create(&fs, "a", &l).unwrap().unwrap();
+    assert_eq!(
+        get(&fs.root.join("memory/rcrun/a/memory.memsw.limit_in_bytes")),
+        "-1"
+    );
+    drop(cg);
+    let l = Limits {
+        memory: Some(64 << 20),
+        memory_swap: Some(96 << 20),
+        ..Default::default()
+    };
+    let cg = Cgroup::create(&fs, "b", &l).unwrap().unwrap();
+    assert_eq!(
+        get(&fs.root.join("memory/rcrun/b/memory.memsw.limit_in_bytes")),
+        "100663296"
+    );
+    drop(cg);
+    assert!(!fs.root.join("memory/rcrun/b").exists(), "drop cleans up");
+
+    // Swap accounting off: an explicit limit is an error, never ignored...
+    fs::remove_file(fs.root.join("memory/memory.memsw.limit_in_bytes")).unwrap();
+    let e = Cgroup::create(&fs, "c", &l).unwrap_err();
+    assert!(matches!(e, CgroupError::SwapUnsupported { .. }), "{e}");
+    assert!(e.to_string().contains("swapaccount=1"));
+    assert!(!fs.root.join("memory/rcrun/c").exists());
+    // ...while the implicit default and "unlimited" need nothing.
+    for swap in [None, Some(-1), Some(0)] {
+        let l = Limits {
+            memory: Some(64 << 20),
+            memory_swap: swap,
+            ..Default::default()
+        };
+        let cg = Cgroup::create(&fs, "d", &l).unwrap().unwrap();
+        assert!(!fs
+            .root
+            .join("memory/rcrun/d/memory.memsw.limit_in_bytes")
+            .exists());
+        assert_eq!(cg.writes().len(), 1);
+        drop(cg);
+    }
+}
+
+#[test]
+fn v1_comounted_cpu_cpuacct_joined_once() {
+    let t = Tmp::new("v1comount");
+    let fs = v1_tree(&t);
+    fs::remove_dir_all(fs.root.join("cpu")).unwrap();
+    fs::remove_dir_all(fs.root.join("cpuacct")).unwrap();
+    put(&fs.root.join("cpu,cpuacct/cgroup.procs"), "");
+    std::os::unix::fs::symlink("cpu,cpuacct", fs.root.join("cpu")).unwrap();
+    std::os::unix::fs::symlink("cpu,cpuacct", fs.root.join("cpuacct")).unwrap();
+    let l = Limits {
+        cpus: Some(1.5),
+        ..Default::default()
+    };
+    let mut cg = Cgroup::create(&fs, "c", &l).unwrap().unwrap();
+    assert_eq!(cg.paths().len(), 3, "{:?}", cg.paths()); // memory, pids, cpu+cpuacct
+    assert_eq!(
+        get(&fs.root.join("cpu,cpuacct/rcrun/c/cpu.cfs_quota_us")),
+        "150000"
+    );
+    cg.add_process(7).unwrap();
+    let procs_writes = cg
+        .writes()
+        .iter()
+        .filter(|(p, _)| p.ends_with("cgroup.procs"))
+        .count();
+    assert_eq!(procs_writes, 3);
+    put(
+        &fs.root.join("cpu,cpuacct/rcrun/c/cpuacct.usage"),
+        "2500000000\n",
+    );
+    assert_eq!(cg.stats().cpu_time, Some(Duration::from_millis(2500)));
+    clear_procs(&fs.root);
+    cg.remove().unwrap();
+}
+
+#[test]
+fn v1_missing_controller_for_a_limit() {
+    let t = Tmp::new("v1missing");
+    let fs = v1_tree(&t);
+    fs::remove_dir_all(fs.root.join("pids")).unwrap();
+    let e = Cgroup::create(
+        &fs,
+        "c",
+        &Limits {
+            pids: Some(5),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CgroupError::MissingController {
+                controller: Controller::Pids,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Without the pids limit the missing controller is just skipped.
+    let cg = Cgroup::create(&fs, "c", &Limits::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(cg.paths().len(), 3);
+}
+
+#[test]
+fn v1_rootless_convention_dirs() {
+    let t = Tmp::new("v1rl");
+    let fs = v1_tree(&t);
+    let root = fs.root.clone();
+    // Root ran mkdir + chown for memory and pids only.
+    for c in ["memory", "pids"] {
+        put(&root.join(c).join("rcrun-1000/cgroup.procs"), "");
+    }
+    let owned = [root.join("memory/rcrun-1000"), root.join("pids/rcrun-1000")];
+    let fs = fs
+        .with_uid(1000)
+        .with_writable_check(move |p| owned.iter().any(|o| p.starts_with(o)));
+
+    let l = Limits {
+        memory: Some(32 << 20),
+        pids: Some(10),
+        ..Default::default()
+    };
+    let cg = Cgroup::create(&fs, "c", &l).unwrap().unwrap();
+    let mut got: Vec<PathBuf> = cg.paths().iter().map(|p| p.to_path_buf()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            root.join("memory/rcrun-1000/c"),
+            root.join("pids/rcrun-1000/c")
+        ]
+    );
+    assert_eq!(
+        get(&root.join("memory/rcrun-1000/c/memory.limit_in_bytes")),
+        "33554432"
+    );
+    drop(cg);
+
+    // A CPU limit needs the cpu hierarchy delegated too.
+    let l = Limits {
+        cpus: Some(1.0),
+        ..Default::default()
+    };
+    let e = Cgroup::create(&fs, "c", &l).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(
+        e,
+        CgroupError::NoDelegation {
+            version: Version::V1,
+            uid: 1000,
+            ..
+        }
+    ));
+    assert!(
+        msg.contains(&format!("{}/cpu/rcrun-1000", root.display())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("mkdir -p") && msg.contains("chown -R 1000"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        !root.join("memory/rcrun-1000/c").exists(),
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn v1_rootless_current_cgroup_if_writable() {
+    let t = Tmp::new("v1own");
+    let fs = v1_tree(&t);
+    let root = fs.root.clone();
+    // /proc/self/cgroup says memory:/user.slice/app; make it "ours".
+    put(&root.join("memory/user.slice/app/cgroup.procs"), "99\n");
+    let mine = root.join("memory/user.slice/app");
+    let fs = fs
+        .with_uid(1000)
+        .with_writable_check(move |p| p.starts_with(&mine));
+    let l = Limits {
+        memory: Some(16 << 20),
+        ..Default::default()
+    };
+    let cg = Cgroup::create(&fs, "c", &l).unwrap().unwrap();
+    assert_eq!(
+        cg.paths(),
+        vec![root.join("memory/user.slice/app/rcrun/c").as_path()]
+    );
+}
+
+#[test]
+fn v1_rootless_nothing_delegated() {
+    let t = Tmp::new("v1none");
+    let fs = v1_tree(&t).with_uid(1000).with_writable_check(|_| false);
+    assert!(Cgroup::create(&fs, "c", &Limits::default())
+        .unwrap()
+        .is_none());
+    let e = Cgroup::create(&fs, "c", &full_limits()).unwrap_err();
+    assert!(matches!(e, CgroupError::NoDelegation { .. }));
+    println!("v1 NoDelegation message: {e}");
+}
+
+#[test]
+fn v2_root_enables_controllers_and_writes_limits() {
+    let t = Tmp::new("v2root");
+    let fs = v2_tree(&t, "/init.scope");
+    let root = fs.root.clone();
+    // A kernel with swap accounting shows memory.swap.max in non-root cgroups.
+    put(&root.join("rcrun/memory.swap.max"), "max");
+    put(&root.join("rcrun/cgroup.subtree_control"), "");
+    let l = Limits {
+        memory: Some(64 << 20),
+        memory_swap: Some(96 << 20),
+        pids: Some(-1),
+        cpus: Some(0.5),
+        cpu_shares: Some(1024),
+        cpuset_cpus: Some("0-1".into()),
+    };
+    let mut cg = Cgroup::create(&fs, "c1", &l).unwrap().unwrap();
+    let d = root.join("rcrun/c1");
+    assert_eq!(cg.paths(), vec![d.as_path()]);
+    assert_eq!(
+        get(&root.join("cgroup.subtree_control")),
+        "+memory +pids +cpu +cpuset"
+    );
+    assert_eq!(
+        get(&root.join("rcrun/cgroup.subtree_control")),
+        "+memory +pids +cpu +cpuset"
+    );
+    assert_eq!(get(&d.join("memory.max")), "67108864");
+    assert_eq!(get(&d.join("memory.swap.max")), "33554432"); // swap alone = 96m - 64m
+    assert_eq!(get(&d.join("pids.max")), "max");
+    assert_eq!(get(&d.join("cpu.max")), "50000 100000");
+    assert_eq!(get(&d.join("cpu.weight")), "100");
+    assert_eq!(get(&d.join("cpuset.cpus")), "0-1");
+    let files: Vec<String> = cg
+        .writes()
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "cgroup.subtree_control",
+            "cgroup.subtree_control",
+            "memory.max",
+            "memory.swap.max",
+            "pids.max",
+            "cpu.max",
+            "cpu.weight",
+            "cpuset.cpus"
+        ]
+    );
+    cg.add_process(4242).unwrap();
+    assert_eq!(get(&d.join("cgroup.procs")), "4242");
+
+    // OOM and stats files.
+    assert!(!cg.oom_killed());
+    put(
+        &d.join("memory.events"),
+        "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n",
+    );
+    assert!(cg.oom_killed());
+    put(&d.join("memory.peak"), "67100000\n");
+    put(
+        &d.join("cpu.stat"),
+        "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n",
+    );
+    put(&d.join("pids.current"), "3\n");
+    put(&d.join("pids.peak"), "7\n");
+    assert_eq!(
+        cg.stats(),
+        Stats {
+            peak_memory_bytes: Some(67_100_000),
+            cpu_time: Some(Duration::from_micros(1_500_000)),
+            pids_current: Some(3),
+            pids_peak: Some(7),
+        }
+    );
+    clear_procs(&root);
+    cg.remove().unwrap();
+    assert!(!d.exists());
+}
+
+#[test]
+fn v2_root_skips_already_enabled_and_missing_optional() {
+    let t = Tmp::new("v2en");
+    let fs = v2_tree(&t, "/");
+    put(&fs.root.join("cgroup.controllers"), "cpu memory");
+    put(&fs.root.join("cgroup.subtree_control"), "cpu memory");
+    let cg = Cgroup::create(
+        &fs,
+        "c",
+        &Limits {
+            memory: Some(1 << 30),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .unwrap();
+    // Root already had both; rcrun/ needed them.
+    let w: Vec<_> = cg
+        .writes()
+        .iter()
+        .map(|(p, v)| (p.clone(), v.clone()))
+        .collect();
+    assert_eq!(
+        w[0],
+        (
+            fs.root.join("rcrun/cgroup.subtree_control"),
+            "+memory +cpu".into()
+        )
+    );
+    // Implicit swap default silently skipped: no memory.swap.max here.
+    assert_eq!(w.len(), 2);
+    let e = Cgroup::create(
+        &fs,
+        "d",
+        &Limits {
+            pids: Some(3),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CgroupError::MissingController {
+                controller: Controller::Pids,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = Cgroup::create(
+        &fs,
+        "e",
+        &Limits {
+            memory: Some(1 << 20),
+            memory_swap: Some(2 << 20),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, CgroupError::SwapUnsupported { .. }), "{e}");
+}
+
+const SCOPE: &str = "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope";
+const USER_SVC: &str = "/user.slice/user-1000.slice/user@1000.service";
+
+/// A systemd-like v2 tree: user@1000.service delegated to uid 1000 with
+/// `controllers` available below it, our process in `SCOPE`.
+fn v2_user_tree(t: &Tmp, controllers: &str, owned_from: &str) -> CgroupFs {
+    let fs = v2_tree(t, SCOPE);
+    let root = fs.root.clone();
+    let mut p = root.clone();
+    for part in SCOPE.trim_start_matches('/').split('/') {
+        p = p.join(part);
+        put(&p.join("cgroup.controllers"), controllers);
+        put(&p.join("cgroup.subtree_control"), "");
+        put(&p.join("cgroup.procs"), "");
+    }
+    put(
+        &root
+            .join(SCOPE.trim_start_matches('/'))
+            .join("cgroup.procs"),
+        "4242\n4243\n",
+    );
+    let owned = root.join(owned_from.trim_start_matches('/'));
+    fs.with_uid(1000)
+        .with_writable_check(move |p| p.starts_with(&owned))
+}
+
+#[test]
+fn v2_rootless_delegated_scope_moves_self_to_leaf() {
+    let t = Tmp::new("v2scope");
+    let fs = v2_user_tree(&t, "memory pids", USER_SVC);
+    let scope = fs.root.join(SCOPE.trim_start_matches('/'));
+    let l = Limits {
+        memory: Some(64 << 20),
+        pids: Some(20),
+        ..Default::default()
+    };
+    let cg = Cgroup::create(&fs, "c", &l).unwrap().unwrap();
+    assert_eq!(cg.paths(), vec![scope.join("rcrun/c").as_path()]);
+    // Processes moved to the leaf before enabling controllers (no internal processes).
+    let leaf = scope.join(RUNTIME_LEAF);
+    let w = cg.writes();
+    assert_eq!(w[0], (leaf.join("cgroup.procs"), "4242".into()));
+    assert_eq!(w[1], (leaf.join("cgroup.procs"), "4243".into()));
+    assert_eq!(
+        w[2],
+        (scope.join("cgroup.subtree_control"), "+memory +pids".into())
+    );
+    assert_eq!(
+        w[3],
+        (
+            scope.join("rcrun/cgroup.subtree_control"),
+            "+memory +pids".into()
+        )
+    );
+    assert_eq!(get(&scope.join("rcrun/c/memory.max")), "67108864");
+    assert_eq!(get(&scope.join("rcrun/c/pids.max")), "20");
+}
+
+#[test]
+fn v2_rootless_cpu_not_delegated() {
+    let t = Tmp::new("v2nocpu");
+    let fs = v2_user_tree(&t, "memory pids", USER_SVC);
+    let e = Cgroup::create(
+        &fs,
+        "c",
+        &Limits {
+            cpus: Some(1.0),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            CgroupError::NoDelegation {
+                version: Version::V2,
+                uid: 1000,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("cpu controller"), "{msg}");
+    assert!(
+        msg.contains("systemd-run --user --scope -p Delegate=yes"),
+        "{msg}"
+    );
+    assert!(msg.contains("Delegate=cpu cpuset io memory pids"), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+    println!("v2 NoDelegation message: {msg}");
+}
+
+#[test]
+fn v2_rootless_uses_parent_without_processes() {
+    let t = Tmp::new("v2parent");
+    // Only user@1000.service's own directory (not its children) is writable
+    // and holds no processes: the container goes there, nothing is moved.
+    let fs = v2_user_tree(&t, "memory pids cpu", USER_SVC);
+    let svc = fs.root.join(USER_SVC.trim_start_matches('/'));
+    let svc2 = svc.clone();
+    let fs = fs.with_writable_check(move |p| {
+        p == svc2 || p.parent() == Some(svc2.as_path()) || p.starts_with(svc2.join("rcrun"))
+    });
+    let cg = Cgroup::create(
+        &fs,
+        "c",
+        &Limits {
+            cpus: Some(2.0),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(cg.paths(), vec![svc.join("rcrun/c").as_path()]);
+    assert!(!cg
+        .writes()
+        .iter()
+        .any(|(p, _)| p.to_string_lossy().contains(RUNTIME_LEAF)));
+    assert_eq!(get(&svc.join("rcrun/c/cpu.max")), "200000 100000");
+}
+
+#[test]
+fn v2_rootless_not_delegated() {
+    let t = Tmp::new("v2none");
+    let fs = v2_user_tree(&t, "memory pids", "/nothing-is-mine");
+    assert!(Cgroup::create(&fs, "c", &Limits::default())
+        .unwrap()
+        .is_none());
+    let e = Cgroup::create(
+        &fs,
+        "c",
+        &Limits {
+            memory: Some(1 << 30),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("nor any parent of it is writable"),
+        "{e}"
+    );
+    // No entry in /proc/self/cgroup at all.
+    put(&t.0.join("proc/self/cgroup"), "");
+    assert!(Cgroup::create(&fs, "c", &Limits::default())
+        .unwrap()
+        .is_none());
+    assert!(Cgroup::create(
+        &fs,
+        "c",
+        &Limits {
+            pids: Some(1),
+            ..Default::default()
+        }
+    )
+    .is_err());
+}
+
+#[test]
+fn v1_oom_and_stats() {
+    let t = Tmp::new("v1oom");
+    let fs = v1_tree(&t);
+    let cg = Cgroup::create(&fs, "c", &Limits::default())
+        .unwrap()
+        .unwrap();
+    let m = fs.root.join("memory/rcrun/c");
+    assert!(!cg.oom_killed());
+    put(
+        &m.join("memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+    );
+    put(&m.join("memory.failcnt"), "5\n");
+    assert!(!cg.oom_killed(), "oom_kill line wins over failcnt");
+    put(
+        &m.join("memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+    );
+    assert!(cg.oom_killed());
+    put(
+        &m.join("memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\n",
+    );
+    assert!(cg.oom_killed(), "old kernels: failcnt");
+    put(&m.join("memory.max_usage_in_bytes"), "1234\n");
+    put(&fs.root.join("cpuacct/rcrun/c/cpuacct.usage"), "1000\n");
+    put(&fs.root.join("pids/rcrun/c/pids.current"), "0\n");
+    assert_eq!(
+        cg.stats(),
+        Stats {
+            peak_memory_bytes: Some(1234),
+            cpu_time: Some(Duration::from_nanos(1000)),
+            pids_current: Some(0),
+            pids_peak: None,
+        }
+    );
+}
+
+#[test]
+fn gc_removes_only_empty_container_cgroups() {
+    let t = Tmp::new("gc1");
+    let fs = v1_tree(&t);
+    let root = fs.root.clone();
+    for c in ["memory", "pids"] {
+        put(&root.join(c).join("rcrun/dead/cgroup.procs"), "");
+        put(&root.join(c).join("rcrun/dead/memory.limit_in_bytes"), "1");
+        put(&root.join(c).join("rcrun/alive/cgroup.procs"), "12345\n");
+    }
+    put(&root.join("cpu/rcrun/nested/cgroup.procs"), "");
+    put(&root.join("cpu/rcrun/nested/inner/cgroup.procs"), "77\n");
+    put(&root.join("cpu/rcrun-1000/mine/cgroup.procs"), "");
+    let mut removed = gc_stale(&fs, None);
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![root.join("memory/rcrun/dead"), root.join("pids/rcrun/dead")]
+    );
+    assert!(root.join("memory/rcrun/alive").is_dir());
+    assert!(root.join("cpu/rcrun/nested/inner").is_dir());
+    assert!(
+        root.join("cpu/rcrun-1000/mine").is_dir(),
+        "rootless dirs not touched by root gc"
+    );
+    assert_eq!(
+        gc_stale(&fs, Some(1000)),
+        vec![root.join("cpu/rcrun-1000/mine")]
+    );
+    assert!(gc_stale(&fs, None).is_empty());
+}
+
+#[test]
+fn gc_v2_root_and_rootless() {
+    let t = Tmp::new("gc2");
+    let fs = v2_user_tree(&t, "memory pids", USER_SVC);
+    let root = fs.root.clone();
+    put(&root.join("rcrun/old/cgroup.procs"), "");
+    let scope = root.join(SCOPE.trim_start_matches('/'));
+    put(&scope.join("rcrun/old2/cgroup.procs"), "");
+    put(&scope.join("rcrun/running/cgroup.procs"), "5\n");
+    assert_eq!(gc_stale(&fs, None), vec![root.join("rcrun/old")]);
+    assert_eq!(gc_stale(&fs, Some(1000)), vec![scope.join("rcrun/old2")]);
+    assert!(scope.join("rcrun/running").is_dir());
+}

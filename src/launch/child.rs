@@ -1,0 +1,624 @@
+//! The container's first process. It starts as a clone of rcrun already inside the new
+//! namespaces, waits for the parent to write its id maps, builds the root file system, drops
+//! privileges and execs the command. It reads like a table of contents: one call per step, in the
+//! order the reference runtimes converge on (see each comment).
+
+use super::explain::Explain;
+use super::mounts::{Mnt, MountStep};
+use super::StartupPlan;
+use crate::sys::mount::{self as sm, Create};
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{Gid, Uid};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// A failed step: the exit code rcrun reports (125, 126, 127) and the message.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+fn fail(step: &str, e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: crate::EXIT_RCRUN_FAILED,
+        message: format!("{step}: {e}"),
+    }
+}
+
+pub struct ChildPipes {
+    /// Parent → child: one byte once the id maps and cgroup are in place.
+    pub go_read: OwnedFd,
+    /// Child → parent (close-on-exec): empty at EOF means execve succeeded; otherwise a failure.
+    pub err_write: OwnedFd,
+    pub pty_slave: Option<OwnedFd>,
+}
+
+/// Entry point of the cloned child. Never returns.
+pub fn child_main(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> ! {
+    let err_fd = pipes.err_write.as_raw_fd();
+    let failure = match run(plan, pipes, ex) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let mut msg = vec![failure.code as u8];
+    msg.extend_from_slice(failure.message.as_bytes());
+    // SAFETY: writing our own message to the still-open error pipe, then exiting without
+    // running destructors or atexit handlers of the parent's image (we are a forked copy).
+    unsafe {
+        libc::write(err_fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(failure.code);
+    }
+}
+
+enum Never {}
+
+fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Failure> {
+    // If rcrun dies, the container dies with it (prctl(2) PR_SET_PDEATHSIG); re-armed after the
+    // credential change below, which clears it.
+    set_pdeathsig()?;
+    wait_for_parent(&pipes.go_read)?;
+    become_namespace_root(plan)?;
+    if plan.new_netns {
+        ex.timed(
+            "net",
+            "ioctl(SIOCSIFFLAGS, lo, IFF_UP) in the new network namespace",
+            || bring_up_loopback().map_err(|e| fail("bring up lo", e)),
+        )?;
+    }
+    // Mount propagation first (mount_namespaces(7)): nothing we mount may leak back to the host.
+    ex.timed(
+        "mount",
+        "mount(NULL, \"/\", NULL, MS_REC|MS_SLAVE) — stop propagation to the host",
+        || {
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                None::<&str>,
+            )
+            .map_err(|e| fail("make / rslave", e))
+        },
+    )?;
+    let newroot = mount_rootfs(plan, ex)?;
+    let root_fd = open_root(&newroot)?;
+    for m in &plan.mounts {
+        ex.timed("mount", &m.describe(), || {
+            apply_mount(plan, root_fd.as_fd(), m)
+        })?;
+    }
+    drop(root_fd);
+    ex.timed(
+        "pivot_root",
+        &format!(
+            "chdir({0}); pivot_root(\".\", \".\"); umount2(\".\", MNT_DETACH)",
+            newroot.display()
+        ),
+        || pivot_into(&newroot),
+    )?;
+    if plan.read_only {
+        ex.timed(
+            "mount",
+            "mount(NULL, \"/\", NULL, MS_REMOUNT|MS_BIND|MS_RDONLY)",
+            || {
+                let root = nix::fcntl::open(
+                    "/",
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| fail("open /", e))?;
+                sm::remount_readonly(root.as_fd()).map_err(|e| fail("remount / read-only", e))
+            },
+        )?;
+    }
+    ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
+        nix::unistd::sethostname(&plan.hostname).map_err(|e| fail("sethostname", e))
+    })?;
+    if let Some(slave) = &pipes.pty_slave {
+        attach_terminal(slave)?;
+    }
+    drop(pipes.pty_slave);
+    let cwd = ex.timed(
+        "cwd",
+        &format!(
+            "mkdir -p + chdir({:?}), then verify getcwd() is inside the root",
+            plan.cwd
+        ),
+        || enter_workdir(plan),
+    )?;
+    let _ = cwd;
+    // No fd of rcrun's may reach the container (CVE-2024-21626): everything above stdio is
+    // marked close-on-exec (the error pipe must survive until execve itself).
+    ex.timed(
+        "fds",
+        "close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)",
+        close_fds_on_exec,
+    )?;
+    super::security_steps::apply(plan, ex)?;
+    exec(plan, ex)
+}
+
+fn set_pdeathsig() -> Result<(), Failure> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
+    Ok(())
+}
+
+fn wait_for_parent(go: &OwnedFd) -> Result<(), Failure> {
+    let mut f = std::fs::File::from(go.try_clone().map_err(|e| fail("dup sync pipe", e))?);
+    let mut b = [0u8; 1];
+    match f.read(&mut b) {
+        Ok(1) => Ok(()),
+        // The parent died or gave up before starting us.
+        _ => Err(Failure {
+            code: crate::EXIT_RCRUN_FAILED,
+            message: "parent went away before the container started".into(),
+        }),
+    }
+}
+
+/// With a user namespace, the child is "root" only once the maps exist; switching to uid/gid 0
+/// makes files it creates owned by the mapped root.
+fn become_namespace_root(plan: &StartupPlan) -> Result<(), Failure> {
+    if plan.mapping.user_namespace() {
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .map_err(|e| fail("setresgid(0) in the user namespace", e))?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .map_err(|e| fail("setresuid(0) in the user namespace", e))?;
+    }
+    Ok(())
+}
+
+fn bring_up_loopback() -> nix::Result<()> {
+    // SAFETY: socket(2) returns a new fd that we wrap and own.
+    let s = Errno::result(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    })?;
+    // SAFETY: fd fresh from socket(2).
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we own; the union field used is
+    // ifru_flags for both.
+    unsafe {
+        Errno::result(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        Errno::result(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
+    }
+    Ok(())
+}
+
+/// tmpfs scratch (upper, work, merged) on the store's run dir, visible only in this mount
+/// namespace, then the overlay on `merged`. The tmpfs dies with the namespace: no cleanup.
+fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<PathBuf, Failure> {
+    let scratch = &plan.scratch;
+    ex.timed("mount", &format!("mount(\"tmpfs\", {}, \"tmpfs\", \"mode=0700\") — scratch for upper/work, private to this mount namespace", scratch.display()), || {
+        mount(Some("tmpfs"), scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700")).map_err(|e| fail("mount scratch tmpfs", e))
+    })?;
+    let upper = scratch.join("upper");
+    let work = scratch.join("work");
+    let merged = scratch.join("merged");
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).map_err(|e| fail(&format!("mkdir {}", d.display()), e))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755));
+    let detail = format!(
+        "fsopen(\"overlay\") + fsconfig lowerdir+ ×{} (top first), upperdir={}, workdir={}, userxattr, index=off, metacopy=off; move_mount → {}",
+        plan.lowers_top_first.len(),
+        upper.display(),
+        work.display(),
+        merged.display()
+    );
+    ex.timed("mount", &detail, || {
+        sm::mount_overlay(&plan.lowers_top_first, &upper, &work, &merged)
+            .map(|_| ())
+            .map_err(|e| fail("mount overlay root file system", overlay_hint(e)))
+    })?;
+    Ok(merged)
+}
+
+fn overlay_hint(e: Errno) -> String {
+    match e {
+        Errno::EPERM | Errno::EINVAL => format!("{e} (overlayfs in a user namespace needs Linux 5.11+; `userxattr` needs 5.11+)"),
+        Errno::E2BIG => "too many layers for the mount(2) option string and the kernel lacks fsconfig lowerdir+ (Linux 6.8+)".into(),
+        other => other.to_string(),
+    }
+}
+
+fn open_root(root: &Path) -> Result<OwnedFd, Failure> {
+    nix::fcntl::open(
+        root,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail("open new root", e))
+}
+
+fn apply_mount(
+    plan: &StartupPlan,
+    root: std::os::fd::BorrowedFd<'_>,
+    m: &MountStep,
+) -> Result<(), Failure> {
+    let what = format!("mount {}", m.target);
+    let f = |e: Errno| fail(&what, e);
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    match &m.what {
+        Mnt::Proc => {
+            let t = sm::mountpoint(root, &m.target, Create::Dir)
+                .map_err(f)?
+                .expect("created");
+            sm::mount_at(
+                Some(Path::new("proc")),
+                t.as_fd(),
+                Some("proc"),
+                nodev,
+                None,
+            )
+            .map_err(f)
+        }
+        Mnt::Sysfs => {
+            let t = sm::mountpoint(root, &m.target, Create::Dir)
+                .map_err(f)?
+                .expect("created");
+            sm::mount_at(
+                Some(Path::new("sysfs")),
+                t.as_fd(),
+                Some("sysfs"),
+                nodev | MsFlags::MS_RDONLY,
+                None,
+            )
+            .map_err(f)
+        }
+        Mnt::Tmpfs { data, flags } => {
+            let t = sm::mountpoint(root, &m.target, Create::Dir)
+                .map_err(f)?
+                .expect("created");
+            sm::mount_at(
+                Some(Path::new("tmpfs")),
+                t.as_fd(),
+                Some("tmpfs"),
+                MsFlags::from_bits_truncate(*flags),
+                Some(data),
+            )
+            .map_err(f)
+        }
+        Mnt::Devpts => {
+            let t = sm::mountpoint(root, &m.target, Create::Dir)
+                .map_err(f)?
+                .expect("created");
+            sm::mount_at(
+                Some(Path::new("devpts")),
+                t.as_fd(),
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620"),
+            )
+            .map_err(f)
+        }
+        Mnt::Mqueue => {
+            let t = sm::mountpoint(root, &m.target, Create::Dir)
+                .map_err(f)?
+                .expect("created");
+            sm::mount_at(
+                Some(Path::new("mqueue")),
+                t.as_fd(),
+                Some("mqueue"),
+                nodev,
+                None,
+            )
+            .map_err(f)
+        }
+        Mnt::Bind {
+            source,
+            recursive,
+            read_only,
+        } => {
+            let is_dir = std::fs::metadata(source)
+                .map(|m| m.is_dir())
+                .map_err(|e| fail(&format!("bind source {}", source.display()), e))?;
+            let t = sm::mountpoint(
+                root,
+                &m.target,
+                if is_dir { Create::Dir } else { Create::File },
+            )
+            .map_err(f)?
+            .expect("created");
+            let mut flags = MsFlags::MS_BIND;
+            if *recursive {
+                flags |= MsFlags::MS_REC;
+            }
+            sm::mount_at(Some(source), t.as_fd(), None, flags, None).map_err(f)?;
+            if *read_only {
+                // Re-resolve: the fd still refers to the covered mount point.
+                let t = sm::mountpoint(root, &m.target, Create::Nothing)
+                    .map_err(f)?
+                    .expect("exists");
+                sm::remount_readonly(t.as_fd()).map_err(f)?;
+            }
+            Ok(())
+        }
+        Mnt::Device { major, minor } => {
+            let rel = m.target.trim_start_matches('/');
+            let parent = sm::mountpoint(root, "/dev", Create::Dir)
+                .map_err(f)?
+                .expect("created");
+            let name = Path::new(rel).file_name().expect("device name");
+            let dir = nix::fcntl::openat(
+                parent.as_fd(),
+                ".",
+                nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(f)?;
+            crate::sys::fs::mknod_at(
+                dir.as_fd(),
+                Path::new(name),
+                nix::sys::stat::SFlag::S_IFCHR,
+                0o666,
+                *major,
+                *minor,
+            )
+            .map_err(f)?;
+            nix::sys::stat::fchmodat(
+                dir.as_fd(),
+                name,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(f)
+        }
+        Mnt::Symlink { to } => {
+            let p = Path::new(&m.target);
+            let parent = sm::mountpoint(
+                root,
+                &p.parent().expect("has parent").display().to_string(),
+                Create::Dir,
+            )
+            .map_err(f)?
+            .expect("created");
+            let dir = nix::fcntl::openat(
+                parent.as_fd(),
+                ".",
+                nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(f)?;
+            match nix::unistd::symlinkat(to.as_str(), dir.as_fd(), p.file_name().expect("name")) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(f(e)),
+            }
+        }
+        Mnt::Mask => {
+            let Some(t) = sm::mountpoint(root, &m.target, Create::Nothing).map_err(f)? else {
+                return Ok(());
+            };
+            let st = nix::sys::stat::fstat(t.as_fd()).map_err(f)?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                sm::mount_at(
+                    Some(Path::new("tmpfs")),
+                    t.as_fd(),
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY | nodev,
+                    Some("size=0"),
+                )
+                .map_err(f)
+            } else {
+                // Only the real /dev/null (char 1:3) may be used as the mask.
+                let null = std::fs::metadata("/dev/null").map_err(|e| fail("stat /dev/null", e))?;
+                use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                if !null.file_type().is_char_device()
+                    || null.rdev() != nix::sys::stat::makedev(1, 3)
+                {
+                    return Err(fail(
+                        &what,
+                        "host /dev/null is not the 1:3 character device",
+                    ));
+                }
+                sm::mount_at(
+                    Some(Path::new("/dev/null")),
+                    t.as_fd(),
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )
+                .map_err(f)
+            }
+        }
+        Mnt::ReadOnly => {
+            let Some(t) = sm::mountpoint(root, &m.target, Create::Nothing).map_err(f)? else {
+                return Ok(());
+            };
+            let p = sm::fd_path(t.as_fd());
+            mount(
+                Some(&p),
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(f)?;
+            let t = sm::mountpoint(root, &m.target, Create::Nothing)
+                .map_err(f)?
+                .expect("exists");
+            sm::remount_readonly(t.as_fd()).map_err(f)
+        }
+        Mnt::HostFile { contents } => {
+            let name = m.target.trim_start_matches('/').replace('/', "_");
+            let src = plan.scratch.join(name);
+            std::fs::write(&src, contents)
+                .map_err(|e| fail(&format!("write {}", src.display()), e))?;
+            let t = sm::mountpoint(root, &m.target, Create::File)
+                .map_err(f)?
+                .expect("created");
+            sm::mount_at(Some(&src), t.as_fd(), None, MsFlags::MS_BIND, None).map_err(f)?;
+            let t = sm::mountpoint(root, &m.target, Create::Nothing)
+                .map_err(f)?
+                .expect("exists");
+            sm::remount_readonly(t.as_fd()).map_err(f)
+        }
+    }
+}
+
+/// pivot_root(2) NOTES: `pivot_root(".", ".")` stacks the old root on top of the new one at
+/// "/", and the detaching unmount then removes it — no temporary directory needed.
+fn pivot_into(newroot: &Path) -> Result<(), Failure> {
+    nix::unistd::chdir(newroot).map_err(|e| fail("chdir new root", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail("detach old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))
+}
+
+fn attach_terminal(slave: &OwnedFd) -> Result<(), Failure> {
+    nix::unistd::setsid().map_err(|e| fail("setsid", e))?;
+    // SAFETY: TIOCSCTTY on our pty slave fd, argument 0 (do not steal).
+    Errno::result(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) })
+        .map_err(|e| fail("ioctl(TIOCSCTTY)", e))?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto stdio fds 0-2 from our slave fd.
+        Errno::result(unsafe { libc::dup2(slave.as_raw_fd(), target) })
+            .map_err(|e| fail("dup2 pty", e))?;
+    }
+    Ok(())
+}
+
+fn enter_workdir(plan: &StartupPlan) -> Result<String, Failure> {
+    let cwd = &plan.cwd;
+    if !cwd.starts_with('/') {
+        return Err(fail("workdir", format!("{cwd:?} is not absolute")));
+    }
+    if std::fs::symlink_metadata(cwd).is_err() {
+        // docker creates a missing WorkingDir (as root, before switching user).
+        if let Err(e) = std::fs::create_dir_all(cwd) {
+            return Err(fail(&format!("create workdir {cwd}"), e));
+        }
+        if plan.user.uid != 0 {
+            let _ = nix::unistd::chown(
+                cwd.as_str(),
+                Some(Uid::from_raw(plan.user.uid)),
+                Some(Gid::from_raw(plan.user.gid)),
+            );
+        }
+    }
+    nix::unistd::chdir(cwd.as_str()).map_err(|e| fail(&format!("chdir workdir {cwd}"), e))?;
+    // A cwd outside the root shows as "(unreachable)/..." (getcwd(3)); after pivot_root and the
+    // fd sweep nothing can point outside, but check instead of trusting.
+    let here = nix::unistd::getcwd().map_err(|e| fail("getcwd", e))?;
+    if !here.starts_with("/") {
+        return Err(fail(
+            "workdir",
+            format!("resolves outside the container root: {}", here.display()),
+        ));
+    }
+    Ok(here.display().to_string())
+}
+
+fn close_fds_on_exec() -> Result<(), Failure> {
+    // SAFETY: close_range(2) with the CLOEXEC flag only changes fd flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Pre-5.11 kernels: walk /proc/self/fd.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| fail("list fds", e))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC on fds we may not own is harmless (EBADF ignored).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// execve with a `$PATH` search in the container's environment (execvpe semantics): 127 when the
+/// program is not found, 126 when it exists but cannot be executed.
+fn exec(plan: &StartupPlan, ex: &Explain) -> Result<Never, Failure> {
+    let argv: Vec<CString> = plan
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| fail("argv", "contains a NUL byte"))?;
+    let envp: Vec<CString> = plan
+        .env
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| fail("env", "contains a NUL byte"))?;
+    let prog = &plan.argv[0];
+    let candidates: Vec<String> = if prog.contains('/') {
+        vec![prog.clone()]
+    } else {
+        let path = plan
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(super::plan::DEFAULT_PATH);
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{prog}"))
+            .collect()
+    };
+    ex.step(
+        "exec",
+        &format!(
+            "execve({:?}, {:?}, {} env vars)",
+            candidates.first().map(String::as_str).unwrap_or(prog),
+            plan.argv,
+            plan.env.len()
+        ),
+        std::time::Duration::ZERO,
+    );
+    ex.flush();
+    let mut denied: Option<Errno> = None;
+    for c in &candidates {
+        let Ok(path) = CString::new(c.as_bytes()) else {
+            continue;
+        };
+        let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+        match e {
+            Errno::ENOENT | Errno::ENOTDIR => continue,
+            other => {
+                denied = Some(other);
+                if !prog.contains('/') && other == Errno::EACCES {
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+    Err(match denied {
+        Some(e) => Failure {
+            code: crate::EXIT_CANNOT_EXECUTE,
+            message: format!("cannot execute {prog:?}: {e}"),
+        },
+        None if prog.contains('/') => Failure {
+            code: crate::EXIT_NOT_FOUND,
+            message: format!("{prog:?}: no such file or directory in the image"),
+        },
+        None => Failure {
+            code: crate::EXIT_NOT_FOUND,
+            message: format!("{prog:?}: executable file not found in $PATH"),
+        },
+    })
+}
+
+/// Writes a line even when Rust's stderr lock state was inherited from the parent.
+pub fn raw_stderr(line: &str) {
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}

@@ -1,0 +1,535 @@
+//! The parent side: clone, id maps, signal forwarding, terminal, exit status.
+
+use super::child::{self, ChildPipes};
+use super::explain::Explain;
+use super::plan::{map_text, IdMapping};
+use super::StartupPlan;
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{step}: {source}")]
+    Sys { step: &'static str, source: Errno },
+    #[error("{0}")]
+    Child(String),
+    #[error("{step}: {detail}")]
+    IdMap { step: &'static str, detail: String },
+}
+
+/// The signals rcrun forwards to the container's PID 1.
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Hooks the caller runs between clone and start (cgroup placement).
+pub trait BeforeStart {
+    fn before_start(&mut self, pid: Pid) -> Result<(), String>;
+}
+
+pub struct Outcome {
+    /// Exit status docker-style: code, or 128+signal.
+    pub status: i32,
+    /// Set when the child failed before execve (rcrun's own message, exit code 125/126/127).
+    pub failure: Option<String>,
+    pub signaled: Option<Signal>,
+}
+
+fn sys(step: &'static str) -> impl Fn(Errno) -> LaunchError {
+    move |source| LaunchError::Sys { step, source }
+}
+
+/// Starts the container and waits for it. rcrun must be single-threaded here: the child is a
+/// fork-like clone that keeps running Rust code (allocations included) until execve.
+pub fn start_and_wait(
+    plan: &StartupPlan,
+    ex: &Explain,
+    hooks: &mut dyn BeforeStart,
+) -> Result<Outcome, LaunchError> {
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(s);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGWINCH);
+    let old_mask = mask
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(sys("block signals"))?;
+    let (go_read, go_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let (err_read, err_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let pty = if plan.tty {
+        Some(nix::pty::openpty(winsize().as_ref(), None).map_err(sys("openpty"))?)
+    } else {
+        None
+    };
+    let flags = plan.clone_flags();
+
+    let t = std::time::Instant::now();
+    // SAFETY: raw clone(2) without CLONE_VM behaves like fork(2): the child gets a copy of our
+    // single-threaded address space and continues here with return value 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags.bits() as libc::c_long) | libc::SIGCHLD as libc::c_long,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if rc < 0 {
+        let e = Errno::last();
+        let _ = old_mask.thread_set_mask();
+        return Err(LaunchError::Sys {
+            step: clone_step(e),
+            source: e,
+        });
+    }
+    if rc == 0 {
+        // Child. Restore the signal mask the command should start with.
+        let _ = old_mask.thread_set_mask();
+        drop(go_write);
+        drop(err_read);
+        let pty_slave = pty.map(|p| {
+            drop(p.master);
+            p.slave
+        });
+        child::child_main(
+            plan,
+            ChildPipes {
+                go_read,
+                err_write,
+                pty_slave,
+            },
+            ex,
+        );
+    }
+    let pid = Pid::from_raw(rc as i32);
+    ex.step(
+        "namespaces",
+        &format!(
+            "clone({}|SIGCHLD) → pid {pid}",
+            super::describe_flags(flags)
+        ),
+        t.elapsed(),
+    );
+    drop(go_read);
+    drop(err_write);
+    let master = pty.map(|p| {
+        drop(p.slave);
+        p.master
+    });
+
+    let setup = (|| -> Result<(), LaunchError> {
+        write_id_maps(pid, &plan.mapping, ex)?;
+        hooks.before_start(pid).map_err(LaunchError::Child)?;
+        Ok(())
+    })();
+    if let Err(e) = setup {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        let _ = old_mask.thread_set_mask();
+        return Err(e);
+    }
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(sys("signalfd"))?;
+    let _ = nix::unistd::write(&go_write, b"1");
+    drop(go_write);
+
+    // The error pipe closes on execve (close-on-exec) or carries the child's failure.
+    let mut failure = Vec::new();
+    let _ = std::fs::File::from(err_read).read_to_end(&mut failure);
+    let failure = (!failure.is_empty()).then(|| {
+        (
+            failure[0] as i32,
+            String::from_utf8_lossy(&failure[1..]).into_owned(),
+        )
+    });
+
+    let raw = match (&master, plan.interactive) {
+        (Some(_), true) => RawMode::enter(),
+        _ => None,
+    };
+    let result = wait_loop(pid, &sfd, master.as_ref(), plan.interactive);
+    drop(raw);
+    let _ = old_mask.thread_set_mask();
+    let (status, signaled) = result?;
+    Ok(match failure {
+        Some((code, msg)) => Outcome {
+            status: code,
+            failure: Some(msg),
+            signaled: None,
+        },
+        None => Outcome {
+            status,
+            failure: None,
+            signaled,
+        },
+    })
+}
+
+fn clone_step(e: Errno) -> &'static str {
+    match e {
+        Errno::EPERM | Errno::ENOSPC | Errno::EUSERS => "clone: cannot create namespaces (are unprivileged user namespaces enabled? sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces)",
+        _ => "clone",
+    }
+}
+
+fn winsize() -> Option<nix::pty::Winsize> {
+    let mut ws: libc::winsize = unsafe_zeroed_winsize();
+    // SAFETY: TIOCGWINSZ fills the winsize struct we own; failure (not a tty) is handled.
+    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0).then_some(ws)
+}
+
+fn unsafe_zeroed_winsize() -> libc::winsize {
+    libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// user_namespaces(7): writing "deny" to setgroups must precede an unprivileged gid_map write.
+fn write_id_maps(pid: Pid, mapping: &IdMapping, ex: &Explain) -> Result<(), LaunchError> {
+    let proc = format!("/proc/{pid}");
+    let write = |file: &str, text: &str| -> Result<(), LaunchError> {
+        std::fs::write(format!("{proc}/{file}"), text).map_err(|e| LaunchError::IdMap {
+            step: "write id map",
+            detail: format!("{proc}/{file} ← {:?}: {e}", text.trim()),
+        })
+    };
+    match mapping {
+        IdMapping::None => Ok(()),
+        IdMapping::Single { uid, gid } => {
+            ex.timed(
+                "idmap",
+                &format!("{proc}/uid_map ← \"{}\"", map_text(&[*uid]).trim()),
+                || write("uid_map", &map_text(&[*uid])),
+            )?;
+            ex.timed(
+                "idmap",
+                &format!(
+                    "{proc}/setgroups ← \"deny\"; gid_map ← \"{}\"",
+                    map_text(&[*gid]).trim()
+                ),
+                || {
+                    write("setgroups", "deny")?;
+                    write("gid_map", &map_text(&[*gid]))
+                },
+            )
+        }
+        IdMapping::Helpers {
+            uids,
+            gids,
+            newuidmap,
+            newgidmap,
+        } => {
+            for (tool, ranges) in [(newuidmap, uids), (newgidmap, gids)] {
+                let mut args = vec![pid.to_string()];
+                for r in ranges.iter() {
+                    args.extend([
+                        r.inside.to_string(),
+                        r.outside.to_string(),
+                        r.count.to_string(),
+                    ]);
+                }
+                ex.timed(
+                    "idmap",
+                    &format!("{} {}", tool.display(), args.join(" ")),
+                    || {
+                        let out = std::process::Command::new(tool)
+                            .args(&args)
+                            .output()
+                            .map_err(|e| LaunchError::IdMap {
+                                step: "run id-map helper",
+                                detail: format!("{}: {e}", tool.display()),
+                            })?;
+                        if !out.status.success() {
+                            return Err(LaunchError::IdMap {
+                                step: "id-map helper failed",
+                                detail: format!(
+                                    "{} {}: {}",
+                                    tool.display(),
+                                    args.join(" "),
+                                    String::from_utf8_lossy(&out.stderr).trim()
+                                ),
+                            });
+                        }
+                        Ok(())
+                    },
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A process running as PID 1 ignores signals it has no handler for (pid_namespaces(7)), so a
+/// plain `sleep` would shrug off SIGTERM. rcrun applies the default action for it: the container
+/// is killed and reported as killed by the forwarded signal (128+N), as it would be outside.
+fn forward(pid: Pid, sig: Signal) -> Option<Signal> {
+    let _ = nix::sys::signal::kill(pid, sig);
+    let caught = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("SigCgt:")
+                    .map(|v| u64::from_str_radix(v.trim(), 16).unwrap_or(0))
+            })
+        })
+        .unwrap_or(0);
+    let handled = caught & (1u64 << (sig as i32 - 1)) != 0;
+    if handled {
+        return None;
+    }
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    Some(sig)
+}
+
+fn wait_loop(
+    pid: Pid,
+    sfd: &SignalFd,
+    master: Option<&OwnedFd>,
+    interactive: bool,
+) -> Result<(i32, Option<Signal>), LaunchError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut emulated: Option<Signal> = None;
+    let mut stdin_open = interactive && master.is_some();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Reap first: the child may already be gone.
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                drain_master(master, &mut buf);
+                return Ok((code, None));
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                drain_master(master, &mut buf);
+                let reported = match (sig, emulated) {
+                    (Signal::SIGKILL, Some(s)) => s,
+                    (s, _) => s,
+                };
+                return Ok((128 + reported as i32, Some(reported)));
+            }
+            Ok(_) => {}
+            Err(Errno::ECHILD) => return Ok((crate::EXIT_RCRUN_FAILED, None)),
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(LaunchError::Sys {
+                    step: "waitpid",
+                    source: e,
+                })
+            }
+        }
+        let stdin = std::io::stdin();
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(m) = master {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            if stdin_open {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                return Err(LaunchError::Sys {
+                    step: "poll",
+                    source: e,
+                })
+            }
+        }
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        if !revents[0].is_empty() {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
+                match sig {
+                    Signal::SIGCHLD => {}
+                    Signal::SIGWINCH => {
+                        if let (Some(m), Some(ws)) = (master, winsize()) {
+                            // SAFETY: TIOCSWINSZ with a valid winsize on our pty master.
+                            unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                        }
+                    }
+                    s => {
+                        if let Some(e) = forward(pid, s) {
+                            emulated = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(m) = master {
+            if revents.len() > 1 && !revents[1].is_empty() {
+                match nix::unistd::read(m, &mut buf) {
+                    Ok(n) if n > 0 => {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&buf[..n]);
+                        let _ = out.flush();
+                    }
+                    // EIO: the slave side closed (the container exited); wait for the reap.
+                    _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+            if stdin_open && revents.len() > 2 && !revents[2].is_empty() {
+                match nix::unistd::read(std::io::stdin().as_fd(), &mut buf) {
+                    Ok(n) if n > 0 => {
+                        let _ = nix::unistd::write(m, &buf[..n]);
+                    }
+                    _ => stdin_open = false,
+                }
+            }
+        }
+    }
+}
+
+fn drain_master(master: Option<&OwnedFd>, buf: &mut [u8]) {
+    let Some(m) = master else { return };
+    let _ = nix::fcntl::fcntl(
+        m,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let mut out = std::io::stdout().lock();
+    while let Ok(n) = nix::unistd::read(m, buf) {
+        if n == 0 {
+            break;
+        }
+        let _ = out.write_all(&buf[..n]);
+    }
+    let _ = out.flush();
+}
+
+/// The caller's terminal in raw mode for the duration of a `-ti` session.
+struct RawMode(nix::sys::termios::Termios);
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let orig = tcgetattr(&stdin).ok()?;
+        let mut raw = orig.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode(orig))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
+/// Runs `f` in a child process inside a new user namespace with `mapping` (as its root), and
+/// waits for it. Used to extract layers with subordinate ids, so that image owners survive:
+/// only inside the namespace can ids 1..N be given to files. rcrun must be single-threaded here.
+pub fn run_in_userns(
+    mapping: &IdMapping,
+    f: impl FnOnce() -> Result<(), String>,
+) -> Result<(), LaunchError> {
+    let (go_read, go_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let (res_read, res_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    // SAFETY: fork-like raw clone(2) (no CLONE_VM) of a single-threaded process.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_NEWUSER as libc::c_long | libc::SIGCHLD as libc::c_long,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if rc < 0 {
+        let e = Errno::last();
+        return Err(LaunchError::Sys {
+            step: clone_step(e),
+            source: e,
+        });
+    }
+    if rc == 0 {
+        drop(go_write);
+        drop(res_read);
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        let mut b = [0u8; 1];
+        let ok = matches!(nix::unistd::read(&go_read, &mut b), Ok(1));
+        let result = if !ok {
+            Err("parent went away".to_string())
+        } else {
+            nix::unistd::setresgid(
+                nix::unistd::Gid::from_raw(0),
+                nix::unistd::Gid::from_raw(0),
+                nix::unistd::Gid::from_raw(0),
+            )
+            .and_then(|_| {
+                nix::unistd::setresuid(
+                    nix::unistd::Uid::from_raw(0),
+                    nix::unistd::Uid::from_raw(0),
+                    nix::unistd::Uid::from_raw(0),
+                )
+            })
+            .map_err(|e| format!("become root in the user namespace: {e}"))
+            .and_then(|_| f())
+        };
+        let code = match result {
+            Ok(()) => 0,
+            Err(msg) => {
+                let _ = nix::unistd::write(&res_write, msg.as_bytes());
+                1
+            }
+        };
+        // SAFETY: leave the forked copy without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let pid = Pid::from_raw(rc as i32);
+    drop(go_read);
+    drop(res_write);
+    let quiet = Explain::new(false);
+    if let Err(e) = write_id_maps(pid, mapping, &quiet) {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(e);
+    }
+    let _ = nix::unistd::write(&go_write, b"1");
+    drop(go_write);
+    let mut msg = String::new();
+    let _ = std::fs::File::from(res_read).read_to_string(&mut msg);
+    let status = loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    match status {
+        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+        _ if !msg.is_empty() => Err(LaunchError::Child(msg)),
+        other => Err(LaunchError::Child(format!(
+            "helper in the user namespace ended with {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,522 @@
+//! The startup plan: plain data computed before any namespace exists, so it can be printed
+//! (`--explain`) and unit-tested without privileges. The child executes it step by step.
+
+use crate::host::Privilege;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One line of a uid_map/gid_map (user_namespaces(7)): `inside outside count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdMapping {
+    /// Real root without --userns: no user namespace at all.
+    None,
+    /// Written by rcrun itself into /proc/PID/{setgroups,uid_map,gid_map}: only our own id can be
+    /// mapped, and setgroups must be denied first for an unprivileged gid_map write.
+    Single { uid: IdRange, gid: IdRange },
+    /// Written by the setuid helpers newuidmap/newgidmap, which check /etc/subuid and /etc/subgid.
+    Helpers {
+        uids: Vec<IdRange>,
+        gids: Vec<IdRange>,
+        newuidmap: PathBuf,
+        newgidmap: PathBuf,
+    },
+}
+
+impl IdMapping {
+    pub fn for_privilege(p: &Privilege) -> IdMapping {
+        match p {
+            Privilege::Root => IdMapping::None,
+            Privilege::FakeRoot => IdMapping::Single {
+                uid: IdRange {
+                    inside: 0,
+                    outside: 0,
+                    count: 1,
+                },
+                gid: IdRange {
+                    inside: 0,
+                    outside: 0,
+                    count: 1,
+                },
+            },
+            Privilege::Rootless {
+                uid,
+                gid,
+                subids: None,
+            } => IdMapping::Single {
+                uid: IdRange {
+                    inside: 0,
+                    outside: *uid,
+                    count: 1,
+                },
+                gid: IdRange {
+                    inside: 0,
+                    outside: *gid,
+                    count: 1,
+                },
+            },
+            Privilege::Rootless {
+                uid,
+                gid,
+                subids: Some(s),
+            } => IdMapping::Helpers {
+                uids: vec![
+                    IdRange {
+                        inside: 0,
+                        outside: *uid,
+                        count: 1,
+                    },
+                    IdRange {
+                        inside: 1,
+                        outside: s.uid_start,
+                        count: s.count,
+                    },
+                ],
+                gids: vec![
+                    IdRange {
+                        inside: 0,
+                        outside: *gid,
+                        count: 1,
+                    },
+                    IdRange {
+                        inside: 1,
+                        outside: s.gid_start,
+                        count: s.count,
+                    },
+                ],
+                newuidmap: s.newuidmap.clone(),
+                newgidmap: s.newgidmap.clone(),
+            },
+        }
+    }
+
+    pub fn user_namespace(&self) -> bool {
+        !matches!(self, IdMapping::None)
+    }
+
+    /// Whether `uid` exists inside the container.
+    pub fn maps_uid(&self, uid: u32) -> bool {
+        match self {
+            IdMapping::None => true,
+            IdMapping::Single { uid: r, .. } => uid >= r.inside && uid - r.inside < r.count,
+            IdMapping::Helpers { uids, .. } => uids
+                .iter()
+                .any(|r| uid >= r.inside && uid - r.inside < r.count),
+        }
+    }
+
+    /// setgroups(2) is only possible when gid_map was written by a privileged helper.
+    pub fn setgroups_allowed(&self) -> bool {
+        !matches!(self, IdMapping::Single { .. })
+    }
+}
+
+pub fn map_text(ranges: &[IdRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
+        .collect()
+}
+
+/// The process to start: Entrypoint + Cmd, as docker composes them.
+pub fn compose_argv(
+    entrypoint: &[String],
+    cmd: &[String],
+    entrypoint_override: Option<&str>,
+    args: &[String],
+) -> Vec<String> {
+    let mut argv: Vec<String> = match entrypoint_override {
+        Some("") => Vec::new(),
+        Some(e) => vec![e.to_string()],
+        None => entrypoint.to_vec(),
+    };
+    // An --entrypoint override drops the image's Cmd too (docker semantics), unless args are given.
+    if !args.is_empty() {
+        argv.extend(args.iter().cloned());
+    } else if entrypoint_override.is_none() {
+        argv.extend(cmd.iter().cloned());
+    }
+    argv
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("no command: the image has no Entrypoint or Cmd; give one after the image")]
+    NoCommand,
+    #[error("--env-file {path}: line {line}: {reason}")]
+    EnvFile {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("-e {0:?}: empty variable name")]
+    BadEnv(String),
+    #[error("user {spec:?}: {reason}")]
+    User { spec: String, reason: String },
+    #[error("--volume {spec:?}: {reason}")]
+    Volume { spec: String, reason: String },
+    #[error("{flag} {path:?}: must be an absolute path inside the container")]
+    NotAbsolute { flag: &'static str, path: String },
+}
+
+/// Image Env, then `--env-file` lines, then `-e` flags; later wins, order of first appearance kept.
+pub fn merge_env(
+    image_env: &[String],
+    env_files: &[(PathBuf, String)],
+    flags: &[String],
+    caller: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, PlanError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| match out.iter_mut().find(|(ek, _)| ek == k) {
+        Some(e) => e.1 = v,
+        None => out.push((k.to_string(), v)),
+    };
+    for e in image_env {
+        let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+        set(k, v.to_string());
+    }
+    let apply = |item: &str, set: &mut dyn FnMut(&str, String)| -> Result<(), String> {
+        match item.split_once('=') {
+            Some(("", _)) => Err("empty variable name".into()),
+            Some((k, v)) => {
+                set(k, v.to_string());
+                Ok(())
+            }
+            // `-e K`: take K from rcrun's environment, or leave it out when unset (docker does).
+            None if item.is_empty() => Err("empty variable name".into()),
+            None => {
+                if let Some(v) = caller(item) {
+                    set(item, v);
+                }
+                Ok(())
+            }
+        }
+    };
+    for (path, content) in env_files {
+        for (i, line) in content.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            apply(line, &mut set).map_err(|reason| PlanError::EnvFile {
+                path: path.clone(),
+                line: i + 1,
+                reason,
+            })?;
+        }
+    }
+    for f in flags {
+        apply(f, &mut set).map_err(|_| PlanError::BadEnv(f.clone()))?;
+    }
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+    }
+    Ok(out.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+/// A user resolved against the image's /etc/passwd and /etc/group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+    pub name: Option<String>,
+}
+
+/// Resolves `-u` / the config's User: `""` (root), `uid`, `uid:gid`, `name`, `name:group`,
+/// `uid:group`, `name:gid`. Numeric ids need not exist in passwd (docker allows it).
+pub fn resolve_user(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<ResolvedUser, PlanError> {
+    let err = |reason: String| PlanError::User {
+        spec: spec.to_string(),
+        reason,
+    };
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let u = if u.is_empty() { "0" } else { u };
+    let pw: Vec<Vec<&str>> = passwd
+        .unwrap_or("")
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7)
+        .collect();
+    let gr: Vec<Vec<&str>> = group
+        .unwrap_or("")
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    let entry = match u.parse::<u32>() {
+        Ok(uid) => pw.iter().find(|f| f[2].parse() == Ok(uid)),
+        Err(_) => Some(pw.iter().find(|f| f[0] == u).ok_or_else(|| {
+            err(format!(
+                "no user named {u:?} in the image's /etc/passwd{}",
+                if passwd.is_none() {
+                    " (the image has no /etc/passwd)"
+                } else {
+                    ""
+                }
+            ))
+        })?),
+    };
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => entry
+            .and_then(|f| f[2].parse().ok())
+            .ok_or_else(|| err("bad uid in /etc/passwd".into()))?,
+    };
+    let name = entry.map(|f| f[0].to_string());
+    let gid = match g {
+        Some(g) if !g.is_empty() => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => gr
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| err(format!("no group named {g:?} in the image's /etc/group")))?,
+        },
+        _ => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
+    };
+    // Supplementary groups: every group listing the user by name (when a group was not forced).
+    let mut groups = vec![gid];
+    if g.is_none() {
+        if let Some(n) = &name {
+            for f in &gr {
+                if f[3].split(',').any(|m| m == n) {
+                    if let Ok(id) = f[2].parse::<u32>() {
+                        if !groups.contains(&id) {
+                            groups.push(id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let home = entry
+        .map(|f| f[5].to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        groups,
+        home,
+        name,
+    })
+}
+
+/// Finds a file in the stacked layer dirs (top first) the way overlayfs would: the topmost layer
+/// holding the path wins; a whiteout, or an opaque directory on the way, hides lower layers.
+pub fn find_in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    for layer in layers_top_first {
+        let mut hidden_below = false;
+        let mut p = layer.clone();
+        for (i, c) in comps.iter().enumerate() {
+            p.push(c);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return None,
+                Ok(m) if i + 1 == comps.len() => return m.is_file().then(|| p.clone()),
+                Ok(m) if m.is_dir() => {
+                    if is_opaque(&p) {
+                        hidden_below = true;
+                    }
+                }
+                // A symlinked /etc and the like: not resolved here (it would be resolved in the
+                // container root); treat the file as absent.
+                Ok(_) => return None,
+                Err(_) => break,
+            }
+        }
+        if hidden_below {
+            return None;
+        }
+    }
+    None
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    use std::os::fd::AsFd;
+    std::fs::File::open(dir)
+        .ok()
+        .and_then(|f| {
+            crate::sys::fs::fgetxattr(f.as_fd(), crate::unpack::extract::OPAQUE_XATTR)
+                .ok()
+                .flatten()
+        })
+        .is_some_and(|v| v == b"y")
+}
+
+/// `-v SRC:DST[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+pub fn parse_volume(spec: &str) -> Result<Volume, PlanError> {
+    let err = |reason: &str| PlanError::Volume {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [s, d] => (*s, *d, false),
+        [s, d, "ro"] => (*s, *d, true),
+        [s, d, "rw"] => (*s, *d, false),
+        [_, _, o] => return Err(err(&format!("unknown option {o:?} (use ro or rw)"))),
+        _ => return Err(err("expected SRC:DST or SRC:DST:ro")),
+    };
+    if !src.starts_with('/') {
+        return Err(err("SRC must be an absolute host path"));
+    }
+    if !dst.starts_with('/') {
+        return Err(err("DST must be an absolute path inside the container"));
+    }
+    let source = std::fs::canonicalize(src).map_err(|e| err(&format!("SRC: {e}")))?;
+    Ok(Volume {
+        source,
+        target: dst.to_string(),
+        read_only: ro,
+    })
+}
+
+/// Overlay mount options, for the classic `mount(2)` string and for narration.
+pub fn overlay_options(lower_top_first: &[String], upper: &str, work: &str) -> String {
+    format!(
+        "lowerdir={},upperdir={upper},workdir={work},userxattr,index=off,metacopy=off",
+        lower_top_first.join(":")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n";
+    const GROUP: &str = "root:x:0:\napp:x:1000:\nextra:x:2000:app,other\n";
+
+    #[test]
+    fn composes_argv_like_docker() {
+        let ep = vec!["/bin/sh".to_string(), "-c".to_string()];
+        let cmd = vec!["echo hi".to_string()];
+        assert_eq!(
+            compose_argv(&ep, &cmd, None, &[]),
+            ["/bin/sh", "-c", "echo hi"]
+        );
+        assert_eq!(
+            compose_argv(&ep, &cmd, None, &["date".into()]),
+            ["/bin/sh", "-c", "date"]
+        );
+        assert_eq!(
+            compose_argv(&ep, &cmd, Some("/bin/echo"), &[]),
+            ["/bin/echo"]
+        );
+        assert_eq!(compose_argv(&ep, &cmd, Some(""), &["ls".into()]), ["ls"]);
+        assert_eq!(compose_argv(&[], &cmd, None, &[]), ["echo hi"]);
+    }
+
+    #[test]
+    fn merges_env_in_order() {
+        let image = vec!["PATH=/bin".to_string(), "A=1".to_string()];
+        let files = vec![(PathBuf::from("f"), "# c\nB=2\n\nA=3\n".to_string())];
+        let caller = |k: &str| (k == "HOME_X").then(|| "h".to_string());
+        let env = merge_env(
+            &image,
+            &files,
+            &["A=4".into(), "HOME_X".into(), "UNSET".into()],
+            &caller,
+        )
+        .unwrap();
+        assert_eq!(env, ["PATH=/bin", "A=4", "B=2", "HOME_X=h"]);
+        let env = merge_env(&[], &[], &[], &caller).unwrap();
+        assert_eq!(env, [format!("PATH={DEFAULT_PATH}")]);
+        assert!(merge_env(&[], &[], &["=x".into()], &caller).is_err());
+        let bad = vec![(PathBuf::from("f"), "=x\n".to_string())];
+        assert!(matches!(
+            merge_env(&[], &bad, &[], &caller),
+            Err(PlanError::EnvFile { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn resolves_users() {
+        let r = resolve_user("", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
+        let r = resolve_user("app", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!(
+            (r.uid, r.gid, r.groups.clone(), r.home.as_str()),
+            (1000, 1000, vec![1000, 2000], "/home/app")
+        );
+        let r = resolve_user("1000:extra", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid, r.groups.clone()), (1000, 2000, vec![2000]));
+        let r = resolve_user("4242", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid, r.home.as_str()), (4242, 0, "/"));
+        assert!(resolve_user("ghost", Some(PASSWD), Some(GROUP)).is_err());
+        assert!(resolve_user("app:ghosts", Some(PASSWD), Some(GROUP)).is_err());
+    }
+
+    #[test]
+    fn id_maps_per_privilege() {
+        let m = IdMapping::for_privilege(&Privilege::Rootless {
+            uid: 1000,
+            gid: 1000,
+            subids: None,
+        });
+        assert!(m.user_namespace() && !m.setgroups_allowed());
+        assert!(m.maps_uid(0) && !m.maps_uid(1000));
+        if let IdMapping::Single { uid, .. } = &m {
+            assert_eq!(map_text(&[*uid]), "0 1000 1\n");
+        }
+        assert!(!IdMapping::for_privilege(&Privilege::Root).user_namespace());
+        let fake = IdMapping::for_privilege(&Privilege::FakeRoot);
+        assert_eq!(
+            fake,
+            IdMapping::Single {
+                uid: IdRange {
+                    inside: 0,
+                    outside: 0,
+                    count: 1
+                },
+                gid: IdRange {
+                    inside: 0,
+                    outside: 0,
+                    count: 1
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn parses_volumes() {
+        let v = parse_volume("/tmp:/data:ro").unwrap();
+        assert!(v.read_only && v.target == "/data");
+        assert!(parse_volume("tmp:/data").is_err());
+        assert!(parse_volume("/tmp:data").is_err());
+        assert!(parse_volume("/tmp:/data:rx").is_err());
+    }
+
+    #[test]
+    fn overlay_options_order() {
+        let o = overlay_options(&["3".into(), "2".into(), "1".into()], "u", "w");
+        assert_eq!(
+            o,
+            "lowerdir=3:2:1,upperdir=u,workdir=w,userxattr,index=off,metacopy=off"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! The last steps before execve, in the order that matters (capabilities(7), seccomp(2)):
+//! drop the bounding set while still privileged → switch groups and user → set the remaining
+//! capability sets → no_new_privs → re-arm the parent-death signal (a credential change clears
+//! it) → seccomp, last, because the filter would otherwise forbid the calls above.
+
+use super::child::Failure;
+use super::explain::Explain;
+use super::StartupPlan;
+use nix::unistd::{Gid, Uid};
+
+fn fail(step: &str, e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: crate::EXIT_RCRUN_FAILED,
+        message: format!("{step}: {e}"),
+    }
+}
+
+pub fn apply(plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
+    let u = &plan.user;
+    ex.timed(
+        "user",
+        &format!(
+            "setgroups({:?}); setresgid({}); setresuid({})",
+            u.groups, u.gid, u.uid
+        ),
+        || {
+            if plan.mapping.setgroups_allowed() {
+                let groups: Vec<Gid> = u.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+                nix::unistd::setgroups(&groups).map_err(|e| fail("setgroups", e))?;
+            }
+            nix::unistd::setresgid(
+                Gid::from_raw(u.gid),
+                Gid::from_raw(u.gid),
+                Gid::from_raw(u.gid),
+            )
+            .map_err(|e| fail(&format!("setresgid({})", u.gid), e))?;
+            nix::unistd::setresuid(
+                Uid::from_raw(u.uid),
+                Uid::from_raw(u.uid),
+                Uid::from_raw(u.uid),
+            )
+            .map_err(|e| fail(&format!("setresuid({})", u.uid), e))
+        },
+    )?;
+    if plan.no_new_privs {
+        ex.timed("nnp", "prctl(PR_SET_NO_NEW_PRIVS, 1)", || {
+            nix::sys::prctl::set_no_new_privs().map_err(|e| fail("prctl(PR_SET_NO_NEW_PRIVS)", e))
+        })?;
+    }
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
+    Ok(())
+}

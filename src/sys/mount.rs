@@ -1,0 +1,257 @@
+//! Mount primitives for building the container root. Targets inside the new root are resolved
+//! with `openat2(RESOLVE_IN_ROOT)` and mounted through `/proc/self/fd/N`, so a symlink planted in
+//! the image (`/etc -> /host/etc`) resolves inside the root, never on the host (CVE-2019-16884,
+//! CVE-2019-19921 class).
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::Mode;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn in_root(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(root, rel, how)
+}
+
+/// What to create at a mount point that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    Dir,
+    File,
+    /// Never create (masking /proc or /sys entries that this kernel lacks).
+    Nothing,
+}
+
+/// Opens `path` (absolute, inside the container) beneath `root` as an `O_PATH` fd, creating the
+/// missing components (directories, and the leaf as `create` says). `None` when the leaf is
+/// absent and `create` is `Nothing`.
+pub fn mountpoint(
+    root: BorrowedFd<'_>,
+    path: &str,
+    create: Create,
+) -> nix::Result<Option<OwnedFd>> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    if rel.as_os_str().is_empty() {
+        return in_root(root, Path::new("."), OFlag::O_PATH).map(Some);
+    }
+    match in_root(root, rel, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+        Ok(fd) => {
+            // A symlink leaf would be followed by mount(2) through /proc/self/fd; resolve it
+            // inside the root instead.
+            let st = nix::sys::stat::fstat(fd.as_fd())?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                return in_root(root, rel, OFlag::O_PATH).map(Some);
+            }
+            return Ok(Some(fd));
+        }
+        Err(Errno::ENOENT) if create != Create::Nothing => {}
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    // Create parents one by one, each resolved inside the root.
+    let mut cur = PathBuf::new();
+    let comps: Vec<_> = rel.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        let parent = in_root(
+            root,
+            if cur.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                &cur
+            },
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )?;
+        cur.push(c);
+        let last = i + 1 == comps.len();
+        let name = c.as_os_str();
+        if last && create == Create::File {
+            // SAFETY: openat with a valid dir fd and a NUL-terminated name; the returned fd is
+            // owned by us and closed immediately.
+            let cname = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(name))
+                .map_err(|_| Errno::EINVAL)?;
+            let fd = unsafe {
+                libc::openat(
+                    parent.as_raw_fd(),
+                    cname.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: fd was just returned by openat and is not shared.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            } else {
+                let e = Errno::last();
+                if e != Errno::EEXIST {
+                    return Err(e);
+                }
+            }
+        } else {
+            match nix::sys::stat::mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    in_root(root, rel, OFlag::O_PATH).map(Some)
+}
+
+pub fn mount_at(
+    source: Option<&Path>,
+    target: BorrowedFd<'_>,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> nix::Result<()> {
+    mount(source, &fd_path(target), fstype, flags, data)
+}
+
+/// `MS_REMOUNT|MS_BIND|MS_RDONLY`, keeping the flags the kernel locks in a user namespace
+/// (nosuid/nodev/noexec of the underlying mount must be repeated, see mount(2) EPERM).
+pub fn remount_readonly(target: BorrowedFd<'_>) -> nix::Result<()> {
+    let st = nix::sys::statvfs::fstatvfs(target)?;
+    use nix::sys::statvfs::FsFlags;
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    let f = st.flags();
+    if f.contains(FsFlags::ST_NOSUID) {
+        flags |= MsFlags::MS_NOSUID;
+    }
+    if f.contains(FsFlags::ST_NODEV) {
+        flags |= MsFlags::MS_NODEV;
+    }
+    if f.contains(FsFlags::ST_NOEXEC) {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    mount_at(None, target, None, flags, None)
+}
+
+/// How the overlay was mounted (for narration).
+pub enum OverlayMethod {
+    NewApi,
+    Classic,
+}
+
+fn fsconfig_string(fs: BorrowedFd<'_>, key: &str, value: Option<&str>) -> nix::Result<()> {
+    const FSCONFIG_SET_FLAG: u32 = 0;
+    const FSCONFIG_SET_STRING: u32 = 1;
+    let key = CString::new(key).map_err(|_| Errno::EINVAL)?;
+    let value = value
+        .map(|v| CString::new(v).map_err(|_| Errno::EINVAL))
+        .transpose()?;
+    let (cmd, vptr) = match &value {
+        Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+        None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+    };
+    // SAFETY: fsconfig(2) with a valid fs context fd and NUL-terminated key/value that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            key.as_ptr(),
+            vptr,
+            0,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Mounts overlayfs at `target`. Prefers the new mount API with one `lowerdir+` per layer
+/// (Linux ≥ 6.8), which has no length limit up to the kernel's 500 layers; falls back to a
+/// classic `mount(2)` option string, limited to one page.
+pub fn mount_overlay(
+    lower_top_first: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> nix::Result<OverlayMethod> {
+    match mount_overlay_new_api(lower_top_first, upper, work, target) {
+        Ok(()) => return Ok(OverlayMethod::NewApi),
+        Err(Errno::ENOSYS) | Err(Errno::EINVAL) => {}
+        Err(e) => return Err(e),
+    }
+    let lowers: Vec<String> = lower_top_first
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let opts = crate::launch::plan::overlay_options(
+        &lowers,
+        &upper.display().to_string(),
+        &work.display().to_string(),
+    );
+    if opts.len() >= 4096 {
+        return Err(Errno::E2BIG);
+    }
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )?;
+    Ok(OverlayMethod::Classic)
+}
+
+fn mount_overlay_new_api(
+    lower_top_first: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> nix::Result<()> {
+    let name = CString::new("overlay").expect("static");
+    // SAFETY: fsopen(2) with a NUL-terminated fs name; returns a new fd we own.
+    let fd = Errno::result(unsafe {
+        libc::syscall(libc::SYS_fsopen, name.as_ptr(), libc::FSOPEN_CLOEXEC)
+    })?;
+    // SAFETY: the syscall returned a fresh fd.
+    let fs = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    for l in lower_top_first {
+        fsconfig_string(fs.as_fd(), "lowerdir+", Some(&l.display().to_string()))?;
+    }
+    fsconfig_string(fs.as_fd(), "upperdir", Some(&upper.display().to_string()))?;
+    fsconfig_string(fs.as_fd(), "workdir", Some(&work.display().to_string()))?;
+    fsconfig_string(fs.as_fd(), "userxattr", None)?;
+    fsconfig_string(fs.as_fd(), "index", Some("off"))?;
+    fsconfig_string(fs.as_fd(), "metacopy", Some("off"))?;
+    const FSCONFIG_CMD_CREATE: u32 = 6;
+    // SAFETY: fsconfig(2) CREATE on our fs context fd; no pointers.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            0,
+            0,
+            0,
+        )
+    })?;
+    // SAFETY: fsmount(2) on the created context; returns a new mount fd we own.
+    let m = Errno::result(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0)
+    })?;
+    // SAFETY: fresh fd from fsmount.
+    let mnt = unsafe { OwnedFd::from_raw_fd(m as i32) };
+    let empty = CString::new("").expect("static");
+    let tgt = CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: move_mount(2) of our detached mount fd onto an absolute path; strings outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            tgt.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
