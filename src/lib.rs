@@ -5,13 +5,16 @@
 //! ```
 //! Each stage consumes only the previous stage's output; `main_with` below is the pipeline.
 
+pub mod cgroup;
 pub mod cli;
 pub mod host;
 pub mod image;
+pub mod imagebuild;
 pub mod inspect;
 pub mod launch;
 pub mod layers_view;
 pub mod run;
+pub mod security;
 pub mod sys;
 pub mod unpack;
 
@@ -146,7 +149,12 @@ fn cmd_unpack(ctx: &Ctx, a: &cli::UnpackArgs) -> Result<i32> {
 
 fn cmd_gc(ctx: &Ctx) -> Result<i32> {
     let store = Store::open(&ctx.store_root)?;
-    let removed = store.reclaim_tmp();
+    let mut removed = store.reclaim_tmp();
+    let uid = nix::unistd::geteuid().as_raw();
+    removed.extend(cgroup::gc_stale(
+        &cgroup::CgroupFs::host(),
+        (!ctx.privilege.is_real_root()).then_some(uid),
+    ));
     for p in &removed {
         println!("removed {}", p.display());
     }

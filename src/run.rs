@@ -28,11 +28,58 @@ fn container_id() -> String {
     hex::encode(b)
 }
 
-struct NoHooks;
-impl BeforeStart for NoHooks {
-    fn before_start(&mut self, _pid: nix::unistd::Pid) -> Result<(), String> {
+/// Places the container in its cgroup between clone and start (before execve).
+struct CgroupHook<'a> {
+    cgroup: Option<&'a mut crate::cgroup::Cgroup>,
+    ex: &'a Explain,
+}
+
+impl BeforeStart for CgroupHook<'_> {
+    fn before_start(&mut self, pid: nix::unistd::Pid) -> Result<(), String> {
+        if let Some(cg) = self.cgroup.as_deref_mut() {
+            let paths: Vec<String> = cg
+                .paths()
+                .iter()
+                .map(|p| p.join("cgroup.procs").display().to_string())
+                .collect();
+            self.ex.timed(
+                "cgroup",
+                &format!("write {pid} to {}", paths.join(", ")),
+                || cg.add_process(pid.as_raw()).map_err(|e| e.to_string()),
+            )?;
+        }
         Ok(())
     }
+}
+
+/// Resource limits from the flags (sizes and counts validated here, before anything starts).
+fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
+    use crate::cgroup::{parse_cpus, parse_cpuset, parse_size};
+    let swap = match a.memory_swap.as_deref() {
+        None => None,
+        Some("-1") => Some(-1),
+        Some(s) => Some(parse_size(s).with_context(|| format!("--memory-swap {s}"))? as i64),
+    };
+    Ok(crate::cgroup::Limits {
+        memory: a
+            .memory
+            .as_deref()
+            .map(|s| parse_size(s).with_context(|| format!("--memory {s}")))
+            .transpose()?,
+        memory_swap: swap,
+        pids: a.pids_limit,
+        cpus: a
+            .cpus
+            .as_deref()
+            .map(|s| parse_cpus(s).with_context(|| format!("--cpus {s}")))
+            .transpose()?,
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a
+            .cpuset_cpus
+            .as_deref()
+            .map(|s| parse_cpuset(s).with_context(|| format!("--cpuset-cpus {s}")))
+            .transpose()?,
+    })
 }
 
 pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
@@ -99,7 +146,8 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         );
     }
     drop(archive);
-    let plan = build_plan(ctx, a, &image, &layers, &store.run_dir())?;
+    let mut plan = build_plan(ctx, a, &image, &layers, &store.run_dir())?;
+    plan.seccomp = seccomp_filter(&store, a, &plan, &ex)?;
     ex.step(
         "plan",
         &format!(
@@ -113,8 +161,90 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             ex.step("env", e, std::time::Duration::ZERO);
         }
     }
-    let outcome =
-        parent::start_and_wait(&plan, &ex, &mut NoHooks).context("starting the container")?;
+    let limits = limits(a)?;
+    let cg_fs = crate::cgroup::CgroupFs::host();
+    let mut cgroup =
+        if matches!(ctx.privilege, crate::host::Privilege::FakeRoot) && limits.is_empty() {
+            None // uid 0 in a user namespace owns no cgroup; without limits there is nothing to enforce
+        } else {
+            if ctx.privilege.is_real_root() {
+                for p in crate::cgroup::gc_stale(&cg_fs, None) {
+                    tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
+                }
+            }
+            ex.timed(
+                "cgroup",
+                &format!(
+                    "create cgroup for container {} with limits {limits:?}",
+                    plan.id
+                ),
+                || crate::cgroup::Cgroup::create(&cg_fs, &plan.id, &limits),
+            )?
+        };
+    if let Some(cg) = &cgroup {
+        for (path, value) in cg.writes() {
+            ex.step(
+                "cgroup",
+                &format!("write {value:?} to {}", path.display()),
+                std::time::Duration::ZERO,
+            );
+        }
+    }
+    let started = parent::start_and_wait(
+        &plan,
+        &ex,
+        &mut CgroupHook {
+            cgroup: cgroup.as_mut(),
+            ex: &ex,
+        },
+    );
+    let mut outcome = match started {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(cg) = cgroup.take() {
+                let _ = cg.remove();
+            }
+            return Err(anyhow::Error::new(e).context("starting the container"));
+        }
+    };
+    if let Some(cg) = cgroup.take() {
+        // The kernel's OOM killer picks any process of the cgroup; a shell as PID 1 then exits 137
+        // itself. Either way the container died of its memory limit.
+        let oom_status =
+            outcome.signaled == Some(nix::sys::signal::Signal::SIGKILL) || outcome.status == 137;
+        if oom_status && cg.oom_killed() {
+            let limit = cg
+                .memory_limit()
+                .map(crate::cgroup::format_size)
+                .unwrap_or_else(|| "?".into());
+            eprintln!(
+                "rcrun: container killed: it exceeded its memory limit of {limit} (--memory)"
+            );
+            outcome.status = 137;
+        }
+        if a.stats {
+            let s = cg.stats();
+            eprintln!(
+                "rcrun: stats: peak memory {}, cpu time {}, pids {}",
+                s.peak_memory_bytes
+                    .map(crate::cgroup::format_size)
+                    .unwrap_or_else(|| "n/a".into()),
+                s.cpu_time
+                    .map(|d| format!("{:.3}s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "n/a".into()),
+                s.pids_peak
+                    .or(s.pids_current)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "n/a".into()),
+            );
+        }
+        let paths: Vec<String> = cg.paths().iter().map(|p| p.display().to_string()).collect();
+        ex.timed("cleanup", &format!("rmdir {}", paths.join(", ")), || {
+            cg.remove()
+        })?;
+    } else if a.stats {
+        eprintln!("rcrun: stats: not available (the container ran without a cgroup)");
+    }
     if let Some(msg) = &outcome.failure {
         eprintln!("rcrun: error: {msg}");
     }
@@ -126,6 +256,98 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     ex.step("cleanup", "mount namespace gone with its last process: overlay, scratch tmpfs and all mounts released by the kernel", std::time::Duration::ZERO);
     ex.summary();
     Ok(outcome.status)
+}
+
+/// What `--security-opt` asked for.
+pub struct SecurityOptions {
+    pub no_new_privs: bool,
+    /// None = default profile; Some(None) = unconfined; Some(Some(path)) = a profile file.
+    pub seccomp: Option<Option<PathBuf>>,
+}
+
+pub fn security_options(opts: &[String]) -> Result<SecurityOptions> {
+    let mut out = SecurityOptions {
+        no_new_privs: true,
+        seccomp: None,
+    };
+    for o in opts {
+        let (k, v) = o.split_once(['=', ':']).unwrap_or((o.as_str(), ""));
+        match (k, v) {
+            ("no-new-privileges", "" | "true") => out.no_new_privs = true,
+            ("no-new-privileges", "false") => out.no_new_privs = false,
+            ("seccomp", "unconfined") => out.seccomp = Some(None),
+            ("seccomp", p) if !p.is_empty() => out.seccomp = Some(Some(PathBuf::from(p))),
+            _ => bail!("--security-opt {o:?}: unknown option (use seccomp=PATH, seccomp=unconfined, no-new-privileges=false)"),
+        }
+    }
+    Ok(out)
+}
+
+/// Compiles (or loads from the cache) the seccomp filter for this container.
+fn seccomp_filter(
+    store: &unpack::Store,
+    a: &RunArgs,
+    plan: &StartupPlan,
+    ex: &Explain,
+) -> Result<Option<crate::security::CompiledFilter>> {
+    let sec = security_options(&a.security_opt)?;
+    if a.privileged || matches!(sec.seccomp, Some(None)) {
+        ex.step(
+            "seccomp",
+            "no filter (unconfined)",
+            std::time::Duration::ZERO,
+        );
+        return Ok(None);
+    }
+    let (name, profile) = match &sec.seccomp {
+        Some(Some(path)) => (
+            path.display().to_string(),
+            std::fs::read(path).with_context(|| {
+                format!(
+                    "--security-opt seccomp={}: cannot read the profile",
+                    path.display()
+                )
+            })?,
+        ),
+        _ => (
+            "built-in configs/seccomp.json".to_string(),
+            crate::security::DEFAULT_PROFILE.as_bytes().to_vec(),
+        ),
+    };
+    if !plan.no_new_privs && plan.mapping.user_namespace() {
+        // Unprivileged seccomp needs no_new_privs (seccomp(2)); root in the initial namespace does not.
+        bail!("--security-opt no-new-privileges=false needs seccomp=unconfined when rootless: the kernel only lets an unprivileged process install a seccomp filter with no_new_privs set");
+    }
+    let arch = if cfg!(target_arch = "aarch64") {
+        seccompiler::TargetArch::aarch64
+    } else {
+        seccompiler::TargetArch::x86_64
+    };
+    let t = std::time::Instant::now();
+    let (filter, cached) = crate::security::seccomp::load_cached(
+        &store.cache_dir(),
+        &profile,
+        &plan.caps.bounding,
+        arch,
+    )
+    .map_err(|e| anyhow::anyhow!("seccomp profile {name}: {e}"))?;
+    ex.step(
+        "seccomp",
+        &format!(
+            "{name}: {} rules, default action {}, {} BPF instructions in {} program(s), {}",
+            filter.rule_count,
+            filter.default_action,
+            filter.bpf_instructions,
+            filter.programs.len(),
+            if cached {
+                "loaded from cache"
+            } else {
+                "compiled and cached"
+            }
+        ),
+        t.elapsed(),
+    );
+    Ok(Some(filter))
 }
 
 /// Extracts missing layers. With subordinate ids this happens inside a user namespace holding
@@ -251,6 +473,9 @@ pub fn build_plan(
         volumes: &volumes,
         tmpfs: &a.tmpfs,
     });
+    let user_is_root = user.uid == 0;
+    let sec = security_options(&a.security_opt)?;
+    let caps = crate::security::plan_caps(&a.cap_add, &a.cap_drop, a.privileged, user_is_root)?;
     Ok(StartupPlan {
         id,
         mapping,
@@ -264,7 +489,9 @@ pub fn build_plan(
         env,
         cwd,
         user,
-        no_new_privs: true,
+        no_new_privs: sec.no_new_privs,
+        caps,
+        seccomp: None,
         tty: a.tty,
         interactive: a.interactive,
         init: a.init,

@@ -124,11 +124,13 @@ impl Limits {
             (Some(s), None) if s > 0 => {
                 return invalid("--memory-swap needs --memory (it is the memory+swap total)".into())
             }
-            (Some(s), Some(m)) if s > 0 && (s as u64) < m => return invalid(format!(
+            (Some(s), Some(m)) if s > 0 && (s as u64) < m => {
+                return invalid(format!(
                 "--memory-swap ({}) is the memory+swap total and must be at least --memory ({})",
                 format_size(s as u64),
                 format_size(m)
-            )),
+            ))
+            }
             _ => {}
         }
         if let Some(c) = self.cpus {

@@ -33,7 +33,8 @@ pub struct ChildPipes {
     pub go_read: OwnedFd,
     /// Child → parent (close-on-exec): empty at EOF means execve succeeded; otherwise a failure.
     pub err_write: OwnedFd,
-    pub pty_slave: Option<OwnedFd>,
+    /// With -t: the socket on which the child sends the pty master it opens in its own devpts.
+    pub console: Option<OwnedFd>,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -117,10 +118,10 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
         nix::unistd::sethostname(&plan.hostname).map_err(|e| fail("sethostname", e))
     })?;
-    if let Some(slave) = &pipes.pty_slave {
-        attach_terminal(slave)?;
+    if let Some(sock) = &pipes.console {
+        ex.timed("tty", "open /dev/ptmx in the container's devpts, send the master to rcrun (SCM_RIGHTS), make the slave our controlling terminal", || open_console(sock))?;
     }
-    drop(pipes.pty_slave);
+    drop(pipes.console);
     let cwd = ex.timed(
         "cwd",
         &format!(
@@ -473,6 +474,37 @@ fn pivot_into(newroot: &Path) -> Result<(), Failure> {
     nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail("detach old root", e))?;
     nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))
+}
+
+/// The terminal must come from the container's own devpts instance (a host pty would be
+/// invisible in /dev/pts inside, so `tty` would fail); the master goes back to rcrun, which
+/// proxies it, like runc's console socket.
+fn open_console(sock: &OwnedFd) -> Result<(), Failure> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| fail("posix_openpt", e))?;
+    nix::pty::grantpt(&master).map_err(|e| fail("grantpt", e))?;
+    nix::pty::unlockpt(&master).map_err(|e| fail("unlockpt", e))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| fail("ptsname", e))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail(&format!("open {name}"), e))?;
+    let fds = [master.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(b"t")];
+    nix::sys::socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &cmsg,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| fail("send pty master", e))?;
+    drop(master);
+    attach_terminal(&slave)
 }
 
 fn attach_terminal(slave: &OwnedFd) -> Result<(), Failure> {

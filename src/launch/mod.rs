@@ -40,6 +40,10 @@ pub struct StartupPlan {
     pub cwd: String,
     pub user: ResolvedUser,
     pub no_new_privs: bool,
+    /// Capability sets (bounding, effective, permitted; inheritable and ambient stay empty).
+    pub caps: crate::security::CapPlan,
+    /// The compiled seccomp filter, or None for `seccomp=unconfined` / `--privileged`.
+    pub seccomp: Option<crate::security::CompiledFilter>,
     pub tty: bool,
     pub interactive: bool,
     pub init: bool,

@@ -69,8 +69,17 @@ pub fn start_and_wait(
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (err_read, err_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-    let pty = if plan.tty {
-        Some(nix::pty::openpty(winsize().as_ref(), None).map_err(sys("openpty"))?)
+    let console = if plan.tty {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        Some(
+            socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(sys("socketpair"))?,
+        )
     } else {
         None
     };
@@ -102,16 +111,16 @@ pub fn start_and_wait(
         let _ = old_mask.thread_set_mask();
         drop(go_write);
         drop(err_read);
-        let pty_slave = pty.map(|p| {
-            drop(p.master);
-            p.slave
+        let console = console.map(|(ours, theirs)| {
+            drop(ours);
+            theirs
         });
         child::child_main(
             plan,
             ChildPipes {
                 go_read,
                 err_write,
-                pty_slave,
+                console,
             },
             ex,
         );
@@ -127,9 +136,9 @@ pub fn start_and_wait(
     );
     drop(go_read);
     drop(err_write);
-    let master = pty.map(|p| {
-        drop(p.slave);
-        p.master
+    let console = console.map(|(ours, theirs)| {
+        drop(theirs);
+        ours
     });
 
     let setup = (|| -> Result<(), LaunchError> {
@@ -147,6 +156,11 @@ pub fn start_and_wait(
         .map_err(sys("signalfd"))?;
     let _ = nix::unistd::write(&go_write, b"1");
     drop(go_write);
+    let master = console.and_then(|sock| receive_master(&sock));
+    if let (Some(m), Some(ws)) = (&master, winsize()) {
+        // SAFETY: TIOCSWINSZ with a valid winsize on our pty master.
+        unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
 
     // The error pipe closes on execve (close-on-exec) or carries the child's failure.
     let mut failure = Vec::new();
@@ -178,6 +192,29 @@ pub fn start_and_wait(
             signaled,
         },
     })
+}
+
+/// Receives the pty master the child opened (None if it failed before sending one).
+fn receive_master(sock: &OwnedFd) -> Option<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this fd in our table for us.
+            return fds.first().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    None
 }
 
 fn clone_step(e: Errno) -> &'static str {

@@ -16,7 +16,17 @@ fn fail(step: &str, e: impl std::fmt::Display) -> Failure {
 }
 
 pub fn apply(plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
+    use crate::security;
     let u = &plan.user;
+    // Bounding set first: dropping from it needs CAP_SETPCAP, which we still have.
+    ex.timed(
+        "caps",
+        &format!(
+            "drop from bounding set all but {:?}",
+            security::cap_names(&plan.caps.bounding)
+        ),
+        || security::apply_bounding(&plan.caps).map_err(|e| fail("capability bounding set", e)),
+    )?;
     ex.timed(
         "user",
         &format!(
@@ -42,6 +52,14 @@ pub fn apply(plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
             .map_err(|e| fail(&format!("setresuid({})", u.uid), e))
         },
     )?;
+    ex.timed(
+        "caps",
+        &format!(
+            "capset: effective+permitted {:?}, inheritable [], ambient cleared",
+            security::cap_names(&plan.caps.effective)
+        ),
+        || security::apply_sets(&plan.caps).map_err(|e| fail("capability sets", e)),
+    )?;
     if plan.no_new_privs {
         ex.timed("nnp", "prctl(PR_SET_NO_NEW_PRIVS, 1)", || {
             nix::sys::prctl::set_no_new_privs().map_err(|e| fail("prctl(PR_SET_NO_NEW_PRIVS)", e))
@@ -49,5 +67,17 @@ pub fn apply(plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
     }
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
+    // Last before execve: the filter forbids several of the calls above.
+    if let Some(f) = &plan.seccomp {
+        ex.timed(
+            "seccomp",
+            &format!(
+                "seccomp(SECCOMP_SET_MODE_FILTER) ×{} programs, {} BPF instructions",
+                f.programs.len(),
+                f.bpf_instructions
+            ),
+            || security::install(f).map_err(|e| fail("seccomp", e)),
+        )?;
+    }
     Ok(())
 }

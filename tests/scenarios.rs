@@ -1,0 +1,137 @@
+//! Runs `integration/scenarios.sh` (the end-to-end `rcrun run` scenarios) as root, as a plain
+//! user, and as a plain user under `unshare -Ur`. Needs root (to switch users) and the plain user
+//! `rcrun-test` that `.ci/run` creates; without them each test says loudly why it skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TEST_USER: &str = "rcrun-test";
+
+fn skip(why: &str) {
+    eprintln!("SKIP: {why}");
+    println!("SKIP: {why}");
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| rcrun::host::is_full_map(&m))
+            .unwrap_or(false)
+}
+
+fn user_exists(name: &str) -> bool {
+    nix::unistd::User::from_name(name).ok().flatten().is_some()
+}
+
+/// A world-readable directory holding the rcrun binary and the images, so a plain user can use
+/// them wherever the checkout lives.
+fn staging() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("rcrun-scenarios-{}", std::process::id()));
+    if dir.exists() {
+        return dir;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_rcrun"), dir.join("rcrun")).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    for f in [
+        "busybox.docker-save.tar",
+        "layered.oci-archive.tar",
+        "docker-default-seccomp.json",
+    ] {
+        std::fs::copy(fixtures.join(f), dir.join(f)).unwrap_or_else(|e| panic!("fixture {f}: {e}"));
+    }
+    if let Some(mk) = option_env!("CARGO_BIN_EXE_rcrun-mkimage") {
+        let st = Command::new(mk)
+            .args([
+                "--busybox",
+                "--many-layers",
+                "200",
+                "--tag",
+                "many:200",
+                "-o",
+            ])
+            .arg(dir.join("many-layers.tar"))
+            .status()
+            .expect("run rcrun-mkimage");
+        assert!(st.success(), "rcrun-mkimage failed");
+    }
+    // The static probe that reports capabilities, no_new_privs, seccomp and denied calls.
+    let probe_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe/probe.c");
+    std::fs::create_dir_all(dir.join("probe")).unwrap();
+    let built = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("probe/probe"))
+        .arg(&probe_src)
+        .status();
+    if !matches!(built, Ok(s) if s.success()) {
+        skip("gcc -static could not build tests/probe/probe.c: confinement checks will be skipped");
+    }
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+fn run_scenarios(mode: &str, wrapper: &[&str]) {
+    let dir = staging();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/scenarios.sh");
+    let script_copy = dir.join(format!("scenarios-{mode}.sh"));
+    std::fs::copy(&script, &script_copy).unwrap();
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..])
+        .arg("bash")
+        .arg(&script_copy)
+        .arg(dir.join("rcrun"))
+        .arg(&dir)
+        .arg(mode)
+        .current_dir(&dir);
+    let out = cmd.output().expect("run scenarios");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "scenarios failed as {mode}:\n{stdout}"
+    );
+}
+
+#[test]
+fn scenarios_as_root() {
+    if !is_root() {
+        return skip("scenarios as root need real root");
+    }
+    run_scenarios("root", &["env"]);
+}
+
+#[test]
+fn scenarios_as_plain_user() {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip("rootless scenarios need root (to switch user) and the user rcrun-test (.ci/run creates it)");
+    }
+    run_scenarios("rootless", &["runuser", "-u", TEST_USER, "--"]);
+}
+
+#[test]
+fn scenarios_as_plain_user_without_subids() {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip("rootless scenarios need root (to switch user) and the user rcrun-test (.ci/run creates it)");
+    }
+    run_scenarios(
+        "rootless-single-map",
+        &["runuser", "-u", TEST_USER, "--", "env", "RCRUN_NO_SUBIDS=1"],
+    );
+}
+
+#[test]
+fn scenarios_under_unshare_ur() {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip("unshare -Ur scenarios need root (to switch user) and the user rcrun-test (.ci/run creates it)");
+    }
+    run_scenarios(
+        "unshare",
+        &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"],
+    );
+}
