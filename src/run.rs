@@ -146,8 +146,9 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         );
     }
     drop(archive);
-    let mut plan = build_plan(ctx, a, &image, &layers, &store.run_dir())?;
-    plan.seccomp = seccomp_filter(&store, a, &plan, &ex)?;
+    let sec = security_options(&a.security_opt)?;
+    let mut plan = build_plan(ctx, a, &sec, &image, &layers, &store.run_dir())?;
+    plan.seccomp = seccomp_filter(&store, a, &sec, &plan, &ex)?;
     ex.step(
         "plan",
         &format!(
@@ -287,10 +288,10 @@ pub fn security_options(opts: &[String]) -> Result<SecurityOptions> {
 fn seccomp_filter(
     store: &unpack::Store,
     a: &RunArgs,
+    sec: &SecurityOptions,
     plan: &StartupPlan,
     ex: &Explain,
 ) -> Result<Option<crate::security::CompiledFilter>> {
-    let sec = security_options(&a.security_opt)?;
     if a.privileged || matches!(sec.seccomp, Some(None)) {
         ex.step(
             "seccomp",
@@ -389,6 +390,7 @@ fn read_layer_file(lowers_top_first: &[PathBuf], rel: &str) -> Option<String> {
 pub fn build_plan(
     ctx: &Ctx,
     a: &RunArgs,
+    sec: &SecurityOptions,
     image: &Image,
     layers: &[ReadyLayer],
     scratch: &std::path::Path,
@@ -474,7 +476,6 @@ pub fn build_plan(
         tmpfs: &a.tmpfs,
     });
     let user_is_root = user.uid == 0;
-    let sec = security_options(&a.security_opt)?;
     let caps = crate::security::plan_caps(&a.cap_add, &a.cap_drop, a.privileged, user_is_root)?;
     Ok(StartupPlan {
         id,

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{Gid, Uid};
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -122,7 +122,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         ex.timed("tty", "open /dev/ptmx in the container's devpts, send the master to rcrun (SCM_RIGHTS), make the slave our controlling terminal", || open_console(sock))?;
     }
     drop(pipes.console);
-    let cwd = ex.timed(
+    ex.timed(
         "cwd",
         &format!(
             "mkdir -p + chdir({:?}), then verify getcwd() is inside the root",
@@ -130,7 +130,6 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         ),
         || enter_workdir(plan),
     )?;
-    let _ = cwd;
     // No fd of rcrun's may reach the container (CVE-2024-21626): everything above stdio is
     // marked close-on-exec (the error pipe must survive until execve itself).
     ex.timed(
@@ -250,72 +249,32 @@ fn apply_mount(
     let what = format!("mount {}", m.target);
     let f = |e: Errno| fail(&what, e);
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // A fresh instance of a pseudo file system on a directory created inside the root.
+    let new_fs = |fstype: &str, flags: MsFlags, data: Option<&str>| {
+        let t = sm::mountpoint(root, &m.target, Create::Dir)
+            .map_err(f)?
+            .expect("created");
+        sm::mount_at(
+            Some(Path::new(fstype)),
+            t.as_fd(),
+            Some(fstype),
+            flags,
+            data,
+        )
+        .map_err(f)
+    };
     match &m.what {
-        Mnt::Proc => {
-            let t = sm::mountpoint(root, &m.target, Create::Dir)
-                .map_err(f)?
-                .expect("created");
-            sm::mount_at(
-                Some(Path::new("proc")),
-                t.as_fd(),
-                Some("proc"),
-                nodev,
-                None,
-            )
-            .map_err(f)
-        }
-        Mnt::Sysfs => {
-            let t = sm::mountpoint(root, &m.target, Create::Dir)
-                .map_err(f)?
-                .expect("created");
-            sm::mount_at(
-                Some(Path::new("sysfs")),
-                t.as_fd(),
-                Some("sysfs"),
-                nodev | MsFlags::MS_RDONLY,
-                None,
-            )
-            .map_err(f)
-        }
+        Mnt::Proc => new_fs("proc", nodev, None),
+        Mnt::Sysfs => new_fs("sysfs", nodev | MsFlags::MS_RDONLY, None),
         Mnt::Tmpfs { data, flags } => {
-            let t = sm::mountpoint(root, &m.target, Create::Dir)
-                .map_err(f)?
-                .expect("created");
-            sm::mount_at(
-                Some(Path::new("tmpfs")),
-                t.as_fd(),
-                Some("tmpfs"),
-                MsFlags::from_bits_truncate(*flags),
-                Some(data),
-            )
-            .map_err(f)
+            new_fs("tmpfs", MsFlags::from_bits_truncate(*flags), Some(data))
         }
-        Mnt::Devpts => {
-            let t = sm::mountpoint(root, &m.target, Create::Dir)
-                .map_err(f)?
-                .expect("created");
-            sm::mount_at(
-                Some(Path::new("devpts")),
-                t.as_fd(),
-                Some("devpts"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-                Some("newinstance,ptmxmode=0666,mode=0620"),
-            )
-            .map_err(f)
-        }
-        Mnt::Mqueue => {
-            let t = sm::mountpoint(root, &m.target, Create::Dir)
-                .map_err(f)?
-                .expect("created");
-            sm::mount_at(
-                Some(Path::new("mqueue")),
-                t.as_fd(),
-                Some("mqueue"),
-                nodev,
-                None,
-            )
-            .map_err(f)
-        }
+        Mnt::Devpts => new_fs(
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+        Mnt::Mqueue => new_fs("mqueue", nodev, None),
         Mnt::Bind {
             source,
             recursive,
@@ -520,7 +479,7 @@ fn attach_terminal(slave: &OwnedFd) -> Result<(), Failure> {
     Ok(())
 }
 
-fn enter_workdir(plan: &StartupPlan) -> Result<String, Failure> {
+fn enter_workdir(plan: &StartupPlan) -> Result<(), Failure> {
     let cwd = &plan.cwd;
     if !cwd.starts_with('/') {
         return Err(fail("workdir", format!("{cwd:?} is not absolute")));
@@ -548,7 +507,7 @@ fn enter_workdir(plan: &StartupPlan) -> Result<String, Failure> {
             format!("resolves outside the container root: {}", here.display()),
         ));
     }
-    Ok(here.display().to_string())
+    Ok(())
 }
 
 fn close_fds_on_exec() -> Result<(), Failure> {
@@ -648,9 +607,4 @@ fn exec(plan: &StartupPlan, ex: &Explain) -> Result<Never, Failure> {
             message: format!("{prog:?}: executable file not found in $PATH"),
         },
     })
-}
-
-/// Writes a line even when Rust's stderr lock state was inherited from the parent.
-pub fn raw_stderr(line: &str) {
-    let _ = std::io::stderr().write_all(line.as_bytes());
 }

@@ -86,27 +86,14 @@ pub fn start_and_wait(
     let flags = plan.clone_flags();
 
     let t = std::time::Instant::now();
-    // SAFETY: raw clone(2) without CLONE_VM behaves like fork(2): the child gets a copy of our
-    // single-threaded address space and continues here with return value 0.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags.bits() as libc::c_long) | libc::SIGCHLD as libc::c_long,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+    let child = match fork_into_namespaces(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = old_mask.thread_set_mask();
+            return Err(e);
+        }
     };
-    if rc < 0 {
-        let e = Errno::last();
-        let _ = old_mask.thread_set_mask();
-        return Err(LaunchError::Sys {
-            step: clone_step(e),
-            source: e,
-        });
-    }
-    if rc == 0 {
+    let Some(pid) = child else {
         // Child. Restore the signal mask the command should start with.
         let _ = old_mask.thread_set_mask();
         drop(go_write);
@@ -124,8 +111,7 @@ pub fn start_and_wait(
             },
             ex,
         );
-    }
-    let pid = Pid::from_raw(rc as i32);
+    };
     ex.step(
         "namespaces",
         &format!(
@@ -217,6 +203,35 @@ fn receive_master(sock: &OwnedFd) -> Option<OwnedFd> {
     None
 }
 
+/// clone(2) with new namespaces and no CLONE_VM: fork-like, the child gets a copy of our
+/// address space and continues after the call. `None` in the child, the child's pid in the
+/// parent. rcrun must be single-threaded here, since the child keeps running Rust code.
+fn fork_into_namespaces(flags: nix::sched::CloneFlags) -> Result<Option<Pid>, LaunchError> {
+    // SAFETY: raw clone(2) without CLONE_VM and with a null stack behaves like fork(2) in a
+    // single-threaded process; no memory is shared with the child.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags.bits() as libc::c_long) | libc::SIGCHLD as libc::c_long,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match rc {
+        0 => Ok(None),
+        pid if pid > 0 => Ok(Some(Pid::from_raw(pid as i32))),
+        _ => {
+            let e = Errno::last();
+            Err(LaunchError::Sys {
+                step: clone_step(e),
+                source: e,
+            })
+        }
+    }
+}
+
 fn clone_step(e: Errno) -> &'static str {
     match e {
         Errno::EPERM | Errno::ENOSPC | Errno::EUSERS => "clone: cannot create namespaces (are unprivileged user namespaces enabled? sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces)",
@@ -225,19 +240,15 @@ fn clone_step(e: Errno) -> &'static str {
 }
 
 fn winsize() -> Option<nix::pty::Winsize> {
-    let mut ws: libc::winsize = unsafe_zeroed_winsize();
-    // SAFETY: TIOCGWINSZ fills the winsize struct we own; failure (not a tty) is handled.
-    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0).then_some(ws)
-}
-
-fn unsafe_zeroed_winsize() -> libc::winsize {
-    libc::winsize {
+    let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
         ws_xpixel: 0,
         ws_ypixel: 0,
-    }
+    };
+    // SAFETY: TIOCGWINSZ fills the winsize struct we own; failure (not a tty) is handled.
+    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0).then_some(ws)
 }
 
 /// user_namespaces(7): writing "deny" to setgroups must precede an unprivileged gid_map write.
@@ -491,25 +502,8 @@ pub fn run_in_userns(
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (res_read, res_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-    // SAFETY: fork-like raw clone(2) (no CLONE_VM) of a single-threaded process.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::CLONE_NEWUSER as libc::c_long | libc::SIGCHLD as libc::c_long,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if rc < 0 {
-        let e = Errno::last();
-        return Err(LaunchError::Sys {
-            step: clone_step(e),
-            source: e,
-        });
-    }
-    if rc == 0 {
+    let child = fork_into_namespaces(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+    let Some(pid) = child else {
         drop(go_write);
         drop(res_read);
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -542,8 +536,7 @@ pub fn run_in_userns(
         };
         // SAFETY: leave the forked copy without running the parent's destructors.
         unsafe { libc::_exit(code) };
-    }
-    let pid = Pid::from_raw(rc as i32);
+    };
     drop(go_read);
     drop(res_write);
     let quiet = Explain::new(false);

@@ -49,7 +49,6 @@ pub fn flatten(
         let mut m = Merger {
             preserve_owners,
             links: &mut links,
-            layer,
         };
         m.merge_dir(layer, target)
             .map_err(|source| UnpackError::Flatten {
@@ -79,8 +78,6 @@ struct Merger<'a> {
     preserve_owners: bool,
     /// (dev, ino) of a multiply-linked file in this layer → where it was copied.
     links: &'a mut HashMap<(u64, u64), PathBuf>,
-    #[allow(dead_code)]
-    layer: &'a Path,
 }
 
 fn is_whiteout(meta: &fs::Metadata) -> bool {
