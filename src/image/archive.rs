@@ -130,7 +130,9 @@ impl Archive {
             archive: self.display.clone(),
             detail,
         };
-        let entries = tar.entries().map_err(|e| not_tar(e.to_string()))?;
+        // Seeking past member data means indexing reads only the 512-byte headers, not the
+        // layers: a warm start of a 300 MB image must not read 300 MB.
+        let entries = tar.entries_with_seek().map_err(|e| not_tar(e.to_string()))?;
         let mut members = HashMap::new();
         for entry in entries {
             let entry = entry.map_err(|e| not_tar(e.to_string()))?;
@@ -154,6 +156,14 @@ impl Archive {
                 tar::EntryType::Directory => MemberKind::Dir,
                 _ => MemberKind::Other,
             };
+            if let MemberKind::File { offset, size } = kind {
+                if offset.saturating_add(size) > self.file_size {
+                    return Err(not_tar(format!(
+                        "truncated: member {name} needs {size} bytes at offset {offset}, the file has {}",
+                        self.file_size
+                    )));
+                }
+            }
             members.insert(name, kind);
         }
         if members.is_empty() {
@@ -262,6 +272,21 @@ impl Read for PositionedReader<'_> {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+impl io::Seek for PositionedReader<'_> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let base = match to {
+            io::SeekFrom::Start(n) => {
+                self.pos = n;
+                return Ok(n);
+            }
+            io::SeekFrom::Current(d) => (self.pos, d),
+            io::SeekFrom::End(d) => (self.file.metadata()?.len(), d),
+        };
+        self.pos = base.0.checked_add_signed(base.1).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        Ok(self.pos)
     }
 }
 
