@@ -72,6 +72,14 @@ expect "masked /proc files read empty" "0" "$RCRUN" run "$BB" sh -c 'for f in /p
 sleep 1; kill -TERM $pid; wait $pid; rc=$?
 [ $rc == 143 ] && ok "SIGTERM ends sleep with 143" || bad "SIGTERM ends sleep with 143" "got $rc"
 
+# --init: a minimal init is PID 1, reaps orphans and forwards signals to the command.
+expect "--init runs the command as PID 2 under init" "2" "$RCRUN" run --init "$BB" sh -c 'echo $$'
+expect "--init reaps orphaned zombies" "0" "$RCRUN" run --init "$BB" sh -c '(sleep 0.2 &); sleep 1; ps -o stat | grep -c "^Z"'
+status "--init passes the exit status" 9 "$RCRUN" run --init "$BB" sh -c 'exit 9'
+"$RCRUN" run --init "$BB" sh -c 'trap "exit 3" TERM; sleep 30 & wait' & pid=$!
+sleep 1; kill -TERM $pid; wait $pid; rc=$?
+[ $rc == 3 ] && ok "--init forwards SIGTERM to the command" || bad "--init forwards SIGTERM to the command" "got $rc"
+
 if command -v script >/dev/null; then
   got=$(script -qec "'$RCRUN' run -t '$BB' tty" /dev/null </dev/null | tr -d '\r')
   [[ "$got" == /dev/pts/* ]] && ok "-t under script gives a tty" || bad "-t under script gives a tty" "got [$got]"
@@ -115,6 +123,11 @@ if [ "$MODE" = root ]; then
   status "memory hog under --memory 64m exits 137" 137 "$RCRUN" run --memory 64m "$BB" sh -c 'head -c 300m /dev/zero | tail > /dev/null'
   grep -q "exceeded its memory limit" "$WORK/err" && ok "OOM kill message" || bad "OOM kill message" "$(cat "$WORK/err")"
   expect "fork bomb held under --pids-limit 50" "held" "$RCRUN" run --pids-limit 50 "$BB" sh -c '(for i in $(seq 80); do sleep 5 & done) 2>/dev/null; set -- /proc/[0-9]*; [ $# -le 50 ] && [ $# -ge 40 ] && echo held || echo "$# procs"'
+  # --cpus 0.2: a busy loop for 2 s gets about a fifth of a core (the CFS quota caps it).
+  "$RCRUN" run --init --stats --cpus 0.2 "$BB" timeout 2 sh -c 'while :; do :; done' >/dev/null 2>"$WORK/err"
+  cpu=$(sed -n 's/.*cpu time \([0-9.]*\)s.*/\1/p' "$WORK/err")
+  awk -v c="$cpu" 'BEGIN { exit !(c > 0.05 && c < 0.6) }' && ok "--cpus 0.2 holds a busy loop to ~20% (cpu ${cpu}s in 2s)" || bad "--cpus 0.2" "cpu time [$cpu] in 2 s: $(cat "$WORK/err")"
+  grep -q "peak memory" "$WORK/err" && ok "--stats reports peak memory, cpu time, pids" || bad "--stats" "$(cat "$WORK/err")"
   left=$(find /sys/fs/cgroup/*/rcrun -mindepth 1 -type d 2>/dev/null | wc -l)
   [ "$left" == 0 ] && ok "no cgroup left" || bad "no cgroup left" "$left dirs"
 else

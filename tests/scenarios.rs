@@ -135,3 +135,85 @@ fn scenarios_under_unshare_ur() {
         &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"],
     );
 }
+
+/// Rootless with a delegated cgroup v1 subtree (`rcrun-<uid>` in each controller, chowned to the
+/// user as the NoDelegation message tells a root user to do): limits are enforced.
+#[test]
+fn rootless_limits_with_delegated_cgroup() {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip("delegation test needs root (to chown the subtree) and the user rcrun-test");
+    }
+    if !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        return skip("delegation test is written for cgroup v1 controllers (this host has none at /sys/fs/cgroup/memory)");
+    }
+    let uid = nix::unistd::User::from_name(TEST_USER)
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let dirs: Vec<PathBuf> = ["memory", "pids", "cpu", "cpuacct"]
+        .iter()
+        .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}/rcrun-{uid}")))
+        .collect();
+    for d in &dirs {
+        let _ = std::fs::create_dir(d);
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg(uid.to_string())
+            .arg(d)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let dir = staging();
+    let run = |args: &[&str]| {
+        Command::new("runuser")
+            .args(["-u", TEST_USER, "--"])
+            .arg(dir.join("rcrun"))
+            .args(["--root"])
+            .arg(dir.join(format!("store-delegated-{uid}")))
+            .arg("run")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    let bb = dir.join("busybox.docker-save.tar");
+    let bb = bb.to_str().unwrap();
+    let hog = run(&[
+        "--memory",
+        "64m",
+        bb,
+        "sh",
+        "-c",
+        "head -c 300m /dev/zero | tail > /dev/null",
+    ]);
+    let pids = run(&[
+        "--pids-limit",
+        "20",
+        bb,
+        "sh",
+        "-c",
+        "(for i in $(seq 40); do sleep 5 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $#",
+    ]);
+    for d in dirs.iter().rev() {
+        for _ in 0..50 {
+            if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let hog_err = String::from_utf8_lossy(&hog.stderr);
+    assert_eq!(hog.status.code(), Some(137), "memory hog: {hog_err}");
+    assert!(hog_err.contains("exceeded its memory limit"), "{hog_err}");
+    let n: usize = String::from_utf8_lossy(&pids.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(999);
+    assert!(
+        n <= 20,
+        "pids limit not enforced: {n} processes; {}",
+        String::from_utf8_lossy(&pids.stderr)
+    );
+}

@@ -35,10 +35,14 @@ pub struct ChildPipes {
     pub err_write: OwnedFd,
     /// With -t: the socket on which the child sends the pty master it opens in its own devpts.
     pub console: Option<OwnedFd>,
+    /// With --explain: the child's step timings go back to rcrun for the closing summary.
+    pub report: Option<OwnedFd>,
 }
 
 /// Entry point of the cloned child. Never returns.
 pub fn child_main(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> ! {
+    // The parent keeps the totals of everything before the fork; ours start from zero.
+    ex.reset_totals();
     let err_fd = pipes.err_write.as_raw_fd();
     let failure = match run(plan, pipes, ex) {
         Ok(never) => match never {},
@@ -138,7 +142,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         close_fds_on_exec,
     )?;
     super::security_steps::apply(plan, ex)?;
-    exec(plan, ex)
+    exec(plan, ex, pipes.report.as_ref())
 }
 
 fn set_pdeathsig() -> Result<(), Failure> {
@@ -538,7 +542,7 @@ fn close_fds_on_exec() -> Result<(), Failure> {
 
 /// execve with a `$PATH` search in the container's environment (execvpe semantics): 127 when the
 /// program is not found, 126 when it exists but cannot be executed.
-fn exec(plan: &StartupPlan, ex: &Explain) -> Result<Never, Failure> {
+fn exec(plan: &StartupPlan, ex: &Explain, report: Option<&OwnedFd>) -> Result<Never, Failure> {
     let argv: Vec<CString> = plan
         .argv
         .iter()
@@ -576,6 +580,12 @@ fn exec(plan: &StartupPlan, ex: &Explain) -> Result<Never, Failure> {
         std::time::Duration::ZERO,
     );
     ex.flush();
+    if let Some(fd) = report {
+        let _ = nix::unistd::write(fd, ex.export_totals().as_bytes());
+    }
+    if plan.init {
+        become_init_and_fork()?;
+    }
     let mut denied: Option<Errno> = None;
     for c in &candidates {
         let Ok(path) = CString::new(c.as_bytes()) else {
@@ -607,4 +617,81 @@ fn exec(plan: &StartupPlan, ex: &Explain) -> Result<Never, Failure> {
             message: format!("{prog:?}: executable file not found in $PATH"),
         },
     })
+}
+
+extern "C" fn note_signal(_: libc::c_int) {}
+
+/// `--init`: this process (PID 1) stays behind as a minimal init while its child execs the
+/// command. PID 1 only receives signals it has a handler for (pid_namespaces(7)), so handlers are
+/// installed and the signals blocked *before* the fork (nothing is lost in between); they are
+/// then read from a signalfd and forwarded to the command. Orphans re-parented to PID 1 are
+/// reaped; when the command exits, init exits with its status (128+N if killed by signal N).
+/// Returns only in the child, which goes on to execve.
+fn become_init_and_fork() -> Result<(), Failure> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    for s in super::parent::FORWARDED
+        .iter()
+        .chain([Signal::SIGCHLD].iter())
+    {
+        set.add(*s);
+        let act = SigAction::new(
+            SigHandler::Handler(note_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: installing a handler that does nothing (async-signal-safe by construction).
+        unsafe { sigaction(*s, &act) }.map_err(|e| fail("init: sigaction", e))?;
+    }
+    let old = set
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(|e| fail("init: block signals", e))?;
+    // SAFETY: we are single-threaded (the cloned container process); the child only execs.
+    match unsafe { nix::unistd::fork() }.map_err(|e| fail("init: fork", e))? {
+        nix::unistd::ForkResult::Child => {
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            let _ = old.thread_set_mask();
+            Ok(())
+        }
+        nix::unistd::ForkResult::Parent { child } => init_loop(child, &set),
+    }
+}
+
+fn init_loop(command: nix::unistd::Pid, set: &nix::sys::signal::SigSet) -> ! {
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    // Not dumpable: /proc/1/exe (the rcrun binary on the host) stays out of reach (CVE-2019-5736).
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // Init holds no descriptor: the command's stdio is its own, and rcrun's error pipe must
+    // close when the command execs.
+    // SAFETY: close_range(2) on our own descriptor table.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let exit = |code: i32| -> ! {
+        // SAFETY: leave without running any destructor of the forked rcrun image.
+        unsafe { libc::_exit(code) }
+    };
+    let Ok(sfd) = nix::sys::signalfd::SignalFd::new(set) else {
+        exit(crate::EXIT_RCRUN_FAILED)
+    };
+    loop {
+        let Ok(Some(info)) = sfd.read_signal() else {
+            continue;
+        };
+        match Signal::try_from(info.ssi_signo as i32) {
+            Ok(Signal::SIGCHLD) => loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == command => exit(code),
+                    Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
+                        exit(128 + sig as i32)
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            },
+            Ok(sig) => {
+                let _ = nix::sys::signal::kill(command, sig);
+            }
+            Err(_) => {}
+        }
+    }
 }

@@ -61,6 +61,36 @@ impl Explain {
         let _ = std::io::stderr().flush();
     }
 
+    pub fn reset_totals(&self) {
+        self.totals.borrow_mut().clear();
+    }
+
+    /// `stage<TAB>nanoseconds` lines, for the child to hand its timings to the parent.
+    pub fn export_totals(&self) -> String {
+        self.totals
+            .borrow()
+            .iter()
+            .map(|(s, d)| format!("{s}\t{}\n", d.as_nanos()))
+            .collect()
+    }
+
+    pub fn absorb_totals(&self, text: &str) {
+        let mut t = self.totals.borrow_mut();
+        for line in text.lines() {
+            let Some((stage, nanos)) = line.split_once('\t') else {
+                continue;
+            };
+            let Ok(nanos) = nanos.parse::<u64>() else {
+                continue;
+            };
+            let d = Duration::from_nanos(nanos);
+            match t.iter_mut().find(|(s, _)| s == stage) {
+                Some(e) => e.1 += d,
+                None => t.push((stage.to_string(), d)),
+            }
+        }
+    }
+
     /// The closing summary: total time and each stage's share.
     pub fn summary(&self) {
         if !self.enabled {

@@ -84,6 +84,11 @@ pub fn start_and_wait(
         None
     };
     let flags = plan.clone_flags();
+    let report = if ex.enabled {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?)
+    } else {
+        None
+    };
 
     let t = std::time::Instant::now();
     let child = match fork_into_namespaces(flags) {
@@ -108,6 +113,7 @@ pub fn start_and_wait(
                 go_read,
                 err_write,
                 console,
+                report: report.map(|(_, w)| w),
             },
             ex,
         );
@@ -151,6 +157,12 @@ pub fn start_and_wait(
     // The error pipe closes on execve (close-on-exec) or carries the child's failure.
     let mut failure = Vec::new();
     let _ = std::fs::File::from(err_read).read_to_end(&mut failure);
+    if let Some((r, w)) = report {
+        drop(w);
+        let mut text = String::new();
+        let _ = std::fs::File::from(r).read_to_string(&mut text);
+        ex.absorb_totals(&text);
+    }
     let failure = (!failure.is_empty()).then(|| {
         (
             failure[0] as i32,
