@@ -8,7 +8,14 @@ use std::path::PathBuf;
 /// Pipeline: image archive ─▶ verified layers in a content-addressed store ─▶ overlayfs root ─▶
 /// namespaces, cgroups, capabilities, seccomp ─▶ execve. `rcrun run --explain` narrates each step.
 #[derive(Debug, Parser)]
-#[command(name = "rcrun", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "rcrun",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_long_help = TOP_AFTER_HELP
+)]
 pub struct Cli {
     /// Layer store location [default: /var/lib/rcrun as root, else $XDG_DATA_HOME/rcrun or
     /// ~/.local/share/rcrun]. Created mode 0700.
@@ -34,6 +41,31 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Remove what killed runs left behind (temp dirs, stale cgroups) and report it.
     Gc,
+    /// Write the manual pages (rcrun.1, rcrun-run.1, …) into DIR, or print rcrun.1 to stdout.
+    Man(ManArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_long_help = "Read without installing: rcrun man | man -l -\n\
+Install: rcrun man /usr/local/share/man/man1 && mandb")]
+pub struct ManArgs {
+    /// Directory for one page per command (created if missing); without it, rcrun.1 goes to stdout.
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = "bash: rcrun completions bash > /etc/bash_completion.d/rcrun\n\
+zsh:  rcrun completions zsh > \"${fpath[1]}/_rcrun\"\n\
+fish: rcrun completions fish > ~/.config/fish/completions/rcrun.fish"
+)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -224,3 +256,14 @@ Who you are decides how the container is built:
 Exit status: the command's own; 125 when rcrun fails; 126 when the command cannot be executed;
 127 when it is not found; 128+N when the container is killed by signal N (137 when the memory
 limit killed it).";
+
+pub const TOP_AFTER_HELP: &str = "\
+Environment:
+  RCRUN_ROOT       the layer store, as --root.
+  XDG_DATA_HOME    a plain user's default store is $XDG_DATA_HOME/rcrun (else ~/.local/share/rcrun).
+  RCRUN_NO_SUBIDS  =1: ignore /etc/subuid and /etc/subgid, map only container root to you.
+
+Store layout (--root): layers/<owners>/<diff_id>/{fs,layer.json}, locks/, tmp/, run/, cache/.
+
+Exit status: the command's own; 125 when rcrun fails (also for a bad command line); 126 when the
+command cannot be executed; 127 when it is not found; 128+N when killed by signal N.";

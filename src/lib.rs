@@ -46,9 +46,78 @@ pub fn init_logging(quiet: bool, verbose: u8) {
         .try_init();
 }
 
-/// Every error that reaches the top means rcrun itself failed.
+/// Every error that reaches the top means rcrun itself failed (the command's own 126/127 come
+/// back as the container's status, not as an error).
 pub fn exit_code_for(_err: &anyhow::Error) -> i32 {
     EXIT_RCRUN_FAILED
+}
+
+/// The error as one line: each cause once. Error types that print their source in their own
+/// message and also return it from `source()` would otherwise repeat it ("…: No such file or
+/// directory (os error 2): No such file or directory (os error 2)").
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// What to do about an error whose message alone names the problem but not the remedy.
+pub fn hint_for(err: &anyhow::Error, store_root: &std::path::Path) -> Option<String> {
+    use unpack::StoreError;
+    let os_error = |e: &(dyn std::error::Error + 'static)| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+    };
+    for cause in err.chain() {
+        if let Some(image::ImageError::Open { .. } | image::ImageError::NotTar { .. }) =
+            cause.downcast_ref::<image::ImageError>()
+        {
+            return Some("IMAGE is the tar file that `docker save NAME -o FILE`, `podman save` or `skopeo copy … docker-archive:FILE` writes (`-` reads it from stdin)".into());
+        }
+        if let Some(StoreError::Io { source, .. }) = cause.downcast_ref::<StoreError>() {
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            ) {
+                return Some(format!(
+                    "choose a store you can write with --root DIR or RCRUN_ROOT=DIR (yours by default: {})",
+                    unpack::store::default_root(Privilege::detect().is_real_root()).display()
+                ));
+            }
+        }
+        if let Some(cgroup::CgroupError::Create { source, .. }) =
+            cause.downcast_ref::<cgroup::CgroupError>()
+        {
+            if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+                && matches!(Privilege::detect(), Privilege::FakeRoot)
+            {
+                return Some("uid 0 inside `unshare -Ur` owns no cgroup: run without resource limits, or run rcrun as a plain user in a cgroup that root delegated to you (see `rcrun run --help`)".into());
+            }
+        }
+        if os_error(cause) == Some(libc::ENOSPC) || cause.to_string().contains("(os error 28)") {
+            return Some(format!(
+                "the disk is full: free space on the file system holding the store ({}) or the target directory, or choose another store with --root DIR",
+                store_root.display()
+            ));
+        }
+    }
+    None
+}
+
+/// The store this invocation uses: --root / RCRUN_ROOT, else the default for who we are.
+pub fn store_root(cli: &Cli) -> PathBuf {
+    cli.root
+        .clone()
+        .unwrap_or_else(|| unpack::store::default_root(Privilege::detect().is_real_root()))
 }
 
 /// Context shared by the commands.
@@ -71,10 +140,7 @@ impl Ctx {
 
 pub fn main_with(cli: Cli) -> Result<i32> {
     let privilege = Privilege::detect();
-    let store_root = cli
-        .root
-        .clone()
-        .unwrap_or_else(|| unpack::store::default_root(privilege.is_real_root()));
+    let store_root = store_root(&cli);
     let ctx = Ctx {
         privilege,
         store_root,
@@ -85,7 +151,51 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Unpack(a) => cmd_unpack(&ctx, &a),
         Command::Run(a) => run::cmd_run(&ctx, &a),
         Command::Gc => cmd_gc(&ctx),
+        Command::Man(a) => cmd_man(&a),
+        Command::Completions(a) => {
+            write_completions(a.shell, &mut std::io::stdout())?;
+            Ok(0)
+        }
     }
+}
+
+/// The man pages come from the same clap definitions as the parser, so they cannot drift.
+pub fn man_page(cmd: clap::Command) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out)?;
+    Ok(out)
+}
+
+fn cmd_man(a: &cli::ManArgs) -> Result<i32> {
+    use clap::CommandFactory;
+    match &a.dir {
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&man_page(Cli::command())?)?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("rcrun man: cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), dir)
+                .with_context(|| format!("rcrun man: writing pages into {}", dir.display()))?;
+            let mut pages: Vec<String> = std::fs::read_dir(dir)?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("rcrun") && n.ends_with(".1"))
+                .collect();
+            pages.sort();
+            for p in pages {
+                println!("{}", dir.join(p).display());
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// A completion script for `shell`, generated from the clap definitions.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Result<()> {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "rcrun", out);
+    Ok(())
 }
 
 /// Stage 1: open the archive and pick the image.

@@ -1,20 +1,37 @@
-//! Thin entry point: parse the command line, run the library, print the error chain, exit.
+//! Thin entry point: parse the command line, run the library, print the error, exit.
 
 use clap::Parser;
 
 fn main() {
-    let cli = rcrun::cli::Cli::parse();
+    let cli = match rcrun::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; a bad command line is rcrun failing (125, as
+            // docker), with clap's message naming the flag and the accepted values.
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                rcrun::EXIT_RCRUN_FAILED
+            } else {
+                0
+            });
+        }
+    };
     let verbose = cli.verbose;
+    let store_root = rcrun::store_root(&cli);
     rcrun::init_logging(cli.quiet, verbose);
     match rcrun::main_with(cli) {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            // One line a person can act on; the whole cause chain (and a backtrace if
-            // RUST_BACKTRACE is set) only with -v.
+            // One line a person can act on (plus a hint when the remedy is not obvious); the
+            // whole cause chain, one cause per line (and a backtrace if RUST_BACKTRACE is set),
+            // only with -v.
             if verbose > 0 {
                 eprintln!("rcrun: error: {err:?}");
             } else {
-                eprintln!("rcrun: error: {err:#}");
+                eprintln!("rcrun: error: {}", rcrun::error_message(&err));
+            }
+            if let Some(hint) = rcrun::hint_for(&err, &store_root) {
+                eprintln!("rcrun: hint: {hint}");
             }
             std::process::exit(rcrun::exit_code_for(&err));
         }

@@ -43,7 +43,10 @@ pub struct ChildPipes {
 pub fn child_main(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> ! {
     // The parent keeps the totals of everything before the fork; ours start from zero.
     ex.reset_totals();
-    let err_fd = pipes.err_write.as_raw_fd();
+    // Our own handle on the error pipe: `run` consumes `pipes`, and dropping them when it returns
+    // closes `err_write` — the failure message would then be lost (write → EBADF).
+    let err_write = pipes.err_write.try_clone().ok();
+    let err_fd = err_write.as_ref().map_or(-1, |f| f.as_raw_fd());
     let failure = match run(plan, pipes, ex) {
         Ok(never) => match never {},
         Err(f) => f,
@@ -220,7 +223,17 @@ fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<PathBuf, Failure> {
         work.display(),
         merged.display()
     );
+    // Test hook (tests/errors.rs): act like a kernel before 5.11, whose overlayfs answers EPERM
+    // to a mount from a user namespace, so that message is checked without such a kernel.
+    let simulate_old_kernel =
+        plan.mapping.user_namespace() && std::env::var_os("RCRUN_TEST_NO_USERNS_OVERLAY").is_some();
     ex.timed("mount", &detail, || {
+        if simulate_old_kernel {
+            return Err(fail(
+                "mount overlay root file system",
+                overlay_hint(Errno::EPERM),
+            ));
+        }
         sm::mount_overlay(&plan.lowers_top_first, &upper, &work, &merged)
             .map(|_| ())
             .map_err(|e| fail("mount overlay root file system", overlay_hint(e)))
@@ -230,7 +243,10 @@ fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<PathBuf, Failure> {
 
 fn overlay_hint(e: Errno) -> String {
     match e {
-        Errno::EPERM | Errno::EINVAL => format!("{e} (overlayfs in a user namespace needs Linux 5.11+; `userxattr` needs 5.11+)"),
+        Errno::EPERM | Errno::EINVAL => format!(
+            "{e}: this kernel ({}) does not allow overlayfs in a user namespace (needs Linux 5.11+ for `userxattr`): upgrade the kernel, or run rcrun as root",
+            std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|r| r.trim().to_string()).unwrap_or_else(|_| "?".into())
+        ),
         Errno::E2BIG => "too many layers for the mount(2) option string and the kernel lacks fsconfig lowerdir+ (Linux 6.8+)".into(),
         other => other.to_string(),
     }
@@ -491,7 +507,12 @@ fn enter_workdir(plan: &StartupPlan) -> Result<(), Failure> {
     if std::fs::symlink_metadata(cwd).is_err() {
         // docker creates a missing WorkingDir (as root, before switching user).
         if let Err(e) = std::fs::create_dir_all(cwd) {
-            return Err(fail(&format!("create workdir {cwd}"), e));
+            return Err(fail(
+                &format!("working directory {cwd} does not exist and cannot be created"),
+                format!(
+                    "{e}: create it in the image, choose another with -w, or mount --tmpfs {cwd}"
+                ),
+            ));
         }
         if plan.user.uid != 0 {
             let _ = nix::unistd::chown(
@@ -606,15 +627,18 @@ fn exec(plan: &StartupPlan, ex: &Explain, report: Option<&OwnedFd>) -> Result<Ne
     Err(match denied {
         Some(e) => Failure {
             code: crate::EXIT_CANNOT_EXECUTE,
-            message: format!("cannot execute {prog:?}: {e}"),
+            message: format!("cannot execute {prog:?}: {e} (it must be a regular file with execute permission in the image)"),
         },
         None if prog.contains('/') => Failure {
             code: crate::EXIT_NOT_FOUND,
-            message: format!("{prog:?}: no such file or directory in the image"),
+            message: format!("{prog:?}: no such file or directory in the image (list its files with `rcrun inspect --layers IMAGE`)"),
         },
         None => Failure {
             code: crate::EXIT_NOT_FOUND,
-            message: format!("{prog:?}: executable file not found in $PATH"),
+            message: format!(
+                "{prog:?}: executable file not found in $PATH ({}): give its full path or set PATH with -e",
+                plan.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::plan::DEFAULT_PATH)
+            ),
         },
     })
 }
