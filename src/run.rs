@@ -52,6 +52,36 @@ impl BeforeStart for CgroupHook<'_> {
     }
 }
 
+fn describe_limits(l: &crate::cgroup::Limits) -> String {
+    use crate::cgroup::format_size;
+    let mut v = Vec::new();
+    if let Some(m) = l.memory {
+        v.push(format!("memory {}", format_size(m)));
+    }
+    match l.memory_swap {
+        Some(-1) => v.push("memory+swap unlimited".into()),
+        Some(s) => v.push(format!("memory+swap {}", format_size(s as u64))),
+        None => {}
+    }
+    if let Some(p) = l.pids {
+        v.push(format!("pids {p}"));
+    }
+    if let Some(c) = l.cpus {
+        v.push(format!("cpus {c}"));
+    }
+    if let Some(s) = l.cpu_shares {
+        v.push(format!("cpu-shares {s}"));
+    }
+    if let Some(c) = &l.cpuset_cpus {
+        v.push(format!("cpuset {c}"));
+    }
+    if v.is_empty() {
+        "no limits: accounting only".into()
+    } else {
+        v.join(", ")
+    }
+}
+
 /// Resource limits from the flags (sizes and counts validated here, before anything starts).
 fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
     use crate::cgroup::{parse_cpus, parse_cpuset, parse_size};
@@ -176,8 +206,9 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             ex.timed(
                 "cgroup",
                 &format!(
-                    "create cgroup for container {} with limits {limits:?}",
-                    plan.id
+                    "create cgroup for container {} ({})",
+                    plan.id,
+                    describe_limits(&limits)
                 ),
                 || crate::cgroup::Cgroup::create(&cg_fs, &plan.id, &limits),
             )?

@@ -216,29 +216,65 @@ fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<PathBuf, Failure> {
     }
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755));
-    let detail = format!(
-        "fsopen(\"overlay\") + fsconfig lowerdir+ ×{} (top first), upperdir={}, workdir={}, userxattr, index=off, metacopy=off; move_mount → {}",
-        plan.lowers_top_first.len(),
-        upper.display(),
-        work.display(),
-        merged.display()
-    );
     // Test hook (tests/errors.rs): act like a kernel before 5.11, whose overlayfs answers EPERM
     // to a mount from a user namespace, so that message is checked without such a kernel.
     let simulate_old_kernel =
         plan.mapping.user_namespace() && std::env::var_os("RCRUN_TEST_NO_USERNS_OVERLAY").is_some();
-    ex.timed("mount", &detail, || {
-        if simulate_old_kernel {
-            return Err(fail(
-                "mount overlay root file system",
-                overlay_hint(Errno::EPERM),
-            ));
-        }
+    let t = std::time::Instant::now();
+    let method = if simulate_old_kernel {
+        Err(Errno::EPERM)
+    } else {
         sm::mount_overlay(&plan.lowers_top_first, &upper, &work, &merged)
-            .map(|_| ())
-            .map_err(|e| fail("mount overlay root file system", overlay_hint(e)))
-    })?;
+    };
+    let how = match &method {
+        Ok(sm::OverlayMethod::NewApi) => {
+            "fsopen(\"overlay\") + fsconfig(\"lowerdir+\") per layer + fsmount + move_mount"
+        }
+        Ok(sm::OverlayMethod::Classic) => "mount(\"overlay\") with an option string",
+        Err(_) => "FAILED: mount overlay",
+    };
+    ex.step(
+        "mount",
+        &format!(
+            "{how} → {}: lowerdir (top first) = {}, upperdir={}, workdir={}, userxattr,index=off,metacopy=off",
+            merged.display(),
+            describe_lowers(&plan.lowers_top_first),
+            upper.display(),
+            work.display(),
+        ),
+        t.elapsed(),
+    );
+    method.map_err(|e| fail("mount overlay root file system", overlay_hint(e)))?;
     Ok(merged)
+}
+
+/// `<store>/layers/<owners>/{8e1ca14706c1,a364fd49e5aa}/fs`: every lower dir, compactly (the
+/// full digests are in the `layer` lines above).
+fn describe_lowers(lowers: &[PathBuf]) -> String {
+    let parent = lowers
+        .first()
+        .and_then(|l| l.parent())
+        .and_then(|l| l.parent());
+    let short: Option<Vec<String>> = lowers
+        .iter()
+        .map(|l| {
+            let digest_dir = l.parent()?;
+            (digest_dir.parent() == parent).then(|| {
+                digest_dir
+                    .file_name()?
+                    .to_str()
+                    .map(|h| h.chars().take(12).collect())
+            })?
+        })
+        .collect();
+    match (parent, short) {
+        (Some(p), Some(s)) => format!("{}/{{{}}}/fs", p.display(), s.join(",")),
+        _ => lowers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":"),
+    }
 }
 
 fn overlay_hint(e: Errno) -> String {
@@ -594,7 +630,12 @@ fn exec(plan: &StartupPlan, ex: &Explain, report: Option<&OwnedFd>) -> Result<Ne
         "exec",
         &format!(
             "execve({:?}, {:?}, {} env vars)",
-            candidates.first().map(String::as_str).unwrap_or(prog),
+            candidates
+                .iter()
+                .find(|c| Path::new(c).is_file())
+                .or(candidates.first())
+                .map(String::as_str)
+                .unwrap_or(prog),
             plan.argv,
             plan.env.len()
         ),
