@@ -132,7 +132,9 @@ impl Archive {
         };
         // Seeking past member data means indexing reads only the 512-byte headers, not the
         // layers: a warm start of a 300 MB image must not read 300 MB.
-        let entries = tar.entries_with_seek().map_err(|e| not_tar(e.to_string()))?;
+        let entries = tar
+            .entries_with_seek()
+            .map_err(|e| not_tar(e.to_string()))?;
         let mut members = HashMap::new();
         for entry in entries {
             let entry = entry.map_err(|e| not_tar(e.to_string()))?;
@@ -285,7 +287,10 @@ impl io::Seek for PositionedReader<'_> {
             io::SeekFrom::Current(d) => (self.pos, d),
             io::SeekFrom::End(d) => (self.file.metadata()?.len(), d),
         };
-        self.pos = base.0.checked_add_signed(base.1).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        self.pos = base
+            .0
+            .checked_add_signed(base.1)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
         Ok(self.pos)
     }
 }
