@@ -759,7 +759,10 @@ fn fixture_layers(archive: &Path, dest: &Path) -> Vec<LayerData> {
 
 #[test]
 fn shared_fixtures_match_the_model() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    // `RCRUN_FIXTURES` for checkouts that do not sit next to `shared/` (e.g. git worktrees).
+    let fixtures = std::env::var_os("RCRUN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
     if !fixtures.is_dir() {
         return skip(&format!("fixtures not found at {}", fixtures.display()));
     }
