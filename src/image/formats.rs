@@ -261,11 +261,7 @@ fn load_docker(
     config_member: &str,
     layer_members: &[String],
 ) -> Result<Image, ImageError> {
-    let config_norm = normalize_member(config_member).ok_or_else(|| ImageError::MemberEscapes {
-        archive: archive.display().to_string(),
-        member: "manifest.json".into(),
-        target: config_member.to_string(),
-    })?;
+    let config_norm = manifest_reference(archive, config_member)?;
     let bytes = archive.read_small(&config_norm)?;
     // Docker names the config after its own digest (`<hex>.json`, or `blobs/sha256/<hex>`); when
     // the name promises a digest, the content must keep the promise.
@@ -276,11 +272,7 @@ fn load_docker(
     let config = parse_config(archive, &config_norm, &bytes)?;
     let mut sources = Vec::new();
     for member in layer_members {
-        let norm = normalize_member(member).ok_or_else(|| ImageError::MemberEscapes {
-            archive: archive.display().to_string(),
-            member: "manifest.json".into(),
-            target: member.clone(),
-        })?;
+        let norm = manifest_reference(archive, member)?;
         let blob = norm
             .strip_prefix("blobs/sha256/")
             .map(|hex| {
@@ -301,9 +293,26 @@ fn load_docker(
         cand,
         id,
         config,
+        "manifest.json",
         &config_norm,
         sources,
     )
+}
+
+/// A `Config` or `Layers` path from `manifest.json`, as an archive member name. Paths are
+/// relative to the archive root: one climbing out with `..` or starting with `/` is refused by
+/// name rather than looked up (an absolute path would otherwise be silently re-read as relative,
+/// and fail later as a confusing "missing member").
+fn manifest_reference(archive: &Archive, reference: &str) -> Result<String, ImageError> {
+    let escapes = || ImageError::MemberEscapes {
+        archive: archive.display().to_string(),
+        member: "manifest.json".into(),
+        target: reference.to_string(),
+    };
+    if reference.starts_with('/') {
+        return Err(escapes());
+    }
+    normalize_member(reference).ok_or_else(escapes)
 }
 
 fn digest_in_name(member: &str) -> Option<Digest> {
@@ -431,6 +440,7 @@ fn load_oci(
         cand,
         id,
         config,
+        &manifest_member,
         &config_member,
         sources,
     )
@@ -444,6 +454,7 @@ fn finish(
     cand: &Candidate,
     id: Digest,
     config: ImageConfiguration,
+    manifest_member: &str,
     config_member: &str,
     sources: Vec<(String, Option<(Digest, Option<u64>)>, Option<String>, u64)>,
 ) -> Result<Image, ImageError> {
@@ -451,6 +462,8 @@ fn finish(
     if diff_ids.len() != sources.len() {
         return Err(ImageError::LayerCount {
             archive: archive.display().to_string(),
+            manifest: manifest_member.to_string(),
+            config: config_member.to_string(),
             layers: sources.len(),
             diff_ids: diff_ids.len(),
         });

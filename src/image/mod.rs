@@ -80,9 +80,11 @@ pub enum ImageError {
         host: String,
         available: String,
     },
-    #[error("{archive}: image has {layers} layers but its config lists {diff_ids} diff_ids")]
+    #[error("{archive}: {manifest} lists {layers} layers but the config {config} lists {diff_ids} diff_ids (rootfs.diff_ids)")]
     LayerCount {
         archive: String,
+        manifest: String,
+        config: String,
         layers: usize,
         diff_ids: usize,
     },

@@ -126,7 +126,8 @@ pub fn extract<R: Read>(
     root: BorrowedFd<'_>,
     policy: Policy,
 ) -> Result<(LayerStats, R), ExtractError> {
-    let mut archive = tar::Archive::new(stream);
+    // The guard sits between the layer stream and the tar reader: see [`guard`] for why.
+    let mut archive = tar::Archive::new(guard::ExtensionGuard::new(stream));
     let mut ex = Extractor {
         root,
         policy,
@@ -145,7 +146,270 @@ pub fn extract<R: Read>(
         }
     }
     ex.apply_dirs()?;
-    Ok((ex.stats, archive.into_inner()))
+    Ok((ex.stats, archive.into_inner().into_inner()))
+}
+
+/// A bound on tar *extension* headers, enforced before the `tar` crate sees them.
+///
+/// Why: the `tar` crate reads a PAX (`x`) header or a GNU long name/link (`L`/`K`) member whole
+/// into a `Vec` before it yields the entry they describe (`EntryFields::read_all`), however large
+/// the header says it is. A layer is usually compressed, so a 10 MB gzip layer can declare a
+/// 4 GiB PAX header made of zeros and make us allocate 4 GiB. Real extension headers hold a path,
+/// a link target, a few times and some xattrs: a few hundred bytes, at most tens of KiB with
+/// large `security.*` values. We refuse anything above [`EXTENSION_LIMIT`].
+///
+/// How: a reader wrapper that follows the tar structure as the bytes stream past, mirroring the
+/// tar crate's own bookkeeping (tar 0.4.46 `EntriesFields::next_entry`): 512-byte headers; entry
+/// data rounded up to 512; a PAX `size` record overriding the size of the next non-extension
+/// entry; GNU sparse extension blocks; an all-zero block ends the archive (after which bytes pass
+/// through unexamined, for the digest). Anything it cannot parse (bad checksum, size overflow) the
+/// tar reader will refuse on its own, so the guard simply stops looking. It only ever *refuses*;
+/// it never changes a byte.
+pub mod guard {
+    use std::io::{self, Read};
+
+    /// Largest accepted `x`, `g`, `L` or `K` member (1 MiB).
+    pub const EXTENSION_LIMIT: u64 = 1 << 20;
+    const BLOCK: u64 = 512;
+
+    /// The error a too-large extension header produces (inside an `io::Error` of kind
+    /// `InvalidData`, which the tar reader passes through unchanged).
+    #[derive(Debug, thiserror::Error)]
+    #[error("tar member header at byte {offset} of the layer: a {kind} declares {size} bytes, more than the {limit} bytes allowed for an extension header (refused before reading it: the tar reader would hold it in memory whole)")]
+    pub struct ExtensionTooLarge {
+        pub offset: u64,
+        pub kind: &'static str,
+        pub size: u64,
+        pub limit: u64,
+    }
+
+    enum State {
+        /// Collecting the 512 bytes of a header.
+        Header { buf: Box<[u8; 512]>, fill: usize },
+        /// GNU sparse extension blocks; `data` follows them.
+        SparseExt {
+            buf: Box<[u8; 512]>,
+            fill: usize,
+            data: u64,
+        },
+        /// Entry data (padded to 512). `keep` bytes of it are collected for a PAX header.
+        Data {
+            left: u64,
+            keep: u64,
+            collect: Option<Vec<u8>>,
+        },
+        /// End of archive reached, or a header the tar reader will refuse: stop looking.
+        Done,
+    }
+
+    pub struct ExtensionGuard<R> {
+        inner: R,
+        pos: u64,
+        header_pos: u64,
+        state: State,
+        /// The data of the last PAX `x` header, which describes the next entry.
+        pending_pax: Option<Vec<u8>>,
+    }
+
+    fn pad(size: u64) -> Option<u64> {
+        size.checked_add(BLOCK - 1).map(|s| s & !(BLOCK - 1))
+    }
+
+    fn new_header() -> State {
+        State::Header {
+            buf: Box::new([0u8; 512]),
+            fill: 0,
+        }
+    }
+
+    impl<R: Read> ExtensionGuard<R> {
+        pub fn new(inner: R) -> Self {
+            ExtensionGuard {
+                inner,
+                pos: 0,
+                header_pos: 0,
+                state: new_header(),
+                pending_pax: None,
+            }
+        }
+
+        pub fn into_inner(self) -> R {
+            self.inner
+        }
+
+        /// Follows the tar structure over `bytes`, which are about to be handed to the reader.
+        fn feed(&mut self, mut bytes: &[u8]) -> Result<(), ExtensionTooLarge> {
+            while !bytes.is_empty() {
+                match &mut self.state {
+                    State::Done => return Ok(()),
+                    State::Header { buf, fill } | State::SparseExt { buf, fill, .. } => {
+                        let n = (512 - *fill).min(bytes.len());
+                        buf[*fill..*fill + n].copy_from_slice(&bytes[..n]);
+                        *fill += n;
+                        bytes = &bytes[n..];
+                        self.pos += n as u64;
+                        if *fill == 512 {
+                            let block = std::mem::replace(buf, Box::new([0u8; 512]));
+                            if matches!(self.state, State::Header { .. }) {
+                                self.header(&block)?;
+                            } else {
+                                self.sparse_ext(&block);
+                            }
+                        }
+                    }
+                    State::Data {
+                        left,
+                        keep,
+                        collect,
+                    } => {
+                        let n = (*left).min(bytes.len() as u64) as usize;
+                        if let Some(c) = collect {
+                            let k = (*keep).min(n as u64) as usize;
+                            c.extend_from_slice(&bytes[..k]);
+                            *keep -= k as u64;
+                        }
+                        *left -= n as u64;
+                        bytes = &bytes[n..];
+                        self.pos += n as u64;
+                        if *left == 0 {
+                            if let Some(c) = collect.take() {
+                                self.pending_pax = Some(c);
+                            }
+                            self.header_pos = self.pos;
+                            self.state = new_header();
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn header(&mut self, block: &[u8; 512]) -> Result<(), ExtensionTooLarge> {
+            if block.iter().all(|&b| b == 0) {
+                self.state = State::Done;
+                return Ok(());
+            }
+            let header = tar::Header::from_byte_slice(block);
+            let sum = block[..148]
+                .iter()
+                .chain(&block[156..])
+                .fold(0u32, |a, &b| a + b as u32)
+                + 8 * 32;
+            let Ok(mut size) = header.entry_size() else {
+                self.state = State::Done;
+                return Ok(());
+            };
+            if header.cksum().ok() != Some(sum) {
+                self.state = State::Done;
+                return Ok(());
+            }
+            let kind = match block[156] {
+                b'x' => Some("PAX extended header ('x')"),
+                b'g' => Some("PAX global header ('g')"),
+                b'L' => Some("GNU long name ('L')"),
+                b'K' => Some("GNU long link name ('K')"),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                if size > EXTENSION_LIMIT {
+                    return Err(ExtensionTooLarge {
+                        offset: self.header_pos,
+                        kind,
+                        size,
+                        limit: EXTENSION_LIMIT,
+                    });
+                }
+            }
+            let recognized = header.as_ustar().is_some() || header.as_gnu().is_some();
+            // The tar reader consumes recognised `x`/`L`/`K` headers itself; every other header
+            // (including `g`) is an entry it returns, which ends the PAX records' scope.
+            let consumed = recognized && matches!(block[156], b'x' | b'L' | b'K');
+            let mut collect = None;
+            if consumed {
+                if block[156] == b'x' {
+                    collect = Some(Vec::with_capacity(size as usize));
+                }
+            } else {
+                let pending = self.pending_pax.take();
+                if kind.is_none() {
+                    if let Some(s) = pending.as_deref().and_then(pax_size) {
+                        size = s;
+                    }
+                }
+            }
+            let Some(padded) = pad(size) else {
+                self.state = State::Done;
+                return Ok(());
+            };
+            let sparse_ext = !consumed
+                && header.entry_type().is_gnu_sparse()
+                && header.as_gnu().is_some_and(|g| g.is_extended());
+            self.state = if sparse_ext {
+                State::SparseExt {
+                    buf: Box::new([0u8; 512]),
+                    fill: 0,
+                    data: padded,
+                }
+            } else {
+                State::Data {
+                    left: padded,
+                    keep: size,
+                    collect,
+                }
+            };
+            if padded == 0 && !sparse_ext {
+                // An empty entry: straight on to the next header.
+                if let State::Data { collect, .. } = &mut self.state {
+                    if let Some(c) = collect.take() {
+                        self.pending_pax = Some(c);
+                    }
+                }
+                self.header_pos = self.pos;
+                self.state = new_header();
+            }
+            Ok(())
+        }
+
+        fn sparse_ext(&mut self, block: &[u8; 512]) {
+            let State::SparseExt { data, .. } = self.state else {
+                return;
+            };
+            // Byte 504 of a GNU sparse extension block: another block follows.
+            if block[504] == 0 {
+                self.state = State::Data {
+                    left: data,
+                    keep: 0,
+                    collect: None,
+                };
+                if data == 0 {
+                    self.header_pos = self.pos;
+                    self.state = new_header();
+                }
+            }
+        }
+    }
+
+    /// The PAX `size` record, parsed exactly as the tar crate does (first `size` record wins,
+    /// a malformed record list or value means no override).
+    fn pax_size(data: &[u8]) -> Option<u64> {
+        for ext in tar::PaxExtensions::new(data) {
+            let ext = ext.ok()?;
+            if ext.key() != Ok("size") {
+                continue;
+            }
+            return ext.value().ok()?.parse().ok();
+        }
+        None
+    }
+
+    impl<R: Read> Read for ExtensionGuard<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.feed(&buf[..n])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Ok(n)
+        }
+    }
 }
 
 impl Extractor<'_> {
