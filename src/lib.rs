@@ -231,8 +231,19 @@ fn cmd_unpack(ctx: &Ctx, a: &cli::UnpackArgs) -> Result<i32> {
     };
     let layers = unpack::ensure_layers(&store, &archive, &image, &mode, !ctx.quiet)?;
     let dirs: Vec<PathBuf> = layers.iter().map(|l| l.dir.clone()).collect();
-    unpack::flatten::flatten(&dirs, &a.dir, ctx.privilege.is_real_root())
-        .with_context(|| format!("unpacking {} into {}", image.name(), a.dir.display()))?;
+    if ctx.privilege.is_real_root() {
+        unpack::flatten::flatten(&dirs, &a.dir, true).map_err(anyhow::Error::from)
+    } else {
+        // As a plain user, layer files with mode 000 (or directories without r/x) are still
+        // ours, but only a namespace root has CAP_DAC_OVERRIDE to read them: copy from inside a
+        // user namespace that maps just us, so everything written is still owned by us.
+        let mapping = launch::plan::IdMapping::single_for(&ctx.privilege);
+        launch::parent::run_in_userns(&mapping, || {
+            unpack::flatten::flatten(&dirs, &a.dir, false).map_err(|e| e.to_string())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+    .with_context(|| format!("unpacking {} into {}", image.name(), a.dir.display()))?;
     if !ctx.quiet {
         let extracted = layers.iter().filter(|l| !l.found).count();
         let skipped: u64 = layers

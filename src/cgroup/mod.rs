@@ -836,7 +836,10 @@ impl Cgroup {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("writer panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("writer panicked")))
+                })
                 .collect()
         });
         for (f, r) in files.into_iter().zip(results) {

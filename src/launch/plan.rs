@@ -97,6 +97,25 @@ impl IdMapping {
         }
     }
 
+    /// Container root = the caller, nothing else mapped (the rootless default without subids).
+    pub fn single_for(p: &Privilege) -> IdMapping {
+        match p {
+            Privilege::Rootless { uid, gid, .. } => IdMapping::Single {
+                uid: IdRange {
+                    inside: 0,
+                    outside: *uid,
+                    count: 1,
+                },
+                gid: IdRange {
+                    inside: 0,
+                    outside: *gid,
+                    count: 1,
+                },
+            },
+            other => IdMapping::for_privilege(other),
+        }
+    }
+
     pub fn user_namespace(&self) -> bool {
         !matches!(self, IdMapping::None)
     }
