@@ -137,16 +137,19 @@ fn scenarios_under_unshare_ur() {
 }
 
 /// Rootless with a delegated cgroup v1 subtree (`rcrun-<uid>` in each controller, chowned to the
-/// user as the NoDelegation message tells a root user to do): limits are enforced.
+/// user as the NoDelegation message tells a root user to do): limits are enforced. Runs as
+/// `nobody` so the delegation cannot leak into the other rootless tests running in parallel as
+/// rcrun-test (single-id map: nobody has no subordinate ids).
 #[test]
 fn rootless_limits_with_delegated_cgroup() {
-    if !is_root() || !user_exists(TEST_USER) {
-        return skip("delegation test needs root (to chown the subtree) and the user rcrun-test");
+    const DELEGATED_USER: &str = "nobody";
+    if !is_root() || !user_exists(DELEGATED_USER) {
+        return skip("delegation test needs root (to chown the subtree) and the user nobody");
     }
     if !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
         return skip("delegation test is written for cgroup v1 controllers (this host has none at /sys/fs/cgroup/memory)");
     }
-    let uid = nix::unistd::User::from_name(TEST_USER)
+    let uid = nix::unistd::User::from_name(DELEGATED_USER)
         .unwrap()
         .unwrap()
         .uid
@@ -166,12 +169,15 @@ fn rootless_limits_with_delegated_cgroup() {
         assert!(st.success());
     }
     let dir = staging();
+    let store = dir.join(format!("store-delegated-{uid}"));
+    std::fs::create_dir_all(&store).unwrap();
+    nix::unistd::chown(&store, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
     let run = |args: &[&str]| {
         Command::new("runuser")
-            .args(["-u", TEST_USER, "--"])
+            .args(["-u", DELEGATED_USER, "--"])
             .arg(dir.join("rcrun"))
             .args(["--root"])
-            .arg(dir.join(format!("store-delegated-{uid}")))
+            .arg(&store)
             .arg("run")
             .args(args)
             .current_dir(&dir)
