@@ -118,6 +118,13 @@ else
   skip "confinement probe" "probe not built (gcc -static missing)"
 fi
 
+# --userns as root: container root is an unprivileged host id; image owners are kept.
+if [ "$MODE" = root ]; then
+  expect "--userns maps container root away from host root" "0 nonzero" sh -c "'$RCRUN' run --userns '$BB' cat /proc/self/uid_map | awk '{print \$1, (\$2 > 0 ? \"nonzero\" : \"zero\")}'"
+  expect "--userns keeps image owners" "1000 1000" "$RCRUN" run --userns --entrypoint /bin/stat "$LAYERED" -c '%u %g' /opt/app/data
+  expect "--userns container root can write its root" "ok" "$RCRUN" run --userns "$BB" sh -c 'touch /x && echo ok'
+fi
+
 # Resource limits.
 if [ "$MODE" = root ]; then
   status "memory hog under --memory 64m exits 137" 137 "$RCRUN" run --memory 64m "$BB" sh -c 'head -c 300m /dev/zero | tail > /dev/null'

@@ -183,8 +183,10 @@ pub struct RunArgs {
     /// none: a new network namespace with only lo (default); host: share the host's network.
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none", "host"], help_heading = "Namespaces")]
     pub network: String,
-    /// As root: also create a user namespace (container root maps to a subordinate range of
-    /// /etc/subuid for `root`, else to nobody-like ids 100000+65536).
+    /// As root: also create a user namespace. Container ids 0..65535 map to root's range in
+    /// /etc/subuid and /etc/subgid, else to the first free 65536 ids above every range listed
+    /// there; layers are stored with owners shifted into that range. The namespace is entered
+    /// after the root file system is built, so container root owns no mount or network namespace.
     #[arg(long, help_heading = "Namespaces")]
     pub userns: bool,
 

@@ -145,7 +145,8 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         ),
         std::time::Duration::ZERO,
     );
-    let mode = ctx.privilege.owner_mode();
+    let mode = owner_mode(ctx, a);
+    let unpack_started = std::time::Instant::now();
     let layers = match unpack::present_layers(&store, &mode, &image) {
         Some(l) => l,
         None => ensure_layers(
@@ -163,7 +164,9 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         } else {
             "extracted + verified"
         };
-        ex.step(
+        // Layers are extracted in parallel: each line shows its own time, the stage total
+        // below the wall-clock time.
+        ex.detail(
             "layer",
             &format!(
                 "{}/{} {} {how}: {}",
@@ -175,6 +178,16 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             l.took,
         );
     }
+    let extracted = layers.iter().filter(|l| !l.found).count();
+    ex.step(
+        "layer",
+        &format!(
+            "{} layer(s) ready: {extracted} extracted, {} found in the store",
+            layers.len(),
+            layers.len() - extracted
+        ),
+        unpack_started.elapsed(),
+    );
     drop(archive);
     let sec = security_options(&a.security_opt)?;
     let mut plan = build_plan(ctx, a, &sec, &image, &layers, &store.run_dir())?;
@@ -382,6 +395,48 @@ fn seccomp_filter(
     Ok(Some(filter))
 }
 
+/// `--userns` as root: root's own /etc/subuid and /etc/subgid ranges; without one, the first
+/// 65536 ids above every range those files hand out, so the container's ids belong to nobody
+/// else (never a plain user's subordinate ids).
+fn root_userns_mapping() -> IdMapping {
+    let range = |f: &str| {
+        let content = std::fs::read_to_string(f).unwrap_or_default();
+        crate::host::parse_subid(&content, Some("root"), 0).or_else(|| Some((free_range_start(&content), 65536)))
+    };
+    IdMapping::for_root_userns(range("/etc/subuid"), range("/etc/subgid"))
+}
+
+/// The first multiple of 65536 (at least 100000 rounded up) above every range in a subid file.
+fn free_range_start(content: &str) -> u32 {
+    let end = content
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':').skip(1);
+            let start: u64 = f.next()?.trim().parse().ok()?;
+            let count: u64 = f.next()?.trim().parse().ok()?;
+            Some(start + count)
+        })
+        .max()
+        .unwrap_or(0)
+        .max(100000);
+    (end.div_ceil(65536) * 65536).min(u32::MAX as u64 - 65536) as u32
+}
+
+/// How layers are stored for this run: as the privilege says, except root with `--userns`,
+/// whose layers are stored with owners shifted into the mapped range.
+fn owner_mode(ctx: &Ctx, a: &RunArgs) -> unpack::OwnerMode {
+    match root_userns_mapping() {
+        IdMapping::Privileged { uid, gid } if ctx.privilege.is_real_root() && a.userns => {
+            unpack::OwnerMode::Shifted {
+                uid: uid.outside,
+                gid: gid.outside,
+                count: uid.count,
+            }
+        }
+        _ => ctx.privilege.owner_mode(),
+    }
+}
+
 /// Extracts missing layers. With subordinate ids this happens inside a user namespace holding
 /// the container's id map, so files keep the image's owners (shifted into the subordinate range).
 fn ensure_layers(
@@ -430,7 +485,7 @@ pub fn build_plan(
     let mapping = if ctx.privilege.is_real_root() && !a.userns {
         IdMapping::None
     } else if ctx.privilege.is_real_root() {
-        bail!("--userns as root is not supported yet");
+        root_userns_mapping()
     } else {
         IdMapping::for_privilege(&ctx.privilege)
     };
@@ -528,4 +583,14 @@ pub fn build_plan(
         interactive: a.interactive,
         init: a.init,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_userns_range_avoids_allocated_subids() {
+        assert_eq!(super::free_range_start(""), 131072);
+        assert_eq!(super::free_range_start("alice:100000:65536\nbob:165536:65536\n"), 262144);
+        assert_eq!(super::free_range_start("x:131072:65536\n"), 196608);
+    }
 }

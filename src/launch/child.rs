@@ -35,6 +35,9 @@ pub struct ChildPipes {
     pub err_write: OwnedFd,
     /// With -t: the socket on which the child sends the pty master it opens in its own devpts.
     pub console: Option<OwnedFd>,
+    /// `--userns` as root: one byte once the child has called unshare(CLONE_NEWUSER), so the
+    /// parent writes the maps (and then a second byte on the go pipe).
+    pub userns_ready: Option<OwnedFd>,
     /// With --explain: the child's step timings go back to rcrun for the closing summary.
     pub report: Option<OwnedFd>,
 }
@@ -125,6 +128,12 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
         nix::unistd::sethostname(&plan.hostname).map_err(|e| fail("sethostname", e))
     })?;
+    if let Some(ready) = &pipes.userns_ready {
+        // The hostname was the last thing needing the initial namespace's privilege.
+        ex.timed("namespaces", "unshare(CLONE_NEWUSER) after the root file system is built; rcrun writes the maps; setresuid/setresgid(0)", || {
+            enter_user_namespace_late(ready, &pipes.go_read)
+        })?;
+    }
     if let Some(sock) = &pipes.console {
         ex.timed("tty", "open /dev/ptmx in the container's devpts, send the master to rcrun (SCM_RIGHTS), make the slave our controlling terminal", || open_console(sock))?;
     }
@@ -170,13 +179,24 @@ fn wait_for_parent(go: &OwnedFd) -> Result<(), Failure> {
 /// With a user namespace, the child is "root" only once the maps exist; switching to uid/gid 0
 /// makes files it creates owned by the mapped root.
 fn become_namespace_root(plan: &StartupPlan) -> Result<(), Failure> {
-    if plan.mapping.user_namespace() {
+    if plan.mapping.user_namespace() && !plan.mapping.enters_late() {
         nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
             .map_err(|e| fail("setresgid(0) in the user namespace", e))?;
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
             .map_err(|e| fail("setresuid(0) in the user namespace", e))?;
     }
     Ok(())
+}
+
+fn enter_user_namespace_late(ready: &OwnedFd, go: &OwnedFd) -> Result<(), Failure> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| fail("unshare(CLONE_NEWUSER)", e))?;
+    nix::unistd::write(ready, b"u").map_err(|e| fail("tell rcrun to write the id maps", e))?;
+    wait_for_parent(go)?;
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| fail("setresgid(0) in the user namespace", e))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| fail("setresuid(0) in the user namespace", e))
 }
 
 fn bring_up_loopback() -> nix::Result<()> {
@@ -216,6 +236,15 @@ fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<PathBuf, Failure> {
     }
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755));
+    if let super::plan::IdMapping::Privileged { uid, gid } = &plan.mapping {
+        // The root directory of the container comes from the upper dir: owned by container root.
+        nix::unistd::chown(
+            &upper,
+            Some(Uid::from_raw(uid.outside)),
+            Some(Gid::from_raw(gid.outside)),
+        )
+        .map_err(|e| fail("chown upper dir to the container's root", e))?;
+    }
     // Test hook (tests/errors.rs): act like a kernel before 5.11, whose overlayfs answers EPERM
     // to a mount from a user namespace, so that message is checked without such a kernel.
     let simulate_old_kernel =

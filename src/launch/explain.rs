@@ -23,13 +23,20 @@ impl Explain {
     }
 
     pub fn step(&self, stage: &str, what: &str, took: Duration) {
-        {
-            let mut t = self.totals.borrow_mut();
-            match t.iter_mut().find(|(s, _)| s == stage) {
-                Some(e) => e.1 += took,
-                None => t.push((stage.to_string(), took)),
-            }
+        self.add(stage, took);
+        self.detail(stage, what, took);
+    }
+
+    fn add(&self, stage: &str, took: Duration) {
+        let mut t = self.totals.borrow_mut();
+        match t.iter_mut().find(|(s, _)| s == stage) {
+            Some(e) => e.1 += took,
+            None => t.push((stage.to_string(), took)),
         }
+    }
+
+    /// Narrates a step without counting it in the stage totals (parts of a step counted whole).
+    pub fn detail(&self, stage: &str, what: &str, took: Duration) {
         if self.enabled {
             let at = self.start.elapsed().as_secs_f64() * 1000.0;
             let line = format!(
@@ -75,7 +82,6 @@ impl Explain {
     }
 
     pub fn absorb_totals(&self, text: &str) {
-        let mut t = self.totals.borrow_mut();
         for line in text.lines() {
             let Some((stage, nanos)) = line.split_once('\t') else {
                 continue;
@@ -83,11 +89,7 @@ impl Explain {
             let Ok(nanos) = nanos.parse::<u64>() else {
                 continue;
             };
-            let d = Duration::from_nanos(nanos);
-            match t.iter_mut().find(|(s, _)| s == stage) {
-                Some(e) => e.1 += d,
-                None => t.push((stage.to_string(), d)),
-            }
+            self.add(stage, Duration::from_nanos(nanos));
         }
     }
 

@@ -58,7 +58,7 @@ impl StartupPlan {
             | C::CLONE_NEWUTS
             | C::CLONE_NEWIPC
             | C::CLONE_NEWCGROUP;
-        if self.mapping.user_namespace() {
+        if self.mapping.user_namespace() && !self.mapping.enters_late() {
             f |= C::CLONE_NEWUSER;
         }
         if self.new_netns {

@@ -84,6 +84,11 @@ pub fn start_and_wait(
         None
     };
     let flags = plan.clone_flags();
+    let userns_ready = if plan.mapping.enters_late() {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?)
+    } else {
+        None
+    };
     let report = if ex.enabled {
         Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?)
     } else {
@@ -114,6 +119,7 @@ pub fn start_and_wait(
                 err_write,
                 console,
                 report: report.map(|(_, w)| w),
+                userns_ready: userns_ready.map(|(_, w)| w),
             },
             ex,
         );
@@ -134,7 +140,9 @@ pub fn start_and_wait(
     });
 
     let setup = (|| -> Result<(), LaunchError> {
-        write_id_maps(pid, &plan.mapping, ex)?;
+        if !plan.mapping.enters_late() {
+            write_id_maps(pid, &plan.mapping, ex)?;
+        }
         hooks.before_start(pid).map_err(LaunchError::Child)?;
         Ok(())
     })();
@@ -147,6 +155,21 @@ pub fn start_and_wait(
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(sys("signalfd"))?;
     let _ = nix::unistd::write(&go_write, b"1");
+    if let Some((ready, w)) = userns_ready {
+        // --userns as root: the child unshares its user namespace once the root file system is
+        // built; map it and let it go on. EOF means it failed before (the error pipe says why).
+        drop(w);
+        let mut b = [0u8; 1];
+        if matches!(nix::unistd::read(&ready, &mut b), Ok(1)) {
+            if let Err(e) = write_id_maps(pid, &plan.mapping, ex) {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                let _ = old_mask.thread_set_mask();
+                return Err(e);
+            }
+            let _ = nix::unistd::write(&go_write, b"1");
+        }
+    }
     drop(go_write);
     let master = console.and_then(|sock| receive_master(&sock));
     if let (Some(m), Some(ws)) = (&master, winsize()) {
@@ -274,6 +297,18 @@ fn write_id_maps(pid: Pid, mapping: &IdMapping, ex: &Explain) -> Result<(), Laun
     };
     match mapping {
         IdMapping::None => Ok(()),
+        IdMapping::Privileged { uid, gid } => ex.timed(
+            "idmap",
+            &format!(
+                "{proc}/uid_map ← \"{}\"; gid_map ← \"{}\" (written by real root)",
+                map_text(&[*uid]).trim(),
+                map_text(&[*gid]).trim()
+            ),
+            || {
+                write("uid_map", &map_text(&[*uid]))?;
+                write("gid_map", &map_text(&[*gid]))
+            },
+        ),
         IdMapping::Single { uid, gid } => {
             ex.timed(
                 "idmap",

@@ -21,6 +21,12 @@ pub enum IdMapping {
     /// Written by rcrun itself into /proc/PID/{setgroups,uid_map,gid_map}: only our own id can be
     /// mapped, and setgroups must be denied first for an unprivileged gid_map write.
     Single { uid: IdRange, gid: IdRange },
+    /// Real root with `--userns`: container ids 0..count map to host ids from `uid.outside`
+    /// (written directly: root may map any range). The namespace is entered *after* the root file
+    /// system is built, so rcrun mounts as real root from its 0700 store and the container's
+    /// root never needs access to it; the container then owns no mount, pid or network
+    /// namespace (they belong to the initial user namespace), as with docker's userns-remap.
+    Privileged { uid: IdRange, gid: IdRange },
     /// Written by the setuid helpers newuidmap/newgidmap, which check /etc/subuid and /etc/subgid.
     Helpers {
         uids: Vec<IdRange>,
@@ -120,11 +126,38 @@ impl IdMapping {
         !matches!(self, IdMapping::None)
     }
 
+    /// Whether the user namespace is entered late, after the mounts (see `Privileged`).
+    pub fn enters_late(&self) -> bool {
+        matches!(self, IdMapping::Privileged { .. })
+    }
+
+    /// `--userns` as root: the first /etc/subuid and /etc/subgid range of `root`, else
+    /// 100000+65536 (the range useradd hands out first).
+    pub fn for_root_userns(subuid: Option<(u32, u32)>, subgid: Option<(u32, u32)>) -> IdMapping {
+        let (us, uc) = subuid.unwrap_or((100000, 65536));
+        let (gs, gc) = subgid.unwrap_or((100000, 65536));
+        let count = uc.min(gc);
+        IdMapping::Privileged {
+            uid: IdRange {
+                inside: 0,
+                outside: us,
+                count,
+            },
+            gid: IdRange {
+                inside: 0,
+                outside: gs,
+                count,
+            },
+        }
+    }
+
     /// Whether `uid` exists inside the container.
     pub fn maps_uid(&self, uid: u32) -> bool {
         match self {
             IdMapping::None => true,
-            IdMapping::Single { uid: r, .. } => uid >= r.inside && uid - r.inside < r.count,
+            IdMapping::Single { uid: r, .. } | IdMapping::Privileged { uid: r, .. } => {
+                uid >= r.inside && uid - r.inside < r.count
+            }
             IdMapping::Helpers { uids, .. } => uids
                 .iter()
                 .any(|r| uid >= r.inside && uid - r.inside < r.count),

@@ -40,6 +40,30 @@ pub enum Owners {
     BestEffort,
     /// Rootless with a single-id map: everything belongs to the invoking user.
     Skip,
+    /// Real root preparing layers for a container in a user namespace (`--userns`): image id N
+    /// is stored as `base + N` (the id it has on the host through the map `0 base count`); ids
+    /// outside the range are left to root, i.e. unmapped (shown as nobody).
+    Shift {
+        uid_base: u32,
+        gid_base: u32,
+        count: u32,
+    },
+}
+
+impl Owners {
+    /// The host ids to give a file the image says belongs to `uid:gid`; None = leave as is.
+    fn host_ids(self, uid: u64, gid: u64) -> Option<(u32, u32)> {
+        match self {
+            Owners::Skip => None,
+            Owners::Preserve | Owners::BestEffort => Some((uid as u32, gid as u32)),
+            Owners::Shift {
+                uid_base,
+                gid_base,
+                count,
+            } => (uid < count as u64 && gid < count as u64)
+                .then(|| (uid_base + uid as u32, gid_base + gid as u32)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -823,14 +847,14 @@ impl Extractor<'_> {
         uid: u64,
         gid: u64,
     ) -> nix::Result<()> {
-        if self.policy.owners == Owners::Skip {
+        let Some((uid, gid)) = self.policy.owners.host_ids(uid, gid) else {
             return Ok(());
-        }
+        };
         let r = nix::unistd::fchownat(
             dir,
             name,
-            Some(Uid::from_raw(uid as u32)),
-            Some(Gid::from_raw(gid as u32)),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         );
         self.owner_result(r)
@@ -865,12 +889,8 @@ impl Extractor<'_> {
                 source,
             }
         };
-        if self.policy.owners != Owners::Skip {
-            let r = nix::unistd::fchown(
-                fd,
-                Some(Uid::from_raw(uid as u32)),
-                Some(Gid::from_raw(gid as u32)),
-            );
+        if let Some((uid, gid)) = self.policy.owners.host_ids(uid, gid) {
+            let r = nix::unistd::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
             self.owner_result(r).map_err(sys("chown"))?;
         }
         for (k, v) in xattrs {

@@ -49,6 +49,8 @@ pub enum OwnerMode {
     User,
     /// Inside a user namespace mapping container ids 1.. onto subordinate ids starting at `uid`/`gid`.
     Subid { uid: u32, gid: u32, count: u32 },
+    /// Real root with `--userns`: container ids 0.. map to host ids starting at `uid`/`gid`.
+    Shifted { uid: u32, gid: u32, count: u32 },
 }
 
 impl OwnerMode {
@@ -57,6 +59,7 @@ impl OwnerMode {
             OwnerMode::Root => "root".into(),
             OwnerMode::User => "user".into(),
             OwnerMode::Subid { uid, gid, count } => format!("subid-{uid}-{gid}-{count}"),
+            OwnerMode::Shifted { uid, gid, count } => format!("shift-{uid}-{gid}-{count}"),
         }
     }
 
@@ -73,6 +76,15 @@ impl OwnerMode {
             },
             OwnerMode::Subid { .. } => Policy {
                 owners: Owners::BestEffort,
+                devices: false,
+            },
+            // Device nodes would be useless: a user namespace cannot open them (nodev).
+            OwnerMode::Shifted { uid, gid, count } => Policy {
+                owners: Owners::Shift {
+                    uid_base: *uid,
+                    gid_base: *gid,
+                    count: *count,
+                },
                 devices: false,
             },
         }
