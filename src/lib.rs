@@ -131,10 +131,43 @@ impl Ctx {
     pub fn open_store(&self) -> Result<Store> {
         let store = Store::open(&self.store_root)?;
         // Leftovers of killed runs are reclaimed by the next invocation.
-        for p in store.reclaim_tmp() {
+        for p in self.reclaim(&store) {
             tracing::info!(path = %p.display(), "removed leftover of a killed run");
         }
         Ok(store)
+    }
+}
+
+impl Ctx {
+    /// Removes what killed runs left in the store's tmp/ and returns it.
+    pub fn reclaim(&self, store: &Store) -> Vec<PathBuf> {
+        let mut removed = store.reclaim_tmp();
+        // A killed extraction with subordinate ids leaves files owned by those ids, which only a
+        // namespace holding the same map can delete.
+        let list = || -> Vec<PathBuf> {
+            std::fs::read_dir(store.tmp_dir())
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        let before = list();
+        if !before.is_empty()
+            && matches!(
+                self.privilege,
+                Privilege::Rootless {
+                    subids: Some(_),
+                    ..
+                }
+            )
+        {
+            let mapping = launch::plan::IdMapping::for_privilege(&self.privilege);
+            let _ = launch::parent::run_in_userns(&mapping, || {
+                store.reclaim_tmp();
+                Ok(())
+            });
+            let after = list();
+            removed.extend(before.into_iter().filter(|p| !after.contains(p)));
+        }
+        removed
     }
 }
 
@@ -270,7 +303,7 @@ fn cmd_unpack(ctx: &Ctx, a: &cli::UnpackArgs) -> Result<i32> {
 
 fn cmd_gc(ctx: &Ctx) -> Result<i32> {
     let store = Store::open(&ctx.store_root)?;
-    let mut removed = store.reclaim_tmp();
+    let mut removed = ctx.reclaim(&store);
     let uid = nix::unistd::geteuid().as_raw();
     removed.extend(cgroup::gc_stale(
         &cgroup::CgroupFs::host(),

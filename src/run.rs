@@ -401,7 +401,8 @@ fn seccomp_filter(
 fn root_userns_mapping() -> IdMapping {
     let range = |f: &str| {
         let content = std::fs::read_to_string(f).unwrap_or_default();
-        crate::host::parse_subid(&content, Some("root"), 0).or_else(|| Some((free_range_start(&content), 65536)))
+        crate::host::parse_subid(&content, Some("root"), 0)
+            .or_else(|| Some((free_range_start(&content), 65536)))
     };
     IdMapping::for_root_userns(range("/etc/subuid"), range("/etc/subgid"))
 }
@@ -590,7 +591,10 @@ mod tests {
     #[test]
     fn root_userns_range_avoids_allocated_subids() {
         assert_eq!(super::free_range_start(""), 131072);
-        assert_eq!(super::free_range_start("alice:100000:65536\nbob:165536:65536\n"), 262144);
+        assert_eq!(
+            super::free_range_start("alice:100000:65536\nbob:165536:65536\n"),
+            262144
+        );
         assert_eq!(super::free_range_start("x:131072:65536\n"), 196608);
     }
 }

@@ -333,42 +333,59 @@ fn write_id_maps(pid: Pid, mapping: &IdMapping, ex: &Explain) -> Result<(), Laun
             newuidmap,
             newgidmap,
         } => {
-            for (tool, ranges) in [(newuidmap, uids), (newgidmap, gids)] {
+            // Both setuid helpers start at once: each costs an exec of a setuid binary, and
+            // the two maps are independent.
+            let command = |tool: &std::path::Path, ranges: &[super::plan::IdRange]| {
                 let mut args = vec![pid.to_string()];
-                for r in ranges.iter() {
+                for r in ranges {
                     args.extend([
                         r.inside.to_string(),
                         r.outside.to_string(),
                         r.count.to_string(),
                     ]);
                 }
-                ex.timed(
-                    "idmap",
-                    &format!("{} {}", tool.display(), args.join(" ")),
-                    || {
-                        let out = std::process::Command::new(tool)
-                            .args(&args)
-                            .output()
+                (tool.to_path_buf(), args)
+            };
+            let jobs = [command(newuidmap, uids), command(newgidmap, gids)];
+            let what = jobs
+                .iter()
+                .map(|(t, a)| format!("{} {}", t.display(), a.join(" ")))
+                .collect::<Vec<_>>()
+                .join(" & ");
+            ex.timed("idmap", &what, || {
+                let spawned: Vec<_> = jobs
+                    .iter()
+                    .map(|(tool, args)| {
+                        std::process::Command::new(tool)
+                            .args(args)
+                            .stdout(std::process::Stdio::null())
+                            .stderr(std::process::Stdio::piped())
+                            .spawn()
                             .map_err(|e| LaunchError::IdMap {
                                 step: "run id-map helper",
                                 detail: format!("{}: {e}", tool.display()),
-                            })?;
-                        if !out.status.success() {
-                            return Err(LaunchError::IdMap {
-                                step: "id-map helper failed",
-                                detail: format!(
-                                    "{} {}: {}",
-                                    tool.display(),
-                                    args.join(" "),
-                                    String::from_utf8_lossy(&out.stderr).trim()
-                                ),
-                            });
-                        }
-                        Ok(())
-                    },
-                )?;
-            }
-            Ok(())
+                            })
+                    })
+                    .collect();
+                for ((tool, args), child) in jobs.iter().zip(spawned) {
+                    let out = child?.wait_with_output().map_err(|e| LaunchError::IdMap {
+                        step: "run id-map helper",
+                        detail: format!("{}: {e}", tool.display()),
+                    })?;
+                    if !out.status.success() {
+                        return Err(LaunchError::IdMap {
+                            step: "id-map helper failed",
+                            detail: format!(
+                                "{} {}: {}",
+                                tool.display(),
+                                args.join(" "),
+                                String::from_utf8_lossy(&out.stderr).trim()
+                            ),
+                        });
+                    }
+                }
+                Ok(())
+            })
         }
     }
 }
