@@ -173,8 +173,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             "CLONE_NEWPID",
         ]);
         if kind == "rootless" {
-            v.push(&["] idmap ", "newuidmap "]);
-            v.push(&["] idmap ", "newgidmap "]);
+            v.push(&["] idmap ", "newuidmap ", " & ", "newgidmap "]);
         } else {
             v.push(&["] idmap ", "uid_map ← \"0 0 1\""]);
             v.push(&["] idmap ", "setgroups ← \"deny\"", "gid_map"]);
