@@ -208,8 +208,10 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     let limits = limits(a)?;
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup =
-        if matches!(ctx.privilege, crate::host::Privilege::FakeRoot) && limits.is_empty() {
-            None // uid 0 in a user namespace owns no cgroup; without limits there is nothing to enforce
+        if !ctx.privilege.is_real_root() && limits.is_empty() && !a.stats {
+            // Rootless without limits or --stats: nothing to enforce or read, so no cgroup (and no
+            // probing for a delegated subtree on the start path).
+            None
         } else {
             if ctx.privilege.is_real_root() {
                 for p in crate::cgroup::gc_stale(&cg_fs, None) {
