@@ -128,20 +128,50 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         &format!("open layer store {} (mode 0700)", ctx.store_root.display()),
         || ctx.open_store(),
     )?;
-    let (archive, image) = ex.timed(
+    let reference = a.image.reference.as_deref();
+    let cached = ex.timed(
         "image",
-        &format!("read {} and select the image", a.image.image.display()),
-        || crate::open_image(&store, &a.image),
+        &format!(
+            "stat {} and look it up in the image cache",
+            a.image.image.display()
+        ),
+        || {
+            Ok::<_, anyhow::Error>(crate::image::cache::load(
+                &store.cache_dir(),
+                &a.image.image,
+                reference,
+            ))
+        },
     )?;
+    let (mut archive, image) = match cached {
+        Some(image) => (None, image),
+        None => {
+            let (archive, image) = ex.timed(
+                "image",
+                &format!(
+                    "read {} (index the tar, parse manifest and config) and select the image",
+                    a.image.image.display()
+                ),
+                || crate::open_image(&store, &a.image),
+            )?;
+            crate::image::cache::save(&store.cache_dir(), &a.image.image, reference, &image);
+            (Some(archive), image)
+        }
+    };
     ex.step(
         "image",
         &format!(
-            "{}: {} {} ({} layer(s), id {})",
-            archive.display(),
+            "{}: {} {} ({} layer(s), id {}){}",
+            a.image.image.display(),
             image.format,
             image.name(),
             image.layers.len(),
-            image.id.short()
+            image.id.short(),
+            if archive.is_none() {
+                ", from the image cache (file unchanged)"
+            } else {
+                ""
+            }
         ),
         std::time::Duration::ZERO,
     );
@@ -152,7 +182,13 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         None => ensure_layers(
             ctx,
             &store,
-            &archive,
+            match &mut archive {
+                Some(a) => a,
+                opened => opened.insert(crate::image::Archive::open(
+                    &a.image.image,
+                    &store.tmp_dir(),
+                )?),
+            },
             &image,
             &mode,
             !ctx.quiet && !a.explain,
@@ -207,27 +243,26 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     }
     let limits = limits(a)?;
     let cg_fs = crate::cgroup::CgroupFs::host();
-    let mut cgroup =
-        if !ctx.privilege.is_real_root() && limits.is_empty() && !a.stats {
-            // Rootless without limits or --stats: nothing to enforce or read, so no cgroup (and no
-            // probing for a delegated subtree on the start path).
-            None
-        } else {
-            if ctx.privilege.is_real_root() {
-                for p in crate::cgroup::gc_stale(&cg_fs, None) {
-                    tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
-                }
+    let mut cgroup = if !ctx.privilege.is_real_root() && limits.is_empty() && !a.stats {
+        // Rootless without limits or --stats: nothing to enforce or read, so no cgroup (and no
+        // probing for a delegated subtree on the start path).
+        None
+    } else {
+        if ctx.privilege.is_real_root() {
+            for p in crate::cgroup::gc_stale(&cg_fs, None) {
+                tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
             }
-            ex.timed(
-                "cgroup",
-                &format!(
-                    "create cgroup for container {} ({})",
-                    plan.id,
-                    describe_limits(&limits)
-                ),
-                || crate::cgroup::Cgroup::create(&cg_fs, &plan.id, &limits),
-            )?
-        };
+        }
+        ex.timed(
+            "cgroup",
+            &format!(
+                "create cgroup for container {} ({})",
+                plan.id,
+                describe_limits(&limits)
+            ),
+            || crate::cgroup::Cgroup::create(&cg_fs, &plan.id, &limits),
+        )?
+    };
     if let Some(cg) = &cgroup {
         for (path, value) in cg.writes() {
             ex.step(

@@ -126,7 +126,8 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
     let mut v: Vec<Step> = vec![
         &["] start ", "rcrun "],
         &["] store ", "open layer store", "(mode 0700)"],
-        &["] image ", "read ", "img.tar", "select the image"],
+        // Fresh: read and indexed; warm: the image cache (the read line appears only when fresh).
+        &["] image ", "img.tar", "look it up in the image cache"],
         &[
             "] image ",
             "docker-save (legacy) lesson:3",

@@ -8,8 +8,8 @@ use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::io::{self, Read};
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Digest {
     hex: String,
 }
@@ -63,6 +63,13 @@ impl fmt::Display for Digest {
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = String;
+    fn try_from(s: String) -> Result<Digest, String> {
+        Digest::parse(&s).ok_or_else(|| format!("invalid digest {s:?}"))
     }
 }
 

@@ -14,6 +14,7 @@
 //! end of the stream) while it is being extracted.
 
 pub mod archive;
+pub mod cache;
 pub mod digest;
 mod formats;
 pub mod layer;
@@ -114,7 +115,7 @@ pub enum ImageError {
 }
 
 /// Which layout the archive uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Format {
     #[serde(rename = "docker-save (legacy)")]
     DockerLegacy,
@@ -153,7 +154,7 @@ impl ImageRef {
 }
 
 /// One layer of the selected image, as the archive describes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerSource {
     /// Archive member holding the layer (after manifest indirection).
     pub member: String,
@@ -170,7 +171,7 @@ pub struct LayerSource {
 }
 
 /// The selected image: everything later stages need, and nothing they would have to re-read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Image {
     pub archive: String,
     pub format: Format,
