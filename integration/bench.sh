@@ -89,7 +89,8 @@ cp "$REPO/target/release/rcrun" "$REPO/target/release/rcrun-mkimage" "$BIN/"
 chmod 0755 "$BIN"/*
 RCRUN=$BIN/rcrun
 MKIMAGE=$BIN/rcrun-mkimage
-DROP='sync; echo 3 > /proc/sys/vm/drop_caches'
+# A hyperfine --prepare command (run without a shell under -N): CMD, then drop the page cache.
+prep() { echo "sh -c '$1 && sync && echo 3 > /proc/sys/vm/drop_caches'"; }
 
 # The plain user: its own home, runtime dir and stores under $BENCH_DIR/user.
 U=$BENCH_DIR/user
@@ -176,7 +177,7 @@ seccomp_oci() { # Docker's profile (fixture) in OCI runtime-spec form: x86 arche
                   ((.includes.arches // ["amd64"]) | index("amd64") != null))
          | {names, action} + (if .args then {args} else {} end)
                            + (if .errnoRet then {errnoRet} else {} end)]}' \
-    /work/shared/fixtures/docker-default-seccomp.json 2>/dev/null \
+    "$(ls "$REPO"/../shared/fixtures/docker-default-seccomp.json /work/shared/fixtures/docker-default-seccomp.json 2>/dev/null | head -1)" 2>/dev/null \
     || jq '{defaultAction, syscalls: [.syscalls[] | {names, action}]}' "$REPO/configs/seccomp.json"
 }
 make_bundle() { # make_bundle TOOL DIR ROOTFS ROOTLESS(0|1) SECCOMP(0|1), as the caller's user
@@ -241,26 +242,26 @@ fi
 if want cold; then
   C=$WORK/cold
   mkdir -p "$C"
-  args=(-n "rcrun run (cold store)" --prepare "rm -rf $C/store; $DROP" "$RCRUN -q --root $C/store run $IMG/big.tar /bin/true"
-        -n "tar -xf x3" --prepare "$(mkdirs_x3 "$C/tar") ; $DROP" "sh -c '$(tar_x3 -xf "$C/tar" "${docker_layers[@]}")'")
+  args=(-n "rcrun run (cold store)" --prepare "$(prep "rm -rf $C/store")" "$RCRUN -q --root $C/store run $IMG/big.tar /bin/true"
+        -n "tar -xf x3" --prepare "$(prep "$(mkdirs_x3 "$C/tar")")" "sh -c '$(tar_x3 -xf "$C/tar" "${docker_layers[@]}")'")
   if have umoci; then
-    args+=(-n "umoci unpack" --prepare "rm -rf $C/umoci; $DROP" "umoci unpack --image $L/plain:latest $C/umoci")
+    args+=(-n "umoci unpack" --prepare "$(prep "rm -rf $C/umoci")" "umoci unpack --image $L/plain:$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]' "$L/plain/index.json") $C/umoci")
   fi
   if have podman; then
-    args+=(-n "podman load" --prepare "rm -rf $C/podman; $DROP"
+    args+=(-n "podman load" --prepare "$(prep "rm -rf $C/podman")"
            "podman --root $C/podman/root --runroot $C/podman/run --storage-driver overlay load -q -i $IMG/big.tar")
   fi
   note "cold plain"
   hyperfine -N --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-plain.json" "${args[@]}" >&2
   note "cold gzip"
   hyperfine -N --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-gzip.json" \
-    -n "rcrun run gzip (cold store)" --prepare "rm -rf $C/store; $DROP" "$RCRUN -q --root $C/store run $IMG/big-gzip.oci.tar /bin/true" \
-    -n "tar -xzf x3" --prepare "$(mkdirs_x3 "$C/tar") ; $DROP" "sh -c '$(tar_x3 -xzf "$C/tar" "${gzip_layers[@]}")'" >&2
+    -n "rcrun run gzip (cold store)" --prepare "$(prep "rm -rf $C/store")" "$RCRUN -q --root $C/store run $IMG/big-gzip.oci.tar /bin/true" \
+    -n "tar -xzf x3" --prepare "$(prep "$(mkdirs_x3 "$C/tar")")" "sh -c '$(tar_x3 -xzf "$C/tar" "${gzip_layers[@]}")'" >&2
   if tar --zstd --version >/dev/null 2>&1 && have zstd; then
     note "cold zstd"
     hyperfine -N --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-zstd.json" \
-      -n "rcrun run zstd (cold store)" --prepare "rm -rf $C/store; $DROP" "$RCRUN -q --root $C/store run $IMG/big-zstd.oci.tar /bin/true" \
-      -n "tar --zstd -xf x3" --prepare "$(mkdirs_x3 "$C/tar") ; $DROP" "sh -c '$(tar_x3 "--zstd -xf" "$C/tar" "${zstd_layers[@]}")'" >&2
+      -n "rcrun run zstd (cold store)" --prepare "$(prep "rm -rf $C/store")" "$RCRUN -q --root $C/store run $IMG/big-zstd.oci.tar /bin/true" \
+      -n "tar --zstd -xf x3" --prepare "$(prep "$(mkdirs_x3 "$C/tar")")" "sh -c '$(tar_x3 "--zstd -xf" "$C/tar" "${zstd_layers[@]}")'" >&2
   else note "tar --zstd unavailable: zstd baseline skipped"; fi
   rm -rf "$C"
 fi
@@ -316,8 +317,8 @@ if want unpack; then
   mkdir -p "$P"
   note "unpack: cold rcrun unpack vs tar -xf into $NL dirs"
   hyperfine -N --style basic --runs "$COLD_RUNS" --export-json "$OUT/unpack.json" \
-    -n "rcrun unpack (cold store)" --prepare "rm -rf $P/store $P/dir; $DROP" "$RCRUN -q --root $P/store unpack $IMG/big.tar $P/dir" \
-    -n "tar -xf x3" --prepare "$(mkdirs_x3 "$P/tar") ; $DROP" "sh -c '$(tar_x3 -xf "$P/tar" "${docker_layers[@]}")'" >&2
+    -n "rcrun unpack (cold store)" --prepare "$(prep "rm -rf $P/store $P/dir")" "$RCRUN -q --root $P/store unpack $IMG/big.tar $P/dir" \
+    -n "tar -xf x3" --prepare "$(prep "$(mkdirs_x3 "$P/tar")")" "sh -c '$(tar_x3 -xf "$P/tar" "${docker_layers[@]}")'" >&2
   rm -rf "$P/store" "$P/dir"; sync; echo 3 > /proc/sys/vm/drop_caches
   extra rss_kib_unpack_cold_300mb "$(rss "$RCRUN" -q --root "$P/store" unpack "$IMG/big.tar" "$P/dir")"
   rm -rf "$P"
