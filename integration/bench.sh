@@ -8,7 +8,7 @@
 # Optional: `integration/bench.sh SECTION...` with SECTION in start cold scale memory unpack
 # (default: all). Environment: BENCH_DIR (work dir, images are cached there; default
 # /var/tmp/rcrun-bench), BENCH_USER (plain user for rootless runs; default rcrun-test),
-# BENCH_RUNS (warm runs, default 30), BENCH_COLD_RUNS (cold runs, default 5),
+# BENCH_RUNS (warm runs, default 30), BENCH_COLD_RUNS (cold runs, default 3),
 # BENCH_REBUILD=1 (rebuild the images), BENCH_RESULTS (default integration/bench-results.json).
 #
 # What it does (Debian 12, cgroup v1 hybrid host; see DESIGN.md section 6):
@@ -37,7 +37,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/rcrun-bench}
 BENCH_USER=${BENCH_USER:-rcrun-test}
 RUNS=${BENCH_RUNS:-30}
-COLD_RUNS=${BENCH_COLD_RUNS:-5}
+COLD_RUNS=${BENCH_COLD_RUNS:-3}
 RESULTS=${BENCH_RESULTS:-$REPO/integration/bench-results.json}
 SECTIONS=${*:-start cold scale memory unpack}
 
@@ -91,6 +91,8 @@ RCRUN=$BIN/rcrun
 MKIMAGE=$BIN/rcrun-mkimage
 # A hyperfine --prepare command (run without a shell under -N): CMD, then drop the page cache.
 prep() { echo "sh -c '$1 && sync && echo 3 > /proc/sys/vm/drop_caches'"; }
+# A cold-run command whose stderr is kept in $OUT/errors.log (a failed run is counted, not fatal).
+logged() { echo "sh -c '$1 2>>$OUT/errors.log'"; }
 
 # The plain user: its own home, runtime dir and stores under $BENCH_DIR/user.
 U=$BENCH_DIR/user
@@ -242,7 +244,7 @@ fi
 if want cold; then
   C=$WORK/cold
   mkdir -p "$C"
-  args=(-n "rcrun run (cold store)" --prepare "$(prep "rm -rf $C/store")" "$RCRUN -q --root $C/store run $IMG/big.tar /bin/true"
+  args=(-n "rcrun run (cold store)" --prepare "$(prep "rm -rf $C/store")" "$(logged "$RCRUN -q --root $C/store run $IMG/big.tar /bin/true")"
         -n "tar -xf x3" --prepare "$(prep "$(mkdirs_x3 "$C/tar")")" "sh -c '$(tar_x3 -xf "$C/tar" "${docker_layers[@]}")'")
   if have umoci; then
     args+=(-n "umoci unpack" --prepare "$(prep "rm -rf $C/umoci")" "umoci unpack --image $L/plain:$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]' "$L/plain/index.json") $C/umoci")
@@ -252,15 +254,15 @@ if want cold; then
            "podman --root $C/podman/root --runroot $C/podman/run --storage-driver overlay load -q -i $IMG/big.tar")
   fi
   note "cold plain"
-  hyperfine -N --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-plain.json" "${args[@]}" >&2
+  hyperfine -N -i --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-plain.json" "${args[@]}" >&2
   note "cold gzip"
-  hyperfine -N --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-gzip.json" \
-    -n "rcrun run gzip (cold store)" --prepare "$(prep "rm -rf $C/store")" "$RCRUN -q --root $C/store run $IMG/big-gzip.oci.tar /bin/true" \
+  hyperfine -N -i --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-gzip.json" \
+    -n "rcrun run gzip (cold store)" --prepare "$(prep "rm -rf $C/store")" "$(logged "$RCRUN -q --root $C/store run $IMG/big-gzip.oci.tar /bin/true")" \
     -n "tar -xzf x3" --prepare "$(prep "$(mkdirs_x3 "$C/tar")")" "sh -c '$(tar_x3 -xzf "$C/tar" "${gzip_layers[@]}")'" >&2
   if tar --zstd --version >/dev/null 2>&1 && have zstd; then
     note "cold zstd"
-    hyperfine -N --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-zstd.json" \
-      -n "rcrun run zstd (cold store)" --prepare "$(prep "rm -rf $C/store")" "$RCRUN -q --root $C/store run $IMG/big-zstd.oci.tar /bin/true" \
+    hyperfine -N -i --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-zstd.json" \
+      -n "rcrun run zstd (cold store)" --prepare "$(prep "rm -rf $C/store")" "$(logged "$RCRUN -q --root $C/store run $IMG/big-zstd.oci.tar /bin/true")" \
       -n "tar --zstd -xf x3" --prepare "$(prep "$(mkdirs_x3 "$C/tar")")" "sh -c '$(tar_x3 "--zstd -xf" "$C/tar" "${zstd_layers[@]}")'" >&2
   else note "tar --zstd unavailable: zstd baseline skipped"; fi
   rm -rf "$C"
@@ -316,8 +318,8 @@ if want unpack; then
   P=$WORK/unpack
   mkdir -p "$P"
   note "unpack: cold rcrun unpack vs tar -xf into $NL dirs"
-  hyperfine -N --style basic --runs "$COLD_RUNS" --export-json "$OUT/unpack.json" \
-    -n "rcrun unpack (cold store)" --prepare "$(prep "rm -rf $P/store $P/dir")" "$RCRUN -q --root $P/store unpack $IMG/big.tar $P/dir" \
+  hyperfine -N -i --style basic --runs "$COLD_RUNS" --export-json "$OUT/unpack.json" \
+    -n "rcrun unpack (cold store)" --prepare "$(prep "rm -rf $P/store $P/dir")" "$(logged "$RCRUN -q --root $P/store unpack $IMG/big.tar $P/dir")" \
     -n "tar -xf x3" --prepare "$(prep "$(mkdirs_x3 "$P/tar")")" "sh -c '$(tar_x3 -xf "$P/tar" "${docker_layers[@]}")'" >&2
   rm -rf "$P/store" "$P/dir"; sync; echo 3 > /proc/sys/vm/drop_caches
   extra rss_kib_unpack_cold_300mb "$(rss "$RCRUN" -q --root "$P/store" unpack "$IMG/big.tar" "$P/dir")"
@@ -325,4 +327,5 @@ if want unpack; then
 fi
 
 extra total_seconds "$(($(date +%s) - T0))"
+[ -s "$OUT/errors.log" ] && { note "rcrun errors during cold runs:"; sort "$OUT/errors.log" | uniq -c >&2; }
 python3 "$REPO/integration/bench/report.py" "$OUT" "$RESULTS"
