@@ -282,13 +282,16 @@ if want scale; then
   note "scale: 20 concurrent cold runs of the big image"
   rm -rf "$S/store"; sync; echo 3 > /proc/sys/vm/drop_caches
   t0=$(date +%s%N)
+  pids=()
   for i in $(seq 1 20); do
     "$RCRUN" --root "$S/store" run --explain "$IMG/big.tar" /bin/true >"$S/c$i.out" 2>"$S/c$i.err" &
+    pids+=($!)
   done
-  ok=0; for j in $(jobs -p); do wait "$j" && ok=$((ok + 1)); done
+  ok=0; for j in "${pids[@]}"; do if wait "$j"; then ok=$((ok + 1)); fi; done
   t1=$(date +%s%N)
   extracted=$(cat "$S"/c*.err | grep -c "extracted + verified" || true)
   note "20 concurrent: $ok succeeded, $extracted extractions for $NL layers, $(((t1 - t0) / 1000000)) ms wall"
+  cat "$S"/c*.err | grep "error" | sed 's/[0-9a-f]\{12\}/ID/g; s/"[0-9]*"/PID/' | sort | uniq -c | sed 's/^/bench:   /' >&2 || true
   extra concurrent_20_ok "$ok"; extra concurrent_20_extractions "$extracted"
   extra concurrent_20_layers "$NL"; extra concurrent_20_wall_ms "$(((t1 - t0) / 1000000))"
   rm -rf "$S"
