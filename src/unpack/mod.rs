@@ -434,9 +434,20 @@ fn sync_in_background(layers: &[PathBuf]) {
     else {
         return;
     };
-    let markers: Vec<CString> = layers
+    // Each marker with its inode: a marker replaced meanwhile (the store deleted and the layer
+    // extracted again by a later run) belongs to data this sync may not cover, and stays.
+    let markers: Vec<(CString, u64, u64)> = layers
         .iter()
-        .filter_map(|l| CString::new(l.join(UNSYNCED).as_os_str().as_bytes()).ok())
+        .filter_map(|l| {
+            use std::os::unix::fs::MetadataExt;
+            let path = l.join(UNSYNCED);
+            let md = std::fs::symlink_metadata(&path).ok()?;
+            Some((
+                CString::new(path.as_os_str().as_bytes()).ok()?,
+                md.dev(),
+                md.ino(),
+            ))
+        })
         .collect();
     let (dir_fd, null_fd) = (dir.as_raw_fd(), devnull.as_raw_fd());
     // SAFETY: fork in a process whose worker threads have been joined; the children only make
@@ -455,8 +466,14 @@ fn sync_in_background(layers: &[PathBuf]) {
             libc::dup2(dir_fd, 3);
             libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
             if libc::syncfs(3) == 0 {
-                for m in &markers {
-                    libc::unlink(m.as_ptr());
+                for (path, dev, ino) in &markers {
+                    let mut st: libc::stat = std::mem::zeroed();
+                    if libc::lstat(path.as_ptr(), &mut st) == 0
+                        && st.st_dev == *dev
+                        && st.st_ino == *ino
+                    {
+                        libc::unlink(path.as_ptr());
+                    }
                 }
                 // Make the removals durable too (not required for safety: a surviving marker
                 // only costs a re-extraction after a reboot).
