@@ -79,10 +79,11 @@ impl From<Digest> for String {
     }
 }
 
-/// A reader that hashes and counts everything read through it.
+/// A reader that hashes and counts everything read through it (or only counts, see
+/// [`HashingReader::counting`]).
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     count: u64,
 }
 
@@ -90,16 +91,36 @@ impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
+            count: 0,
+        }
+    }
+
+    /// Counts without hashing: for a stream whose bytes another reader already hashes (an
+    /// uncompressed layer, whose diff_id is its blob digest).
+    pub fn counting(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: None,
             count: 0,
         }
     }
 
     /// Reads the rest of the stream (a tar reader stops at the end-of-archive blocks, but the
     /// diff_id covers every byte, trailing padding included) and returns the digest and length.
-    pub fn finish(mut self) -> io::Result<(Digest, u64, R)> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok((Digest::from_hasher(self.hasher), self.count, self.inner))
+    /// The digest is `None` for a [`counting`](HashingReader::counting) reader.
+    pub fn finish(mut self) -> io::Result<(Option<Digest>, u64, R)> {
+        // Drain with a large buffer: fewer read calls on the rest of a big layer.
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((self.hasher.map(Digest::from_hasher), self.count, self.inner))
     }
 
     pub fn count(&self) -> u64 {
@@ -114,7 +135,9 @@ impl<R: Read> HashingReader<R> {
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }
@@ -148,6 +171,13 @@ mod tests {
         r.read_exact(&mut first).unwrap();
         let (d, n, _) = r.finish().unwrap();
         assert_eq!(n, 11);
-        assert_eq!(d, Digest::of_bytes(data));
+        assert_eq!(d, Some(Digest::of_bytes(data)));
+    }
+
+    #[test]
+    fn counting_reader_only_counts() {
+        let data = b"hello world";
+        let (d, n, _) = HashingReader::counting(&data[..]).finish().unwrap();
+        assert_eq!((d, n), (None, 11));
     }
 }

@@ -95,8 +95,13 @@ impl<'a> LayerStream<'a> {
                 Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(buffered).map_err(read_err)?)
             }
         };
+        // An uncompressed layer's bytes are its blob's bytes: hash them once, on the blob side.
+        let stream = match compression {
+            Compression::None => HashingReader::counting(decoder),
+            _ => HashingReader::new(decoder),
+        };
         Ok(LayerStream {
-            stream: HashingReader::new(decoder),
+            stream,
             compression,
             source: source.clone(),
             archive: archive.display().to_string(),
@@ -144,6 +149,8 @@ impl<'a> LayerStream<'a> {
             .into_inner()
             .finish()
             .map_err(read_err)?;
+        let blob_digest = blob_digest.expect("the blob side always hashes");
+        let diff_id = diff_id.unwrap_or_else(|| blob_digest.clone());
         if let Some((digest, size)) = &source.blob {
             if let Some(size) = size {
                 if *size != stored_size {
