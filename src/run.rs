@@ -249,7 +249,9 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         None
     } else {
         if ctx.privilege.is_real_root() {
-            for p in crate::cgroup::gc_stale(&cg_fs, None) {
+            for p in
+                crate::cgroup::gc_stale_older_than(&cg_fs, None, std::time::Duration::from_secs(30))
+            {
                 tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
             }
         }

@@ -947,8 +947,26 @@ impl Cgroup {
         self.kill_all(deadline);
         let mut first_err = None;
         let paths: Vec<PathBuf> = self.dirs.iter().rev().map(|d| d.path.clone()).collect();
-        for p in paths {
-            if let Err(e) = rmdir_retry(&p, deadline) {
+        // v1 hierarchies are independent and each rmdir waits on the kernel (RCU), so remove
+        // them at once; v2 paths may nest and go in order.
+        let results: Vec<io::Result<()>> = if self.version == Version::V1 {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = paths
+                    .iter()
+                    .map(|p| s.spawn(move || rmdir_retry(p, deadline)))
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(io::Error::other("rmdir panicked")))
+                    })
+                    .collect()
+            })
+        } else {
+            paths.iter().map(|p| rmdir_retry(p, deadline)).collect()
+        };
+        for (p, r) in paths.into_iter().zip(results) {
+            if let Err(e) = r {
                 warn!(path = %p.display(), error = %e, "cgroup removal failed");
                 first_err.get_or_insert(CgroupError::Remove { path: p, source: e });
             }
@@ -1281,6 +1299,17 @@ fn no_delegation(fs: &CgroupFs, version: Version, reason: String) -> CgroupError
 /// (created, process not yet added) looks the same and could be removed; its
 /// `add_process` then fails cleanly.
 pub fn gc_stale(fs: &CgroupFs, rootless_uid: Option<u32>) -> Vec<PathBuf> {
+    gc_stale_older_than(fs, rootless_uid, Duration::ZERO)
+}
+
+/// [`gc_stale`] limited to cgroups created at least `min_age` ago. A concurrent `rcrun run`
+/// creates its cgroup a moment before adding its process, so a sweep on the start path must
+/// leave young empty cgroups alone or it deletes a neighbour's.
+pub fn gc_stale_older_than(
+    fs: &CgroupFs,
+    rootless_uid: Option<u32>,
+    min_age: Duration,
+) -> Vec<PathBuf> {
     let mut groups: Vec<PathBuf> = Vec::new();
     match fs.version() {
         None => return vec![],
@@ -1332,7 +1361,12 @@ pub fn gc_stale(fs: &CgroupFs, rootless_uid: Option<u32>) -> Vec<PathBuf> {
             .collect();
         dirs.sort();
         for d in dirs {
-            if !subtree_procs_empty(&d) {
+            let young = fs::metadata(&d)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < min_age);
+            if young || !subtree_procs_empty(&d) {
                 continue;
             }
             // Short deadline: a stale cgroup is not busy; one that is gets
