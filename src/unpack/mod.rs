@@ -6,8 +6,9 @@
 //!    finishes first, and we then find it present);
 //! 3. extract into `tmp/<owners>-<hex>.<pid>.<nonce>/fs`, read the stream to its end and verify
 //!    the blob digest/size and the diff_id; write `layer.json`;
-//! 4. write the marker `unsynced` (holding this boot's id), then `rename(2)` into place — atomic
-//!    on one file system; the layer is usable at once;
+//! 4. write the marker `unsynced/<owners>-<hex>` (holding this boot's id), then `rename(2)` into
+//!    place — atomic on one file system; the layer is usable at once. The marker lives outside the
+//!    layer dir so that an installed layer dir never changes again;
 //! 5. on any error the temp dir is removed; a killed process leaves a temp dir whose lock is free,
 //!    which the next rcrun removes ([`Store::reclaim_tmp`]);
 //! 6. durability off the critical path: a detached background process calls `syncfs` once and then
@@ -290,7 +291,10 @@ fn install_layer(
         let json = serde_json::to_vec_pretty(&info).expect("serializable");
         std::fs::write(tmp.join("layer.json"), json)
             .map_err(io("write", &tmp.join("layer.json")))?;
-        let marker = tmp.join(UNSYNCED);
+        let marker = marker_path(&final_path).expect("a layer path has a store root");
+        if let Some(dir) = marker.parent() {
+            std::fs::create_dir_all(dir).map_err(io("create", &dir.to_path_buf()))?;
+        }
         std::fs::write(&marker, boot_id().unwrap_or_default()).map_err(io("write", &marker))?;
         std::fs::rename(&tmp, &final_path).map_err(io("rename into place", &final_path))?;
         Ok(info)
@@ -387,9 +391,18 @@ fn extract_into(
     })
 }
 
-/// Marker file in a layer dir whose data may not be on disk yet; holds the id of the boot that
-/// wrote it (module docs, step 6).
+/// Directory of the store holding one marker per layer whose data may not be on disk yet; each
+/// holds the id of the boot that wrote it (module docs, step 6).
 pub const UNSYNCED: &str = "unsynced";
+
+/// `<root>/layers/<owners>/<hex>` → `<root>/unsynced/<owners>-<hex>`.
+fn marker_path(layer: &std::path::Path) -> Option<PathBuf> {
+    let hex = layer.file_name()?.to_str()?;
+    let owners_dir = layer.parent()?;
+    let owners = owners_dir.file_name()?.to_str()?;
+    let root = owners_dir.parent()?.parent()?;
+    Some(root.join(UNSYNCED).join(format!("{owners}-{hex}")))
+}
 
 fn boot_id() -> Option<&'static str> {
     static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
@@ -407,7 +420,10 @@ fn layer_usable(path: &std::path::Path) -> bool {
     if !path.is_dir() {
         return false;
     }
-    match std::fs::read(path.join(UNSYNCED)) {
+    let Some(marker) = marker_path(path) else {
+        return false;
+    };
+    match std::fs::read(marker) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         Ok(id) => matches!(boot_id(), Some(b) if b.as_bytes() == id.trim_ascii()),
         Err(_) => false,
@@ -440,7 +456,7 @@ fn sync_in_background(layers: &[PathBuf]) {
         .iter()
         .filter_map(|l| {
             use std::os::unix::fs::MetadataExt;
-            let path = l.join(UNSYNCED);
+            let path = marker_path(l)?;
             let md = std::fs::symlink_metadata(&path).ok()?;
             Some((
                 CString::new(path.as_os_str().as_bytes()).ok()?,
@@ -587,15 +603,19 @@ mod tests {
 
     #[test]
     fn unsynced_layer_is_trusted_only_during_its_boot() {
-        let dir = std::env::temp_dir().join(format!("rcrun-usable-{}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("rcrun-usable-{}", std::process::id()));
+        let dir = root.join("layers/user/abc");
         assert!(!layer_usable(&dir), "absent");
         std::fs::create_dir_all(&dir).unwrap();
         assert!(layer_usable(&dir), "no marker: synced");
-        std::fs::write(dir.join(UNSYNCED), boot_id().unwrap_or_default()).unwrap();
+        let marker = root.join(UNSYNCED).join("user-abc");
+        assert_eq!(marker_path(&dir).unwrap(), marker);
+        std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+        std::fs::write(&marker, boot_id().unwrap_or_default()).unwrap();
         assert_eq!(layer_usable(&dir), boot_id().is_some(), "written this boot");
-        std::fs::write(dir.join(UNSYNCED), "another-boot").unwrap();
+        std::fs::write(&marker, "another-boot").unwrap();
         assert!(!layer_usable(&dir), "written before a reboot");
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   locks/<owners>-<hex>.lock  flock(2) held while a layer is being extracted
 //!   tmp/                       extractions in progress, renamed into layers/ when verified
 //!   run/                       scratch mount point, used only inside containers' mount namespaces
-//!   cache/                     compiled seccomp programs, archive indexes
+//!   cache/                     compiled seccomp programs, the image cache (`cache/images/`)
+//!   unsynced/<owners>-<hex>    layers renamed into place whose data a background syncfs has not
+//!                              confirmed yet (trusted only during the boot that wrote them)
 //! ```
 //!
 //! **Why diff_id, not chain id.** A chain id names a layer *together with everything below it*;
@@ -140,7 +142,7 @@ impl Store {
                 uid: nix::unistd::geteuid().as_raw(),
             });
         }
-        for sub in ["layers", "locks", "tmp", "run", "cache"] {
+        for sub in ["layers", "locks", "tmp", "run", "cache", "unsynced"] {
             let p = root.join(sub);
             match fs::DirBuilder::new().mode(0o700).create(&p) {
                 Ok(()) => {}
