@@ -13,8 +13,8 @@ use rcrun::imagebuild::{
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const TEST_USER: &str = "rcrun-test";
+mod common;
+use common::{is_root, skip, test_user, TEST_USER};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Who {
@@ -35,22 +35,6 @@ struct Case {
     env: Vec<(&'static str, String)>,
     code: i32,
     expect: Vec<&'static str>,
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| rcrun::host::is_full_map(&m))
-            .unwrap_or(false)
-}
-
-fn test_user() -> Option<nix::unistd::User> {
-    nix::unistd::User::from_name(TEST_USER).ok().flatten()
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIP: {why}");
-    println!("SKIP: {why}");
 }
 
 /// A world-readable directory with the rcrun binary and the images, so rcrun-test can use them.

@@ -12,24 +12,8 @@ use rcrun::imagebuild::{
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const TEST_USER: &str = "rcrun-test";
-
-fn skip(why: &str) {
-    eprintln!("SKIP: {why}");
-    println!("SKIP: {why}");
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| rcrun::host::is_full_map(&m))
-            .unwrap_or(false)
-}
-
-fn test_user() -> Option<nix::unistd::User> {
-    nix::unistd::User::from_name(TEST_USER).ok().flatten()
-}
+mod common;
+use common::{is_root, skip, test_user, TEST_USER};
 
 struct Staging(PathBuf);
 impl Drop for Staging {

@@ -7,13 +7,10 @@
 use clap::CommandFactory;
 use std::path::Path;
 use std::process::Command;
+mod common;
+use common::skip;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-
-fn skip(why: &str) {
-    eprintln!("SKIP: {why}");
-    println!("SKIP: {why}");
-}
 
 struct Block {
     info: String,

@@ -4,20 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const TEST_USER: &str = "rcrun-test";
-
-fn skip(why: &str) {
-    eprintln!("SKIP: {why}");
-    println!("SKIP: {why}");
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| rcrun::host::is_full_map(&m))
-            .unwrap_or(false)
-}
+mod common;
+use common::{is_root, skip, TEST_USER};
 
 fn user_exists(name: &str) -> bool {
     nix::unistd::User::from_name(name).ok().flatten().is_some()

@@ -40,34 +40,12 @@ impl IdMapping {
     pub fn for_privilege(p: &Privilege) -> IdMapping {
         match p {
             Privilege::Root => IdMapping::None,
-            Privilege::FakeRoot => IdMapping::Single {
-                uid: IdRange {
-                    inside: 0,
-                    outside: 0,
-                    count: 1,
-                },
-                gid: IdRange {
-                    inside: 0,
-                    outside: 0,
-                    count: 1,
-                },
-            },
+            Privilege::FakeRoot => IdMapping::own_ids(0, 0),
             Privilege::Rootless {
                 uid,
                 gid,
                 subids: None,
-            } => IdMapping::Single {
-                uid: IdRange {
-                    inside: 0,
-                    outside: *uid,
-                    count: 1,
-                },
-                gid: IdRange {
-                    inside: 0,
-                    outside: *gid,
-                    count: 1,
-                },
-            },
+            } => IdMapping::own_ids(*uid, *gid),
             Privilege::Rootless {
                 uid,
                 gid,
@@ -103,21 +81,26 @@ impl IdMapping {
         }
     }
 
+    /// Container root = `uid`/`gid` outside, nothing else mapped.
+    fn own_ids(uid: u32, gid: u32) -> IdMapping {
+        IdMapping::Single {
+            uid: IdRange {
+                inside: 0,
+                outside: uid,
+                count: 1,
+            },
+            gid: IdRange {
+                inside: 0,
+                outside: gid,
+                count: 1,
+            },
+        }
+    }
+
     /// Container root = the caller, nothing else mapped (the rootless default without subids).
     pub fn single_for(p: &Privilege) -> IdMapping {
         match p {
-            Privilege::Rootless { uid, gid, .. } => IdMapping::Single {
-                uid: IdRange {
-                    inside: 0,
-                    outside: *uid,
-                    count: 1,
-                },
-                gid: IdRange {
-                    inside: 0,
-                    outside: *gid,
-                    count: 1,
-                },
-            },
+            Privilege::Rootless { uid, gid, .. } => IdMapping::own_ids(*uid, *gid),
             other => IdMapping::for_privilege(other),
         }
     }
