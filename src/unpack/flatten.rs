@@ -136,8 +136,12 @@ impl Merger<'_> {
                 copy_meta(&meta, &d, self.preserve_owners)?;
                 continue;
             }
-            remove_any(&d)?;
             let ft = meta.file_type();
+            // Regular files are created with O_EXCL and replace what is there only on EEXIST:
+            // most targets are new, and a stat per file would cost a syscall for nothing.
+            if !ft.is_file() {
+                remove_any(&d)?;
+            }
             if ft.is_symlink() {
                 let target = fs::read_link(&s)?;
                 std::os::unix::fs::symlink(&target, &d)?;
@@ -150,20 +154,38 @@ impl Merger<'_> {
             if ft.is_file() {
                 if meta.nlink() > 1 {
                     if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                        remove_any(&d)?;
                         fs::hard_link(first, &d)?;
                         continue;
                     }
                     self.links.insert((meta.dev(), meta.ino()), d.clone());
                 }
                 let mut from = fs::File::open(&s)?;
-                let mut to = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&d)?;
+                let create = || fs::OpenOptions::new().write(true).create_new(true).open(&d);
+                let mut to = match create() {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        remove_any(&d)?;
+                        create()?
+                    }
+                    other => other?,
+                };
+                // In-kernel copy (copy_file_range), then metadata through the open fds: owner
+                // first, since chown(2) clears setuid bits and file capabilities.
                 io::copy(&mut from, &mut to)?;
-                drop(to);
-                copy_xattrs(&s, &d);
-                copy_meta(&meta, &d, self.preserve_owners)?;
+                if self.preserve_owners {
+                    std::os::unix::fs::fchown(&to, Some(meta.uid()), Some(meta.gid()))?;
+                }
+                // Only security.capability and plain user.* can be in a layer (see extract.rs);
+                // the file capability is what matters (ping and friends).
+                if let Ok(Some(v)) = crate::sys::fs::fgetxattr(from.as_fd(), "security.capability")
+                {
+                    let _ = crate::sys::fs::fsetxattr(to.as_fd(), "security.capability", &v);
+                }
+                to.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+                let times = fs::FileTimes::new()
+                    .set_accessed(meta.accessed()?)
+                    .set_modified(meta.modified()?);
+                to.set_times(times)?;
                 continue;
             }
             // Devices and FIFOs.
@@ -187,19 +209,6 @@ impl Merger<'_> {
             copy_meta(&meta, &d, self.preserve_owners)?;
         }
         Ok(())
-    }
-}
-
-fn copy_xattrs(src: &Path, dst: &Path) {
-    // Only security.capability and plain user.* can be in a layer (see extract.rs); copy the
-    // file capability, which is what matters for programs like ping.
-    if let (Ok(s), Ok(d)) = (
-        fs::File::open(src),
-        fs::OpenOptions::new().write(true).open(dst),
-    ) {
-        if let Ok(Some(v)) = crate::sys::fs::fgetxattr(s.as_fd(), "security.capability") {
-            let _ = crate::sys::fs::fsetxattr(d.as_fd(), "security.capability", &v);
-        }
     }
 }
 
