@@ -930,3 +930,39 @@ fn big_layer_and_killed_extraction() {
     }
     let _ = rcrun::sys::fs::remove_tree(&shared);
 }
+
+/// File capabilities survive, as root: `security.capability` from the layer is set after the
+/// owner both in the store layer and in the unpacked tree (chown(2) clears it).
+#[test]
+fn file_capabilities_survive_unpack_as_root() {
+    if !is_root() {
+        return skip("file capabilities can only be set by root");
+    }
+    // VFS_CAP_REVISION_2 | effective; permitted = CAP_NET_RAW (bit 13).
+    let cap: Vec<u8> = vec![
+        0x01, 0, 0, 0x02, 0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let layers = tars(&[vec![Entry::file("bin/ping", 0o755, "ping")
+        .owner(0, 0)
+        .xattr("security.capability", cap.clone())]]);
+    let dir = case_dir("file-capabilities", Who::Root);
+    let img = dir.join("image.tar");
+    write_archive_to_file(
+        &img,
+        &[image(&["caps:1"], &layers)],
+        Format::DockerLegacy,
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    publish(&img);
+    unpack_ok(Who::Root, &dir.join("store"), &img, &dir.join("out"), &[]);
+    let f = std::fs::File::open(dir.join("out/bin/ping")).unwrap();
+    use std::os::fd::AsFd;
+    let got = rcrun::sys::fs::fgetxattr(f.as_fd(), "security.capability").unwrap();
+    assert_eq!(
+        got.as_deref(),
+        Some(&cap[..]),
+        "security.capability lost in the unpacked tree"
+    );
+    let _ = rcrun::sys::fs::remove_tree(&dir);
+}
