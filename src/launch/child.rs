@@ -390,21 +390,10 @@ fn apply_mount(
             Ok(())
         }
         Mnt::Device { major, minor } => {
-            let rel = m.target.trim_start_matches('/');
-            let parent = sm::mountpoint(root, "/dev", Create::Dir)
-                .map_err(f)?
-                .expect("created");
-            let name = Path::new(rel).file_name().expect("device name");
-            let dir = nix::fcntl::openat(
-                parent.as_fd(),
-                ".",
-                nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(f)?;
+            let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
             crate::sys::fs::mknod_at(
                 dir.as_fd(),
-                Path::new(name),
+                Path::new(&name),
                 nix::sys::stat::SFlag::S_IFCHR,
                 0o666,
                 *major,
@@ -413,29 +402,15 @@ fn apply_mount(
             .map_err(f)?;
             nix::sys::stat::fchmodat(
                 dir.as_fd(),
-                name,
+                name.as_os_str(),
                 nix::sys::stat::Mode::from_bits_truncate(0o666),
                 nix::sys::stat::FchmodatFlags::FollowSymlink,
             )
             .map_err(f)
         }
         Mnt::Symlink { to } => {
-            let p = Path::new(&m.target);
-            let parent = sm::mountpoint(
-                root,
-                &p.parent().expect("has parent").display().to_string(),
-                Create::Dir,
-            )
-            .map_err(f)?
-            .expect("created");
-            let dir = nix::fcntl::openat(
-                parent.as_fd(),
-                ".",
-                nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(f)?;
-            match nix::unistd::symlinkat(to.as_str(), dir.as_fd(), p.file_name().expect("name")) {
+            let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
+            match nix::unistd::symlinkat(to.as_str(), dir.as_fd(), name.as_os_str()) {
                 Ok(()) | Err(Errno::EEXIST) => Ok(()),
                 Err(e) => Err(f(e)),
             }
@@ -509,6 +484,25 @@ fn apply_mount(
             sm::remount_readonly(t.as_fd()).map_err(f)
         }
     }
+}
+
+/// The parent directory of `target` (created inside the root if missing), opened for `*at`
+/// calls, and the last component.
+fn parent_dir_in_root(
+    root: std::os::fd::BorrowedFd<'_>,
+    target: &str,
+) -> nix::Result<(OwnedFd, std::ffi::OsString)> {
+    let p = Path::new(target);
+    let name = p.file_name().ok_or(Errno::EINVAL)?.to_owned();
+    let parent = p.parent().ok_or(Errno::EINVAL)?.display().to_string();
+    let parent = sm::mountpoint(root, &parent, Create::Dir)?.ok_or(Errno::ENOENT)?;
+    let dir = nix::fcntl::openat(
+        parent.as_fd(),
+        ".",
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok((dir, name))
 }
 
 /// pivot_root(2) NOTES: `pivot_root(".", ".")` stacks the old root on top of the new one at
