@@ -135,6 +135,9 @@ if [ "$MODE" = root ]; then
   cpu=$(sed -n 's/.*cpu time \([0-9.]*\)s.*/\1/p' "$WORK/err")
   awk -v c="$cpu" 'BEGIN { exit !(c > 0.05 && c < 0.6) }' && ok "--cpus 0.2 holds a busy loop to ~20% (cpu ${cpu}s in 2s)" || bad "--cpus 0.2" "cpu time [$cpu] in 2 s: $(cat "$WORK/err")"
   grep -q "peak memory" "$WORK/err" && ok "--stats reports peak memory, cpu time, pids" || bad "--stats" "$(cat "$WORK/err")"
+  # The cgroup namespace is unshared after the container joined its cgroup, so that cgroup is
+  # its "/" (joined first and unshared at clone, it would read /../../rcrun/ID).
+  expect "cgroup namespace rooted at the container's cgroup" "/ /" sh -c "'$RCRUN' run --memory 64m '$BB' cat /proc/self/cgroup | sed -n 's/^[0-9]*:\\(memory\\|pids\\):\\(.*\\)/\\2/p' | xargs"
   left=$(find /sys/fs/cgroup/*/rcrun -mindepth 1 -type d 2>/dev/null | wc -l)
   [ "$left" == 0 ] && ok "no cgroup left" || bad "no cgroup left" "$left dirs"
 else

@@ -35,8 +35,30 @@ struct CgroupHook<'a> {
 }
 
 impl BeforeStart for CgroupHook<'_> {
+    fn self_join_files(
+        &mut self,
+    ) -> Result<Vec<(std::path::PathBuf, std::os::fd::OwnedFd)>, String> {
+        let Some(cg) = self.cgroup.as_deref() else {
+            return Ok(Vec::new());
+        };
+        cg.self_join_files()
+            .into_iter()
+            .map(|p| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map(|f| (p.clone(), std::os::fd::OwnedFd::from(f)))
+                    .map_err(|e| format!("open {} for writing: {e}", p.display()))
+            })
+            .collect()
+    }
+
     fn before_start(&mut self, pid: nix::unistd::Pid) -> Result<(), String> {
-        if let Some(cg) = self.cgroup.as_deref_mut() {
+        if let Some(cg) = self
+            .cgroup
+            .as_deref_mut()
+            .filter(|cg| cg.self_join_files().is_empty())
+        {
             let paths: Vec<String> = cg
                 .paths()
                 .iter()

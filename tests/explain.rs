@@ -150,7 +150,8 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             "CLONE_NEWPID",
             "CLONE_NEWNET",
         ]);
-        v.push(&["] cgroup ", "cgroup.procs"]);
+        // v1: the child writes "0" to each hierarchy's `tasks`; v2: rcrun writes the pid.
+        v.push(&["] cgroup ", "write ", "/tasks|cgroup.procs"]);
     } else {
         v.push(&[
             "] namespaces ",
@@ -164,6 +165,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             v.push(&["] idmap ", "setgroups ← \"deny\"", "gid_map"]);
         }
     }
+    v.push(&["] namespaces ", "unshare(CLONE_NEWCGROUP)"]);
     v.extend::<[Step; 17]>([
         &["] net ", "IFF_UP"],
         &["] mount ", "MS_REC|MS_SLAVE"],

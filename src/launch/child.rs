@@ -40,6 +40,8 @@ pub struct ChildPipes {
     pub userns_ready: Option<OwnedFd>,
     /// With --explain: the child's step timings go back to rcrun for the closing summary.
     pub report: Option<OwnedFd>,
+    /// cgroup v1 `tasks` files (opened by rcrun) the child moves itself into.
+    pub cgroup_tasks: Vec<(PathBuf, OwnedFd)>,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -72,6 +74,18 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     set_pdeathsig()?;
     wait_for_parent(&pipes.go_read)?;
     become_namespace_root(plan)?;
+    join_cgroup(&pipes.cgroup_tasks, ex)?;
+    // The cgroup namespace is rooted at the cgroups current when it is created
+    // (cgroup_namespaces(7)), so it is unshared after joining rather than at clone: the container
+    // then sees its own cgroup as "/".
+    ex.timed(
+        "namespaces",
+        "unshare(CLONE_NEWCGROUP) — after joining, so the container's cgroup is its \"/\"",
+        || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| fail("unshare(CLONE_NEWCGROUP)", e))
+        },
+    )?;
     if plan.new_netns {
         ex.timed(
             "net",
@@ -186,6 +200,28 @@ fn become_namespace_root(plan: &StartupPlan) -> Result<(), Failure> {
             .map_err(|e| fail("setresuid(0) in the user namespace", e))?;
     }
     Ok(())
+}
+
+/// Moves this process (still single-threaded: a fork-like clone) into its cgroup v1 hierarchies
+/// by writing "0" to each `tasks` file: a thread moving itself skips the global threadgroup lock
+/// whose write side waits for an RCU grace period (see `Cgroup::self_join_files`). Done before
+/// anything forks or allocates much, so all of the container is charged to its cgroup.
+fn join_cgroup(tasks: &[(PathBuf, OwnedFd)], ex: &Explain) -> Result<(), Failure> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = tasks.iter().map(|(p, _)| p.display().to_string()).collect();
+    ex.timed(
+        "cgroup",
+        &format!("write 0 (this process) to {}", names.join(", ")),
+        || {
+            for (path, fd) in tasks {
+                nix::unistd::write(fd, b"0")
+                    .map_err(|e| fail(&format!("join cgroup: write 0 to {}", path.display()), e))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 fn enter_user_namespace_late(ready: &OwnedFd, go: &OwnedFd) -> Result<(), Failure> {

@@ -3,11 +3,14 @@
 //! Parent (rcrun)                               Child (clone of rcrun, inside new namespaces)
 //! ──────────────                               ──────────────────────────────────────────────
 //! block forwarded signals, signalfd
+//! cgroup: create (v1: open each `tasks`)
 //! clone(CLONE_NEWUSER?|NEWNS|NEWPID|NEWUTS|    waits on the sync pipe
-//!       NEWIPC|NEWCGROUP|NEWNET?)
+//!       NEWIPC|NEWNET?)
 //! write uid_map/gid_map (or newuidmap)
-//! cgroup: create, add pid                      
-//! write 1 byte on the sync pipe ─────────────▶ mounts, pivot_root, hostname, cwd, fds,
+//! cgroup v2: write pid to cgroup.procs
+//! write 1 byte on the sync pipe ─────────────▶ v1: write "0" to each `tasks` (joins itself),
+//!                                              unshare(CLONE_NEWCGROUP),
+//!                                              mounts, pivot_root, hostname, cwd, fds,
 //!                                              user, caps, no_new_privs, seccomp, execve
 //! error pipe EOF = exec happened ◀──────────── (or a failure message + exit code)
 //! forward signals, wait, exit with its status
@@ -53,11 +56,7 @@ impl StartupPlan {
     /// clone(2) flags for this plan.
     pub fn clone_flags(&self) -> nix::sched::CloneFlags {
         use nix::sched::CloneFlags as C;
-        let mut f = C::CLONE_NEWNS
-            | C::CLONE_NEWPID
-            | C::CLONE_NEWUTS
-            | C::CLONE_NEWIPC
-            | C::CLONE_NEWCGROUP;
+        let mut f = C::CLONE_NEWNS | C::CLONE_NEWPID | C::CLONE_NEWUTS | C::CLONE_NEWIPC;
         if self.mapping.user_namespace() && !self.mapping.enters_late() {
             f |= C::CLONE_NEWUSER;
         }

@@ -32,8 +32,14 @@ pub const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
-/// Hooks the caller runs between clone and start (cgroup placement).
+/// Hooks the caller runs around clone (cgroup placement).
 pub trait BeforeStart {
+    /// Before clone: files the child writes "0" into to move itself (cgroup v1 `tasks`), opened
+    /// here so that the child needs no path lookup and the kernel checks our credentials.
+    fn self_join_files(&mut self) -> Result<Vec<(std::path::PathBuf, OwnedFd)>, String> {
+        Ok(Vec::new())
+    }
+    /// Between clone and start: placement the parent does for the child (cgroup v2).
     fn before_start(&mut self, pid: Pid) -> Result<(), String>;
 }
 
@@ -95,6 +101,14 @@ pub fn start_and_wait(
         None
     };
 
+    let cgroup_tasks = match hooks.self_join_files() {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = old_mask.thread_set_mask();
+            return Err(LaunchError::Child(e));
+        }
+    };
+
     let t = std::time::Instant::now();
     let child = match fork_into_namespaces(flags) {
         Ok(c) => c,
@@ -120,6 +134,7 @@ pub fn start_and_wait(
                 console,
                 report: report.map(|(_, w)| w),
                 userns_ready: userns_ready.map(|(_, w)| w),
+                cgroup_tasks,
             },
             ex,
         );
@@ -134,6 +149,7 @@ pub fn start_and_wait(
     );
     drop(go_read);
     drop(err_write);
+    drop(cgroup_tasks);
     let console = console.map(|(ours, theirs)| {
         drop(theirs);
         ours
