@@ -30,6 +30,9 @@ status "non-executable command is 126" 126 "$RCRUN" run "$BB" /etc/passwd
 expect "PID 1" "1" "$RCRUN" run "$BB" sh -c 'echo $$'
 expect "hostname" "box1" "$RCRUN" run --hostname box1 "$BB" hostname
 expect "only lo with --network none" "lo" "$RCRUN" run "$BB" ls /sys/class/net
+# IFF_UP|IFF_LOOPBACK: the namespace (made by rcrun as root, by the child in a user namespace) has
+# lo up, and /sys was mounted inside it.
+expect "lo is up" "0x9" "$RCRUN" run "$BB" cat /sys/class/net/lo/flags
 expect "env -e and config env" "bar:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "$RCRUN" run -e FOO=bar "$BB" sh -c 'echo $FOO:$PATH'
 printf 'A=1\n# comment\nB=two\n' > "$WORK/envfile"
 expect "env-file" "1 two" "$RCRUN" run --env-file "$WORK/envfile" "$BB" sh -c 'echo $A $B'

@@ -92,6 +92,31 @@ fn line_matches(line: &str, step: Step) -> bool {
         .all(|pat| pat.split('|').any(|alt| line.contains(alt)))
 }
 
+/// The network namespace is made concurrently with other steps (by rcrun as root while the child
+/// mounts, by the child while rcrun maps its ids otherwise), so its line has no fixed place among
+/// the other process's lines: checked on its own.
+fn assert_net_made(stderr: &str, label: &str) {
+    let net: Step = if label.starts_with("root,") {
+        &[
+            "] net ",
+            "unshare(CLONE_NEWNET)",
+            "IFF_UP",
+            "in rcrun, while the child mounts",
+        ]
+    } else {
+        &[
+            "] net ",
+            "unshare(CLONE_NEWNET)",
+            "IFF_UP",
+            "while rcrun writes the id maps",
+        ]
+    };
+    assert!(
+        stderr.lines().any(|l| line_matches(l, net)),
+        "{label}: no line {net:?} in the narration:\n{stderr}"
+    );
+}
+
 fn assert_in_order(stderr: &str, steps: &[Step], label: &str) {
     let lines: Vec<&str> = stderr.lines().collect();
     let mut at = 0;
@@ -143,13 +168,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             v.push(&["] cgroup ", "write \"", "memory.limit_in_bytes|memory.max"]);
             v.push(&["] cgroup ", "write \"64\"", "pids.max"]);
         }
-        v.push(&[
-            "] namespaces ",
-            "clone(",
-            "CLONE_NEWNS|",
-            "CLONE_NEWPID",
-            "CLONE_NEWNET",
-        ]);
+        v.push(&["] namespaces ", "clone(", "CLONE_NEWNS|", "CLONE_NEWPID"]);
         // v1: the child writes "0" to each hierarchy's `tasks`; v2: rcrun writes the pid.
         v.push(&["] cgroup ", "write ", "/tasks|cgroup.procs"]);
     } else {
@@ -166,8 +185,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         }
     }
     v.push(&["] namespaces ", "unshare(CLONE_NEWCGROUP)"]);
-    v.extend::<[Step; 17]>([
-        &["] net ", "IFF_UP"],
+    v.extend::<[Step; 16]>([
         &["] mount ", "MS_REC|MS_SLAVE"],
         &["] mount ", "mount(\"tmpfs\"", "scratch for upper/work"],
         &[
@@ -181,9 +199,9 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         &["] mount ", "mount(\"proc\", /proc"],
         &["] mount ", "/dev"],
         &["] mount ", "mount(\"devpts\", /dev/pts"],
-        &["] mount ", "mount(\"sysfs\", /sys"],
         &["] mount ", "mask /proc/kcore"],
         &["] mount ", "bind file /etc/hostname"],
+        &["] mount ", "mount(\"sysfs\", /sys"],
         &["] pivot_root ", "pivot_root(\".\", \".\")", "MNT_DETACH"],
         &["] cwd ", "chdir(\"/\")"],
         &["] caps ", "drop from bounding set", "CAP_CHOWN"],
@@ -201,6 +219,14 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             "BPF instructions",
         ],
     ]);
+    if kind == "root" {
+        // The child joins rcrun's new network namespace right before mounting /sys.
+        let sysfs = v
+            .iter()
+            .position(|s| s.iter().any(|p| p.contains("sysfs")))
+            .unwrap();
+        v.insert(sysfs, &["] net ", "setns(/proc/", "/ns/net, CLONE_NEWNET)"]);
+    }
     v.push(&["] exec ", "execve(", "[\"true\"]"]);
     if kind == "root" {
         v.push(&["] cleanup ", "rmdir /sys/fs/cgroup"]);
@@ -248,9 +274,11 @@ fn explain_as_root_narrates_every_step_in_order() {
     let limits = ["--memory", "64m", "--pids-limit", "64"];
     let first = explain_run(&s, &["env"], &store, &limits);
     assert_in_order(&first, &steps("root", true, true), "root, fresh store");
+    assert_net_made(&first, "root, fresh store");
     // Second start: the layers and the compiled seccomp filter come from the store.
     let second = explain_run(&s, &["env"], &store, &[]);
     assert_in_order(&second, &steps("root", false, false), "root, warm store");
+    assert_net_made(&second, "root, warm store");
     assert!(second.contains("loaded from cache"), "{second}");
 }
 
@@ -268,12 +296,14 @@ fn explain_as_plain_user_narrates_every_step_in_order() {
         &steps("rootless", true, false),
         "plain user, fresh store",
     );
+    assert_net_made(&first, "plain user, fresh store");
     let second = explain_run(&s, &w, &store, &[]);
     assert_in_order(
         &second,
         &steps("rootless", false, false),
         "plain user, warm store",
     );
+    assert_net_made(&second, "plain user, warm store");
 }
 
 #[test]
@@ -286,6 +316,7 @@ fn explain_under_unshare_ur_narrates_every_step_in_order() {
     let w = ["runuser", "-u", TEST_USER, "--", "unshare", "-Ur", "env"];
     let out = explain_run(&s, &w, &store, &[]);
     assert_in_order(&out, &steps("unshare", true, false), "unshare -Ur");
+    assert_net_made(&out, "unshare -Ur");
 }
 
 #[test]

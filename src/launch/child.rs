@@ -5,8 +5,9 @@
 
 use super::explain::Explain;
 use super::mounts::{Mnt, MountStep};
-use super::StartupPlan;
+use super::{NetSetup, StartupPlan};
 use crate::sys::mount::{self as sm, Create};
+use crate::sys::net;
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{Gid, Uid};
@@ -42,6 +43,9 @@ pub struct ChildPipes {
     pub report: Option<OwnedFd>,
     /// cgroup v1 `tasks` files (opened by rcrun) the child moves itself into.
     pub cgroup_tasks: Vec<(PathBuf, OwnedFd)>,
+    /// As root ([`NetSetup::ParentWhileMounting`]): one byte once rcrun, pid `.1` on the host,
+    /// is in the new network namespace the child then joins.
+    pub net_ready: Option<(OwnedFd, u32)>,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -72,6 +76,15 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     // If rcrun dies, the container dies with it (prctl(2) PR_SET_PDEATHSIG); re-armed after the
     // credential change below, which clears it.
     set_pdeathsig()?;
+    if plan.net_setup() == NetSetup::ChildWhileMapping {
+        // We hold every capability in our new user namespace from the start, maps or not
+        // (user_namespaces(7)), and the namespace costs ~1 ms: made while rcrun maps our ids.
+        ex.timed(
+            "net",
+            "unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — while rcrun writes the id maps",
+            || net::new_namespace_with_loopback().map_err(|e| fail("new network namespace", e)),
+        )?;
+    }
     wait_for_parent(&pipes.go_read)?;
     become_namespace_root(plan)?;
     join_cgroup(&pipes.cgroup_tasks, ex)?;
@@ -86,13 +99,6 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
                 .map_err(|e| fail("unshare(CLONE_NEWCGROUP)", e))
         },
     )?;
-    if plan.new_netns {
-        ex.timed(
-            "net",
-            "ioctl(SIOCSIFFLAGS, lo, IFF_UP) in the new network namespace",
-            || bring_up_loopback().map_err(|e| fail("bring up lo", e)),
-        )?;
-    }
     // Mount propagation first (mount_namespaces(7)): nothing we mount may leak back to the host.
     ex.timed(
         "mount",
@@ -110,11 +116,16 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     )?;
     let newroot = mount_rootfs(plan, ex)?;
     let root_fd = open_root(&newroot)?;
+    let mut net_ready = pipes.net_ready;
     for m in &plan.mounts {
+        if m.target.starts_with("/sys") {
+            join_parent_netns(net_ready.take(), ex)?;
+        }
         ex.timed("mount", &m.describe(), || {
             apply_mount(plan, root_fd.as_fd(), m)
         })?;
     }
+    join_parent_netns(net_ready.take(), ex)?;
     drop(root_fd);
     ex.timed(
         "pivot_root",
@@ -202,6 +213,20 @@ fn become_namespace_root(plan: &StartupPlan) -> Result<(), Failure> {
     Ok(())
 }
 
+/// As root: waits for rcrun to have made the network namespace (in parallel with our mounts so
+/// far) and joins it. `None`: nothing to join, or already joined.
+fn join_parent_netns(ready: Option<(OwnedFd, u32)>, ex: &Explain) -> Result<(), Failure> {
+    let Some((ready, rcrun_pid)) = ready else {
+        return Ok(());
+    };
+    wait_for_parent(&ready)?;
+    ex.timed(
+        "net",
+        &format!("setns(/proc/{rcrun_pid}/ns/net, CLONE_NEWNET) — join the namespace rcrun made"),
+        || net::join_namespace_of(rcrun_pid).map_err(|e| fail("join the network namespace", e)),
+    )
+}
+
 /// Moves this process (still single-threaded: a fork-like clone) into its cgroup v1 hierarchies
 /// by writing "0" to each `tasks` file: a thread moving itself skips the global threadgroup lock
 /// whose write side waits for an RCU grace period (see `Cgroup::self_join_files`). Done before
@@ -233,28 +258,6 @@ fn enter_user_namespace_late(ready: &OwnedFd, go: &OwnedFd) -> Result<(), Failur
         .map_err(|e| fail("setresgid(0) in the user namespace", e))?;
     nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .map_err(|e| fail("setresuid(0) in the user namespace", e))
-}
-
-fn bring_up_loopback() -> nix::Result<()> {
-    // SAFETY: socket(2) returns a new fd that we wrap and own.
-    let s = Errno::result(unsafe {
-        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
-    })?;
-    // SAFETY: fd fresh from socket(2).
-    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
-    // SAFETY: ifreq is plain old data; zeroed is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we own; the union field used is
-    // ifru_flags for both.
-    unsafe {
-        Errno::result(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        Errno::result(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
-    }
-    Ok(())
 }
 
 /// tmpfs scratch (upper, work, merged) on the store's run dir, visible only in this mount

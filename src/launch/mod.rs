@@ -4,13 +4,14 @@
 //! ──────────────                               ──────────────────────────────────────────────
 //! block forwarded signals, signalfd
 //! cgroup: create (v1: open each `tasks`)
-//! clone(CLONE_NEWUSER?|NEWNS|NEWPID|NEWUTS|    waits on the sync pipe
-//!       NEWIPC|NEWNET?)
+//! clone(CLONE_NEWUSER?|NEWNS|NEWPID|NEWUTS|    userns: unshare(CLONE_NEWNET), lo up
+//!       NEWIPC)                                waits on the sync pipe
 //! write uid_map/gid_map (or newuidmap)
 //! cgroup v2: write pid to cgroup.procs
 //! write 1 byte on the sync pipe ─────────────▶ v1: write "0" to each `tasks` (joins itself),
-//!                                              unshare(CLONE_NEWCGROUP),
-//!                                              mounts, pivot_root, hostname, cwd, fds,
+//! root: unshare(CLONE_NEWNET), lo up,          unshare(CLONE_NEWCGROUP), mounts,
+//!       1 byte on the net pipe ──────────────▶ root: setns(rcrun's net namespace), /sys,
+//!                                              pivot_root, hostname, cwd, fds,
 //!                                              user, caps, no_new_privs, seccomp, execve
 //! error pipe EOF = exec happened ◀──────────── (or a failure message + exit code)
 //! forward signals, wait, exit with its status
@@ -60,11 +61,33 @@ impl StartupPlan {
         if self.mapping.user_namespace() && !self.mapping.enters_late() {
             f |= C::CLONE_NEWUSER;
         }
-        if self.new_netns {
-            f |= C::CLONE_NEWNET;
-        }
         f
     }
+
+    /// Who creates the network namespace. Not clone: with ~1 ms in setup_net it is the costliest
+    /// namespace here, so it is made while something else would wait anyway.
+    pub fn net_setup(&self) -> NetSetup {
+        if !self.new_netns {
+            NetSetup::Host
+        } else if self.mapping.user_namespace() && !self.mapping.enters_late() {
+            NetSetup::ChildWhileMapping
+        } else {
+            NetSetup::ParentWhileMounting
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetSetup {
+    /// `--network host`: the host's network namespace.
+    Host,
+    /// In a user namespace from the start: the child unshares the network namespace (it already
+    /// has every capability in its new user namespace) while rcrun writes its id maps.
+    ChildWhileMapping,
+    /// As root: rcrun unshares a network namespace for itself while the child builds the root
+    /// file system; the child joins it (setns) just before mounting /sys, whose device list
+    /// depends on it. The namespace belongs to the initial user namespace either way.
+    ParentWhileMounting,
 }
 
 pub fn describe_flags(f: nix::sched::CloneFlags) -> String {

@@ -179,20 +179,9 @@ pub fn plan_mounts(i: &MountInputs<'_>) -> Vec<MountStep> {
         },
     ));
     v.push(step("/dev/mqueue", Mnt::Mqueue));
-    if i.new_netns {
-        v.push(step("/sys", Mnt::Sysfs));
-    } else {
-        v.push(step(
-            "/sys",
-            Mnt::Bind {
-                source: "/sys".into(),
-                recursive: true,
-                read_only: true,
-            },
-        ));
-    }
+    let is_sys = |p: &&&str| p.starts_with("/sys");
     if !i.privileged {
-        for p in MASKED_PATHS {
+        for p in MASKED_PATHS.iter().filter(|p| !is_sys(p)) {
             v.push(step(p, Mnt::Mask));
         }
         for p in READONLY_PATHS {
@@ -220,6 +209,26 @@ pub fn plan_mounts(i: &MountInputs<'_>) -> Vec<MountStep> {
             contents: i.resolv_conf.clone(),
         },
     ));
+    // /sys last of the defaults: sysfs shows the network devices of the namespace of the task
+    // that mounts it, and as root rcrun creates that namespace while the child does the mounts
+    // above (the child joins it just before this one).
+    if i.new_netns {
+        v.push(step("/sys", Mnt::Sysfs));
+    } else {
+        v.push(step(
+            "/sys",
+            Mnt::Bind {
+                source: "/sys".into(),
+                recursive: true,
+                read_only: true,
+            },
+        ));
+    }
+    if !i.privileged {
+        for p in MASKED_PATHS.iter().filter(is_sys) {
+            v.push(step(p, Mnt::Mask));
+        }
+    }
     for t in i.tmpfs {
         v.push(step(
             t,

@@ -101,6 +101,14 @@ pub fn start_and_wait(
         None
     };
 
+    let net_by_parent = plan.net_setup() == super::NetSetup::ParentWhileMounting;
+    // Captured before clone: in the child, which is PID 1 of its own namespace, getpid() says 1.
+    let rcrun_pid = std::process::id();
+    let net_ready = if net_by_parent {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?)
+    } else {
+        None
+    };
     let cgroup_tasks = match hooks.self_join_files() {
         Ok(files) => files,
         Err(e) => {
@@ -135,6 +143,7 @@ pub fn start_and_wait(
                 report: report.map(|(_, w)| w),
                 userns_ready: userns_ready.map(|(_, w)| w),
                 cgroup_tasks,
+                net_ready: net_ready.map(|(r, _)| (r, rcrun_pid)),
             },
             ex,
         );
@@ -171,6 +180,23 @@ pub fn start_and_wait(
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(sys("signalfd"))?;
     let _ = nix::unistd::write(&go_write, b"1");
+    if let Some((r, w)) = net_ready {
+        drop(r);
+        // The child mounts meanwhile, and joins this namespace before /sys (see NetSetup). rcrun
+        // itself has no use for the host network from here on.
+        let made = ex.timed(
+            "net",
+            "unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts",
+            || crate::sys::net::new_namespace_with_loopback().map_err(sys("new network namespace")),
+        );
+        if let Err(e) = made {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            let _ = old_mask.thread_set_mask();
+            return Err(e);
+        }
+        let _ = nix::unistd::write(&w, b"1");
+    }
     if let Some((ready, w)) = userns_ready {
         // --userns as root: the child unshares its user namespace once the root file system is
         // built; map it and let it go on. EOF means it failed before (the error pipe says why).
