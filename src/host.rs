@@ -31,7 +31,14 @@ pub struct SubIds {
 }
 
 impl Privilege {
+    /// Who runs this process. Detected once (it reads /proc/self/uid_map and /etc/sub[ug]id) and
+    /// remembered: it cannot change while rcrun runs.
     pub fn detect() -> Privilege {
+        static DETECTED: std::sync::OnceLock<Privilege> = std::sync::OnceLock::new();
+        DETECTED.get_or_init(Privilege::detect_now).clone()
+    }
+
+    fn detect_now() -> Privilege {
         let euid = nix::unistd::geteuid().as_raw();
         if euid == 0 {
             return match std::fs::read_to_string("/proc/self/uid_map") {

@@ -149,16 +149,15 @@ impl Ctx {
                 .map(|d| d.flatten().map(|e| e.path()).collect())
                 .unwrap_or_default()
         };
-        let before = list();
-        if !before.is_empty()
-            && matches!(
-                self.privilege,
-                Privilege::Rootless {
-                    subids: Some(_),
-                    ..
-                }
-            )
-        {
+        let with_subids = matches!(
+            self.privilege,
+            Privilege::Rootless {
+                subids: Some(_),
+                ..
+            }
+        );
+        let before = if with_subids { list() } else { Vec::new() };
+        if !before.is_empty() {
             let mapping = launch::plan::IdMapping::for_privilege(&self.privilege);
             let _ = launch::parent::run_in_userns(&mapping, || {
                 store.reclaim_tmp();

@@ -53,7 +53,25 @@ impl BeforeStart for CgroupHook<'_> {
             .collect()
     }
 
-    fn before_start(&mut self, pid: nix::unistd::Pid) -> Result<(), String> {
+    fn clone_into(&mut self) -> Result<Option<(String, std::os::fd::OwnedFd)>, String> {
+        let Some(dir) = self.cgroup.as_deref().and_then(|cg| cg.clone_into_dir()) else {
+            return Ok(None);
+        };
+        let fd = nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("open {}: {e}", dir.display()))?;
+        Ok(Some((dir.display().to_string(), fd)))
+    }
+
+    fn before_start(&mut self, pid: nix::unistd::Pid, born_inside: bool) -> Result<(), String> {
+        if born_inside {
+            return Ok(());
+        }
         if let Some(cg) = self
             .cgroup
             .as_deref_mut()
@@ -487,14 +505,15 @@ fn free_range_start(content: &str) -> u32 {
 /// How layers are stored for this run: as the privilege says, except root with `--userns`,
 /// whose layers are stored with owners shifted into the mapped range.
 fn owner_mode(ctx: &Ctx, a: &RunArgs) -> unpack::OwnerMode {
+    if !(ctx.privilege.is_real_root() && a.userns) {
+        return ctx.privilege.owner_mode();
+    }
     match root_userns_mapping() {
-        IdMapping::Privileged { uid, gid } if ctx.privilege.is_real_root() && a.userns => {
-            unpack::OwnerMode::Shifted {
-                uid: uid.outside,
-                gid: gid.outside,
-                count: uid.count,
-            }
-        }
+        IdMapping::Privileged { uid, gid } => unpack::OwnerMode::Shifted {
+            uid: uid.outside,
+            gid: gid.outside,
+            count: uid.count,
+        },
         _ => ctx.privilege.owner_mode(),
     }
 }

@@ -867,6 +867,15 @@ impl Cgroup {
         }
     }
 
+    /// v2: the directory a process can be started in with clone3(CLONE_INTO_CGROUP)
+    /// (cgroup-v2.rst: the migration is then part of fork, and no process is ever moved).
+    pub fn clone_into_dir(&self) -> Option<&Path> {
+        match self.version {
+            Version::V2 => self.dirs.first().map(|d| d.path.as_path()),
+            Version::V1 => None,
+        }
+    }
+
     /// Pids currently in the cgroup (union over v1 hierarchies).
     pub fn procs(&self) -> Vec<i32> {
         let mut all = BTreeSet::new();
@@ -1091,7 +1100,7 @@ fn limit_name(c: Controller) -> &'static str {
 /// `cpu,cpuacct` share one directory and are joined once).
 fn plan_v1(fs: &CgroupFs, l: &Limits) -> Result<Vec<V1Target>, CgroupError> {
     let required = l.required();
-    let mut targets: Vec<(PathBuf, V1Target)> = Vec::new();
+    let mut targets: Vec<(DirIdentity, V1Target)> = Vec::new();
     let mut reasons = Vec::new();
     for c in l.wanted(Version::V1) {
         let mount = fs.root.join(c.name());
@@ -1106,7 +1115,7 @@ fn plan_v1(fs: &CgroupFs, l: &Limits) -> Result<Vec<V1Target>, CgroupError> {
             }
             continue;
         }
-        let canon = fs::canonicalize(&mount).unwrap_or_else(|_| mount.clone());
+        let canon = dir_identity(&mount);
         if let Some((_, t)) = targets.iter_mut().find(|(k, _)| *k == canon) {
             t.controllers.push(c);
             continue;
@@ -1346,8 +1355,7 @@ pub fn gc_stale_older_than(
     let mut seen = BTreeSet::new();
     let mut removed = Vec::new();
     for g in groups {
-        let canon = fs::canonicalize(&g).unwrap_or_else(|_| g.clone());
-        if !seen.insert(canon) {
+        if !seen.insert(dir_identity(&g)) {
             continue;
         }
         let Ok(entries) = fs::read_dir(&g) else {
@@ -1410,6 +1418,23 @@ fn mkdir(path: &Path, exist_ok: bool) -> Result<(), CgroupError> {
             path: path.to_path_buf(),
             source,
         }),
+    }
+}
+
+/// What makes two paths the same directory: device and inode (co-mounted v1 controllers such as
+/// cpu and cpuacct are symlinks to one hierarchy). One stat, where canonicalize(3) reads every
+/// component's link; a path that cannot be stat'ed stands for itself.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum DirIdentity {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn dir_identity(p: &Path) -> DirIdentity {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(p) {
+        Ok(m) => DirIdentity::Inode(m.dev(), m.ino()),
+        Err(_) => DirIdentity::Path(p.to_path_buf()),
     }
 }
 

@@ -39,8 +39,14 @@ pub trait BeforeStart {
     fn self_join_files(&mut self) -> Result<Vec<(std::path::PathBuf, OwnedFd)>, String> {
         Ok(Vec::new())
     }
-    /// Between clone and start: placement the parent does for the child (cgroup v2).
-    fn before_start(&mut self, pid: Pid) -> Result<(), String>;
+    /// Before clone: a cgroup v2 directory (path for the narration, and an fd) to start the child
+    /// in, with clone3(CLONE_INTO_CGROUP): a process born in its cgroup is never migrated.
+    fn clone_into(&mut self) -> Result<Option<(String, OwnedFd)>, String> {
+        Ok(None)
+    }
+    /// Between clone and start: placement the parent does for the child, unless the child was
+    /// `born_inside` its cgroup (clone3 with CLONE_INTO_CGROUP worked).
+    fn before_start(&mut self, pid: Pid, born_inside: bool) -> Result<(), String>;
 }
 
 pub struct Outcome {
@@ -109,8 +115,11 @@ pub fn start_and_wait(
     } else {
         None
     };
-    let cgroup_tasks = match hooks.self_join_files() {
-        Ok(files) => files,
+    let placement = hooks
+        .self_join_files()
+        .and_then(|files| Ok((files, hooks.clone_into()?)));
+    let (cgroup_tasks, clone_into) = match placement {
+        Ok(p) => p,
         Err(e) => {
             let _ = old_mask.thread_set_mask();
             return Err(LaunchError::Child(e));
@@ -118,7 +127,23 @@ pub fn start_and_wait(
     };
 
     let t = std::time::Instant::now();
-    let child = match fork_into_namespaces(flags) {
+    let mut born_inside = None;
+    let forked = match &clone_into {
+        Some((path, dir)) => match fork_into_cgroup(flags, dir.as_fd()) {
+            // clone3 is Linux >= 5.3 and CLONE_INTO_CGROUP >= 5.7: older kernels say so this way,
+            // and the parent moves the child instead.
+            Err(Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL) => fork_into_namespaces(flags),
+            r => {
+                born_inside = Some(path.as_str());
+                r.map_err(|source| LaunchError::Sys {
+                    step: "clone3(CLONE_INTO_CGROUP)",
+                    source,
+                })
+            }
+        },
+        None => fork_into_namespaces(flags),
+    };
+    let child = match forked {
         Ok(c) => c,
         Err(e) => {
             let _ = old_mask.thread_set_mask();
@@ -150,12 +175,20 @@ pub fn start_and_wait(
     };
     ex.step(
         "namespaces",
-        &format!(
-            "clone({}|SIGCHLD) → pid {pid}",
-            super::describe_flags(flags)
-        ),
+        &match born_inside {
+            None => format!(
+                "clone({}|SIGCHLD) → pid {pid}",
+                super::describe_flags(flags)
+            ),
+            Some(cg) => format!(
+                "clone3({}|CLONE_INTO_CGROUP, cgroup = {cg}) → pid {pid}, born inside its cgroup",
+                super::describe_flags(flags)
+            ),
+        },
         t.elapsed(),
     );
+    let born_inside = born_inside.is_some();
+    drop(clone_into);
     drop(go_read);
     drop(err_write);
     drop(cgroup_tasks);
@@ -168,7 +201,9 @@ pub fn start_and_wait(
         if !plan.mapping.enters_late() {
             write_id_maps(pid, &plan.mapping, ex)?;
         }
-        hooks.before_start(pid).map_err(LaunchError::Child)?;
+        hooks
+            .before_start(pid, born_inside)
+            .map_err(LaunchError::Child)?;
         Ok(())
     })();
     if let Err(e) = setup {
@@ -306,6 +341,52 @@ fn fork_into_namespaces(flags: nix::sched::CloneFlags) -> Result<Option<Pid>, La
                 source: e,
             })
         }
+    }
+}
+
+/// clone3(2) with CLONE_INTO_CGROUP: like [`fork_into_namespaces`], and the child starts as a
+/// member of the cgroup v2 directory `cgroup` (Linux >= 5.7). The raw errno is returned so the
+/// caller can fall back on kernels without it.
+fn fork_into_cgroup(
+    flags: nix::sched::CloneFlags,
+    cgroup: std::os::fd::BorrowedFd<'_>,
+) -> Result<Option<Pid>, Errno> {
+    /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, include/uapi/linux/sched.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: as for fork_into_namespaces: no CLONE_VM and no stack, so the child runs on a copy
+    // of our address space; `args` is a valid clone_args of the size we pass.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        0 => Ok(None),
+        pid if pid > 0 => Ok(Some(Pid::from_raw(pid as i32))),
+        _ => Err(Errno::last()),
     }
 }
 
@@ -667,5 +748,82 @@ pub fn run_in_userns(
         other => Err(LaunchError::Child(format!(
             "helper in the user namespace ended with {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cgroup v2 mount of this machine: /sys/fs/cgroup on a v2 host, /sys/fs/cgroup/unified
+    /// on a hybrid one.
+    fn cgroup2_mount() -> Option<std::path::PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 2 && f[2] == "cgroup2")
+            .map(|f| std::path::PathBuf::from(f[1]))
+    }
+
+    /// The child of clone3(CLONE_INTO_CGROUP) is a member of the cgroup from its first
+    /// instruction: it reads its own /proc/self/cgroup (raw syscalls only: the test harness is
+    /// multi-threaded) and exits 0 only if the v2 line names the new cgroup.
+    #[test]
+    fn clone3_starts_the_child_inside_a_v2_cgroup() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "\n*** SKIPPED clone3 CLONE_INTO_CGROUP test: needs root to create a cgroup ***"
+            );
+            return;
+        }
+        let Some(mount) = cgroup2_mount() else {
+            eprintln!("\n*** SKIPPED clone3 CLONE_INTO_CGROUP test: no cgroup2 mount ***");
+            return;
+        };
+        let name = format!("rcrun-clone3-test-{}", std::process::id());
+        let dir = mount.join(&name);
+        std::fs::create_dir(&dir).unwrap();
+        let want = std::ffi::CString::new(format!("0::/{name}\n")).unwrap();
+        let fd = nix::fcntl::open(
+            &dir,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let forked = fork_into_cgroup(nix::sched::CloneFlags::empty(), fd.as_fd());
+        let pid = match forked {
+            Ok(None) => {
+                // Child: only async-signal-safe calls from here to _exit.
+                let mut buf = [0u8; 4096];
+                // SAFETY: plain syscalls on a stack buffer; _exit never returns.
+                unsafe {
+                    let f = libc::open(c"/proc/self/cgroup".as_ptr(), libc::O_RDONLY);
+                    let n = libc::read(f, buf.as_mut_ptr().cast(), buf.len());
+                    let hay = &buf[..n.max(0) as usize];
+                    let needle = want.as_bytes();
+                    let found = hay.windows(needle.len()).any(|w| w == needle);
+                    libc::_exit(if found { 0 } else { 1 });
+                }
+            }
+            Ok(Some(pid)) => pid,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                if matches!(e, Errno::ENOSYS | Errno::E2BIG) {
+                    eprintln!(
+                        "\n*** SKIPPED clone3 CLONE_INTO_CGROUP test: kernel lacks it ({e}) ***"
+                    );
+                    return;
+                }
+                panic!("clone3(CLONE_INTO_CGROUP) into {}: {e}", dir.display());
+            }
+        };
+        let status = waitpid(pid, None).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(pid, 0),
+            "the child did not see itself in {name}"
+        );
     }
 }
