@@ -188,6 +188,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
     v.extend::<[Step; 16]>([
         &["] mount ", "MS_REC|MS_SLAVE"],
         &["] mount ", "mount(\"tmpfs\"", "scratch for upper/work"],
+        &["] mount ", "write /etc/hostname (", "into the upper dir"],
         &[
             "] mount ",
             "overlay",
@@ -200,7 +201,6 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         &["] mount ", "/dev"],
         &["] mount ", "mount(\"devpts\", /dev/pts"],
         &["] mount ", "mask /proc/kcore"],
-        &["] mount ", "bind file /etc/hostname"],
         &["] mount ", "mount(\"sysfs\", /sys"],
         &["] pivot_root ", "pivot_root(\".\", \".\")", "MNT_DETACH"],
         &["] cwd ", "chdir(\"/\")"],

@@ -114,10 +114,13 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
             .map_err(|e| fail("make / rslave", e))
         },
     )?;
-    let newroot = mount_rootfs(plan, ex)?;
+    let (newroot, etc_in_upper) = mount_rootfs(plan, ex)?;
     let root_fd = open_root(&newroot)?;
     let mut net_ready = pipes.net_ready;
     for m in &plan.mounts {
+        if etc_in_upper && matches!(m.what, Mnt::HostFile { .. }) {
+            continue;
+        }
         if m.target.starts_with("/sys") {
             join_parent_netns(net_ready.take(), ex)?;
         }
@@ -262,7 +265,7 @@ fn enter_user_namespace_late(ready: &OwnedFd, go: &OwnedFd) -> Result<(), Failur
 
 /// tmpfs scratch (upper, work, merged) on the store's run dir, visible only in this mount
 /// namespace, then the overlay on `merged`. The tmpfs dies with the namespace: no cleanup.
-fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<PathBuf, Failure> {
+fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<(PathBuf, bool), Failure> {
     let scratch = &plan.scratch;
     ex.timed("mount", &format!("mount(\"tmpfs\", {}, \"tmpfs\", \"mode=0700\") — scratch for upper/work, private to this mount namespace", scratch.display()), || {
         mount(Some("tmpfs"), scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700")).map_err(|e| fail("mount scratch tmpfs", e))
@@ -284,6 +287,7 @@ fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<PathBuf, Failure> {
         )
         .map_err(|e| fail("chown upper dir to the container's root", e))?;
     }
+    let etc_in_upper = write_etc_files_into_upper(plan, &upper, ex)?;
     // Test hook (tests/errors.rs): act like a kernel before 5.11, whose overlayfs answers EPERM
     // to a mount from a user namespace, so that message is checked without such a kernel.
     let simulate_old_kernel =
@@ -313,7 +317,86 @@ fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<PathBuf, Failure> {
         t.elapsed(),
     );
     method.map_err(|e| fail("mount overlay root file system", overlay_hint(e)))?;
-    Ok(merged)
+    Ok((merged, etc_in_upper))
+}
+
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf written straight into the (still empty) upper
+/// dir: the overlay then shows them over the image's, as the container's own writable files
+/// (Docker's are writable bind mounts), with no mount and no copy-up of /etc. Only when the image's
+/// /etc is a directory (or absent): a symlink or file there keeps the bind-mount way, whose
+/// targets are resolved inside the root. Returns whether it wrote them.
+fn write_etc_files_into_upper(
+    plan: &StartupPlan,
+    upper: &Path,
+    ex: &Explain,
+) -> Result<bool, Failure> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+    let files: Vec<(&str, &str)> = plan
+        .mounts
+        .iter()
+        .filter_map(|m| match &m.what {
+            Mnt::HostFile { contents } => Some((m.target.as_str(), contents.as_str())),
+            _ => None,
+        })
+        .collect();
+    if files.is_empty()
+        || files
+            .iter()
+            .any(|(t, _)| Path::new(t).parent() != Some(Path::new("/etc")))
+    {
+        return Ok(false);
+    }
+    // The topmost layer that says anything about /etc decides: a directory lends its mode and
+    // owner to ours (the overlay shows the upper dir's), a whiteout or no entry means none.
+    let mut like: Option<std::fs::Metadata> = None;
+    for lower in &plan.lowers_top_first {
+        match std::fs::symlink_metadata(lower.join("etc")) {
+            Ok(m) if m.is_dir() => {
+                like = Some(m);
+                break;
+            }
+            Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => break,
+            Ok(_) => return Ok(false),
+            Err(_) => continue,
+        }
+    }
+    let f = |e: std::io::Error| fail("write /etc files into the upper dir", e);
+    let etc = upper.join("etc");
+    std::fs::DirBuilder::new()
+        .mode(like.as_ref().map_or(0o755, |m| m.mode() & 0o7777))
+        .create(&etc)
+        .map_err(f)?;
+    let owner = |path: &Path, uid: u32, gid: u32| {
+        nix::unistd::chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| fail(&format!("chown {}", path.display()), e))
+    };
+    // Container root, as seen from here: with --userns as root the child is still outside the
+    // user namespace, so that is the mapped id.
+    let (root_uid, root_gid) = match &plan.mapping {
+        super::plan::IdMapping::Privileged { uid, gid } => (uid.outside, gid.outside),
+        _ => (0, 0),
+    };
+    match &like {
+        Some(m) => owner(&etc, m.uid(), m.gid())?,
+        None => owner(&etc, root_uid, root_gid)?,
+    }
+    for (target, contents) in files {
+        ex.timed(
+            "mount",
+            &format!(
+                "write {target} ({} bytes) into the upper dir — the overlay shows it over the image's, no mount needed",
+                contents.len()
+            ),
+            || {
+                let path = upper.join(target.trim_start_matches('/'));
+                std::fs::write(&path, contents).map_err(f)?;
+                owner(&path, root_uid, root_gid)?;
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                    .map_err(f)
+            },
+        )?;
+    }
+    Ok(true)
 }
 
 /// `<store>/layers/<owners>/{8e1ca14706c1,a364fd49e5aa}/fs`: every lower dir, compactly (the

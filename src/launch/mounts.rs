@@ -31,7 +31,9 @@ pub enum Mnt {
     Mask,
     /// Re-bind onto itself read-only; skipped if absent.
     ReadOnly,
-    /// A file whose contents rcrun writes (hostname, hosts, resolv.conf), bound in read-only.
+    /// A file whose contents rcrun writes (hostname, hosts, resolv.conf). The child writes it
+    /// into the overlay's upper dir when the image's /etc is a directory; otherwise it is bound
+    /// in read-only through the image's path.
     HostFile {
         contents: String,
     },
