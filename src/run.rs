@@ -31,10 +31,36 @@ fn container_id() -> String {
 /// Places the container in its cgroup between clone and start (before execve).
 struct CgroupHook<'a> {
     cgroup: Option<&'a mut crate::cgroup::Cgroup>,
+    /// As root: sweep stale cgroups of killed runs once the child is on its way.
+    sweep_stale: bool,
     ex: &'a Explain,
 }
 
 impl BeforeStart for CgroupHook<'_> {
+    fn meanwhile(&mut self) {
+        if !self.sweep_stale {
+            return;
+        }
+        // Cgroups of killed runs (rcrun got SIGKILL before removing its own). Swept here, while
+        // the child builds its root, rather than on the way to clone; ones younger than 30 s may
+        // belong to runs starting right now and are left alone.
+        let fs = crate::cgroup::CgroupFs::host();
+        let t = std::time::Instant::now();
+        let removed =
+            crate::cgroup::gc_stale_older_than(&fs, None, std::time::Duration::from_secs(30));
+        for p in &removed {
+            tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
+        }
+        self.ex.step(
+            "cgroup",
+            &format!(
+                "sweep cgroups of killed runs (older than 30 s) under rcrun/ — in rcrun, while the child mounts: {} removed",
+                removed.len()
+            ),
+            t.elapsed(),
+        );
+    }
+
     fn self_join_files(
         &mut self,
     ) -> Result<Vec<(std::path::PathBuf, std::os::fd::OwnedFd)>, String> {
@@ -288,13 +314,6 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         // probing for a delegated subtree on the start path).
         None
     } else {
-        if ctx.privilege.is_real_root() {
-            for p in
-                crate::cgroup::gc_stale_older_than(&cg_fs, None, std::time::Duration::from_secs(30))
-            {
-                tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
-            }
-        }
         ex.timed(
             "cgroup",
             &format!(
@@ -318,6 +337,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         &plan,
         &ex,
         &mut CgroupHook {
+            sweep_stale: cgroup.is_some() && ctx.privilege.is_real_root(),
             cgroup: cgroup.as_mut(),
             ex: &ex,
         },

@@ -44,6 +44,8 @@ pub trait BeforeStart {
     fn clone_into(&mut self) -> Result<Option<(String, OwnedFd)>, String> {
         Ok(None)
     }
+    /// After the child was released, while it builds its root: housekeeping off the start path.
+    fn meanwhile(&mut self) {}
     /// Between clone and start: placement the parent does for the child, unless the child was
     /// `born_inside` its cgroup (clone3 with CLONE_INTO_CGROUP worked).
     fn before_start(&mut self, pid: Pid, born_inside: bool) -> Result<(), String>;
@@ -232,6 +234,7 @@ pub fn start_and_wait(
         }
         let _ = nix::unistd::write(&w, b"1");
     }
+    hooks.meanwhile();
     if let Some((ready, w)) = userns_ready {
         // --userns as root: the child unshares its user namespace once the root file system is
         // built; map it and let it go on. EOF means it failed before (the error pipe says why).
