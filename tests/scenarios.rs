@@ -14,11 +14,13 @@ fn user_exists(name: &str) -> bool {
 /// A world-readable directory holding the rcrun binary and the images, so a plain user can use
 /// them wherever the checkout lives.
 fn staging() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(build_staging).clone()
+}
+
+fn build_staging() -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("rcrun-scenarios-{}", std::process::id()));
-    if dir.exists() {
-        return dir;
-    }
+    let dir = common::process_temp_dir("rcrun-scenarios");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_rcrun"), dir.join("rcrun")).unwrap();

@@ -63,11 +63,46 @@ pub fn modes(test: &str) -> Vec<Who> {
     v
 }
 
+/// `<tmp>/<prefix>-<our pid>`, a directory shared by the tests of this process: removed when the
+/// process exits (libtest returns from main or calls exit(3), both run atexit handlers), and, in
+/// case a run was killed, such directories of processes that no longer exist are removed first.
+pub fn process_temp_dir(prefix: &str) -> PathBuf {
+    static OURS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn remove_ours() {
+        if let Ok(dirs) = OURS.lock() {
+            for d in dirs.iter() {
+                let _ = rcrun::sys::fs::remove_tree(d);
+            }
+        }
+    }
+    let tmp = std::env::temp_dir();
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|r| r.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = rcrun::sys::fs::remove_tree(&e.path());
+            }
+        }
+    }
+    let dir = tmp.join(format!("{prefix}-{}", std::process::id()));
+    let mut ours = OURS.lock().unwrap();
+    if ours.is_empty() {
+        // SAFETY: registers a plain extern "C" function with no arguments.
+        unsafe { libc::atexit(remove_ours) };
+    }
+    ours.push(dir.clone());
+    dir
+}
+
 /// A world-readable directory holding a copy of the binary, shared by the tests of one process.
 pub fn staging() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("rcrun-archtests-{}", std::process::id()));
+        let dir = process_temp_dir("rcrun-archtests");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::copy(env!("CARGO_BIN_EXE_rcrun"), dir.join("rcrun")).unwrap();
