@@ -467,7 +467,7 @@ fn build_program(
     let mut cases = Vec::with_capacity(map.len());
     for (nr, rules) in map {
         let nr = u32::try_from(nr)
-            .map_err(|_| bpf_err(seccompiler::BackendError::InvalidArgumentNumber.into()))?;
+            .map_err(|_| bpf_err(seccompiler::BackendError::InvalidArgumentNumber))?;
         cases.push((nr, rules));
     }
     let prog = bpf_tree::program(
@@ -477,9 +477,9 @@ fn build_program(
         matched.into(),
     );
     if prog.len() >= bpf_tree::BPF_MAX_LEN {
-        return Err(bpf_err(
-            seccompiler::BackendError::FilterTooLarge(prog.len()).into(),
-        ));
+        return Err(bpf_err(seccompiler::BackendError::FilterTooLarge(
+            prog.len(),
+        )));
     }
     Ok(prog)
 }
@@ -515,7 +515,8 @@ mod bpf_tree {
 
     /// BPF_MAXINSNS (include/uapi/linux/bpf_common.h).
     pub const BPF_MAX_LEN: usize = 4096;
-    const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+    /// BPF_LD | BPF_W | BPF_ABS.
+    const LD_W_ABS: u16 = 0x20;
     const JA: u16 = 0x05;
     const JEQ_K: u16 = 0x05 | 0x10;
     const JGE_K: u16 = 0x05 | 0x30;
