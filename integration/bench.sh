@@ -233,6 +233,21 @@ start_bench() { # start_bench MODE(root|rootless)
   for i in "${!names[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
   note "start ($mode): ${names[*]}"
   "${as[@]}" hyperfine -N --style basic --warmup 3 --runs "$RUNS" --export-json "$OUT/start-$mode.json" "${args[@]}" >&2
+  if [ "$mode" = rootless ]; then
+    # crun's rootless bundle (crun spec --rootless) maps only the user's own id, and bwrap does the
+    # same; rcrun with subordinate ids runs the setuid helpers newuidmap and newgidmap instead.
+    # The like-for-like row: rcrun with RCRUN_NO_SUBIDS=1 (single-id map written directly),
+    # against the same peers in one hyperfine run (the variable is set for all; only rcrun reads
+    # it). Its layers are stored once more, owned by the user.
+    "${as[@]}" env RCRUN_NO_SUBIDS=1 "$RCRUN" -q --root "$store" run "$IMG/busybox.tar" /bin/true || note "rcrun single id failed"
+    local -a single=(-n "rcrun (single id)" "$RCRUN -q --root $store run $IMG/busybox.tar /bin/true")
+    for i in "${!names[@]}"; do
+      case ${names[$i]} in "crun (no seccomp)"|bwrap) single+=(-n "${names[$i]}" "${cmds[$i]}") ;; esac
+    done
+    note "start (rootless, single-id map): rcrun vs crun (no seccomp) and bwrap"
+    "${as[@]}" env RCRUN_NO_SUBIDS=1 hyperfine -N --style basic --warmup 3 --runs "$RUNS" \
+      --export-json "$OUT/start-rootless-single.json" "${single[@]}" >&2
+  fi
 }
 
 if want start; then
@@ -255,6 +270,16 @@ if want cold; then
   fi
   note "cold plain"
   hyperfine -N -i --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-plain.json" "${args[@]}" >&2
+  # Both prepares above delete the previous run's files right before the next run, and this
+  # machine's ext4 has no journal, so its inode allocator skips inodes freed in the last 5-35 s
+  # one by one (recently_deleted). Measured again with nothing deleted: each run's output is
+  # moved aside instead, and removed at the end of the section (more than 5 s before other runs).
+  note "cold plain, nothing deleted before a run"
+  aside() { echo "mkdir -p $C/aside && if [ -e $1 ]; then mv $1 $C/aside/\$(date +%s%N); fi"; }
+  hyperfine -N -i --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-plain-fresh.json" \
+    -n "rcrun run (cold store)" --prepare "$(prep "$(aside "$C/store")")" "$(logged "$RCRUN -q --root $C/store run $IMG/big.tar /bin/true")" \
+    -n "tar -xf x3" --prepare "$(prep "$(aside "$C/tar") && $(mkdirs_x3 "$C/tar" | sed 's/^rm -rf [^ ]* && //')")" "sh -c '$(tar_x3 -xf "$C/tar" "${docker_layers[@]}")'" >&2
+  rm -rf "$C/aside" "$C/store" "$C/tar"
   note "cold gzip"
   hyperfine -N -i --style basic --runs "$COLD_RUNS" --export-json "$OUT/cold-gzip.json" \
     -n "rcrun run gzip (cold store)" --prepare "$(prep "rm -rf $C/store")" "$(logged "$RCRUN -q --root $C/store run $IMG/big-gzip.oci.tar /bin/true")" \

@@ -79,9 +79,15 @@ def ratio(sa, a, sb, b, limit, what):
 ratio("start-rootless", "rcrun", "start-rootless", "crun (no seccomp)", 0.5,
       "warm rootless start / crun rootless no seccomp")
 ratio("start-rootless", "rcrun", "start-rootless", "bwrap", 1.5, "warm rootless start / bwrap")
+ratio("start-rootless-single", "rcrun (single id)", "start-rootless-single", "crun (no seccomp)", 0.5,
+      "warm rootless start, single-id map like crun's bundle / crun rootless no seccomp")
+ratio("start-rootless-single", "rcrun (single id)", "start-rootless-single", "bwrap", 1.5,
+      "warm rootless start, single-id map / bwrap")
 ratio("start-root", "rcrun", "start-root", "crun (no seccomp)", 0.5, "warm root start / crun root no seccomp")
 ratio("cold-plain", "rcrun run (cold store)", "cold-plain", "tar -xf x3", 1.0,
       "cold 300 MB plain / sequential tar -xf into 3 dirs")
+ratio("cold-plain-fresh", "rcrun run (cold store)", "cold-plain-fresh", "tar -xf x3", 1.0,
+      "cold 300 MB plain, nothing deleted before the runs / tar -xf into 3 dirs")
 ratio("cold-gzip", "rcrun run gzip (cold store)", "cold-gzip", "tar -xzf x3", 0.7,
       "cold 300 MB gzip / tar -xzf")
 ratio("cold-zstd", "rcrun run zstd (cold store)", "cold-zstd", "tar --zstd -xf x3", 1.0,
