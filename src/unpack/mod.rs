@@ -88,12 +88,36 @@ pub struct ReadyLayer {
 /// Paths of the image's layers in the store, bottom first, if all are present (the warm path:
 /// no archive read beyond the manifests).
 pub fn present_layers(store: &Store, mode: &OwnerMode, image: &Image) -> Option<Vec<ReadyLayer>> {
+    // One directory listing of unsynced/ (usually empty) instead of a failed open per layer, and
+    // stat relative to an fd of the layers dir: a 200-layer image spent 2.5 ms here otherwise.
+    let unsynced: Option<std::collections::HashSet<std::ffi::OsString>> =
+        std::fs::read_dir(store.root().join(UNSYNCED))
+            .ok()
+            .map(|d| d.flatten().map(|e| e.file_name()).collect());
+    let layers_dir = store.layers_dir(mode);
+    let dir_fd = nix::fcntl::open(
+        &layers_dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let usable = |path: &std::path::Path, hex: &str| -> bool {
+        let Some(unsynced) = &unsynced else {
+            return layer_usable(path);
+        };
+        let is_dir =
+            nix::sys::stat::fstatat(&dir_fd, hex, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        let marked = unsynced.contains(std::ffi::OsStr::new(&format!("{}-{hex}", mode.tag())));
+        // A marker: the layer may not be on disk yet; the slow path reads and checks it.
+        is_dir && (!marked || layer_usable(path))
+    };
     image
         .layers
         .iter()
         .map(|l| {
             let path = store.layer_path(mode, &l.diff_id);
-            layer_usable(&path).then(|| ReadyLayer {
+            usable(&path, l.diff_id.hex()).then(|| ReadyLayer {
                 diff_id: l.diff_id.clone(),
                 dir: path.join("fs"),
                 found: true,
