@@ -169,10 +169,18 @@ impl Limits {
     /// statistics and OOM detection. cpuset only when asked for (it has no
     /// statistics and v1 needs cpus/mems initialised in every new cgroup).
     fn wanted(&self, version: Version) -> Vec<Controller> {
-        let mut v = vec![Controller::Memory, Controller::Pids, Controller::Cpu];
+        let mut v = vec![Controller::Memory, Controller::Pids];
         if version == Version::V1 {
-            // v2 has cpu.stat in every cgroup; v1 needs cpuacct for CPU time.
+            // v1: cpuacct counts CPU time; the cpu hierarchy only enforces quotas and shares, so
+            // without them it would be one more directory to create, join and remove per run.
             v.push(Controller::Cpuacct);
+            if self.cpus.is_some() || self.cpu_shares.is_some() {
+                v.push(Controller::Cpu);
+            }
+        } else {
+            // v2 has cpu.stat in every cgroup; the controller adds the pressure and throttling
+            // figures and is one write in the same directory.
+            v.push(Controller::Cpu);
         }
         if self.cpuset_cpus.is_some() {
             v.push(Controller::Cpuset);

@@ -249,10 +249,20 @@ fn v1_without_limits_as_root_still_creates_for_stats() {
     let cg = Cgroup::create(&fs, "c", &Limits::default())
         .unwrap()
         .unwrap();
-    // memory, pids, cpu, cpuacct; no cpuset without --cpuset-cpus.
-    assert_eq!(cg.paths().len(), 4);
+    // memory, pids, cpuacct; no cpu without a CPU limit, no cpuset without --cpuset-cpus.
+    assert_eq!(cg.paths().len(), 3);
+    assert!(!fs.root.join("cpu/rcrun/c").exists());
+    assert!(fs.root.join("cpuacct/rcrun/c").is_dir());
     assert!(!fs.root.join("cpuset/rcrun").exists());
     assert!(cg.writes().is_empty());
+    // A CPU limit brings the cpu hierarchy in.
+    let limited = Limits {
+        cpus: Some(0.5),
+        ..Default::default()
+    };
+    let cg2 = Cgroup::create(&fs, "d", &limited).unwrap().unwrap();
+    assert_eq!(cg2.paths().len(), 4);
+    assert!(fs.root.join("cpu/rcrun/d").is_dir());
 }
 
 #[test]
@@ -380,11 +390,11 @@ fn v1_missing_controller_for_a_limit() {
         ),
         "{e}"
     );
-    // Without the pids limit the missing controller is just skipped.
+    // Without the pids limit the missing controller is just skipped (memory and cpuacct stay).
     let cg = Cgroup::create(&fs, "c", &Limits::default())
         .unwrap()
         .unwrap();
-    assert_eq!(cg.paths().len(), 3);
+    assert_eq!(cg.paths().len(), 2);
 }
 
 #[test]
