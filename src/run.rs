@@ -611,8 +611,10 @@ pub fn build_plan(
     let caller = |k: &str| std::env::var(k).ok();
     let mut env = plan::merge_env(&image.env(), &env_files, &a.env, &caller)?;
     let spec = a.user.clone().or_else(|| image.user()).unwrap_or_default();
-    let passwd = read_layer_file(&lowers_top_first, "etc/passwd");
-    let group = read_layer_file(&lowers_top_first, "etc/group");
+    let etc_layer = plan::topmost_with(&lowers_top_first, "etc");
+    let below_etc = etc_layer.map_or(&[][..], |i| &lowers_top_first[i..]);
+    let passwd = read_layer_file(below_etc, "etc/passwd");
+    let group = read_layer_file(below_etc, "etc/group");
     let user = plan::resolve_user(&spec, passwd.as_deref(), group.as_deref())?;
     if !mapping.maps_uid(user.uid) {
         bail!(
@@ -670,6 +672,7 @@ pub fn build_plan(
         new_netns,
         scratch: scratch.to_path_buf(),
         lowers_top_first,
+        etc_layer,
         mounts,
         read_only: a.read_only,
         hostname,

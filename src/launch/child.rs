@@ -348,18 +348,17 @@ fn write_etc_files_into_upper(
     }
     // The topmost layer that says anything about /etc decides: a directory lends its mode and
     // owner to ours (the overlay shows the upper dir's), a whiteout or no entry means none.
-    let mut like: Option<std::fs::Metadata> = None;
-    for lower in &plan.lowers_top_first {
-        match std::fs::symlink_metadata(lower.join("etc")) {
-            Ok(m) if m.is_dir() => {
-                like = Some(m);
-                break;
-            }
-            Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => break,
-            Ok(_) => return Ok(false),
-            Err(_) => continue,
-        }
-    }
+    // The topmost layer with an /etc entry decides (found once when planning): a directory lends
+    // its mode and owner to ours (the overlay shows the upper dir's), a whiteout or no entry
+    // means none. Stat'ed here, so owners are seen through our own user namespace.
+    let like: Option<std::fs::Metadata> = match plan.etc_layer {
+        None => None,
+        Some(i) => match std::fs::symlink_metadata(plan.lowers_top_first[i].join("etc")) {
+            Ok(m) if m.is_dir() => Some(m),
+            Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => None,
+            _ => return Ok(false),
+        },
+    };
     let f = |e: std::io::Error| fail("write /etc files into the upper dir", e);
     let etc = upper.join("etc");
     std::fs::DirBuilder::new()

@@ -36,6 +36,8 @@ pub struct StartupPlan {
     pub scratch: PathBuf,
     /// Layer dirs, top layer first (overlayfs lowerdir order).
     pub lowers_top_first: Vec<PathBuf>,
+    /// Index in `lowers_top_first` of the topmost layer with an `etc` entry (its /etc decides).
+    pub etc_layer: Option<usize>,
     pub mounts: Vec<mounts::MountStep>,
     pub read_only: bool,
     pub hostname: String,

@@ -355,6 +355,15 @@ pub fn resolve_user(
 
 /// Finds a file in the stacked layer dirs (top first) the way overlayfs would: the topmost layer
 /// holding the path wins; a whiteout, or an opaque directory on the way, hides lower layers.
+/// Index (top first) of the topmost layer with any entry named `name` at its root: a directory,
+/// a whiteout, anything. Layers above it say nothing about `name` or what is below it, so a
+/// search under `name` can start there (one lookup per layer instead of one per file and layer).
+pub fn topmost_with(layers_top_first: &[PathBuf], name: &str) -> Option<usize> {
+    layers_top_first
+        .iter()
+        .position(|l| std::fs::symlink_metadata(l.join(name)).is_ok())
+}
+
 pub fn find_in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<PathBuf> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
@@ -442,6 +451,54 @@ pub fn overlay_options(lower_top_first: &[String], upper: &str, work: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three layers (top first): one without /etc, one whose /etc holds group only, a base with
+    /// passwd and group. The topmost /etc entry is found once; lookups from there see through to
+    /// the base for passwd and stop at a whiteout.
+    #[test]
+    fn etc_lookups_start_at_the_topmost_layer_with_etc() {
+        let root = std::env::temp_dir().join(format!("rcrun-plan-etc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let layer = |n: &str| root.join(n);
+        for (l, files) in [
+            ("top", vec![]),
+            ("mid", vec!["etc/group"]),
+            ("base", vec!["etc/passwd", "etc/group"]),
+        ] {
+            std::fs::create_dir_all(layer(l)).unwrap();
+            for f in files {
+                std::fs::create_dir_all(layer(l).join("etc")).unwrap();
+                std::fs::write(layer(l).join(f), l).unwrap();
+            }
+        }
+        let layers = vec![layer("top"), layer("mid"), layer("base")];
+        assert_eq!(topmost_with(&layers, "etc"), Some(1));
+        let below = &layers[1..];
+        assert_eq!(
+            find_in_layers(below, "etc/group"),
+            Some(layer("mid").join("etc/group"))
+        );
+        assert_eq!(
+            find_in_layers(below, "etc/passwd"),
+            Some(layer("base").join("etc/passwd"))
+        );
+        assert_eq!(topmost_with(&layers[..1], "etc"), None);
+        // A whiteout of /etc in the top layer: it is the topmost entry, and hides the rest.
+        nix::sys::stat::mknod(
+            &layer("top").join("etc"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .map_or_else(
+            |e| eprintln!("SKIP: whiteout part of the /etc lookup test: mknod: {e} (needs root)"),
+            |()| {
+                assert_eq!(topmost_with(&layers, "etc"), Some(0));
+                assert_eq!(find_in_layers(&layers, "etc/passwd"), None);
+            },
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n";
     const GROUP: &str = "root:x:0:\napp:x:1000:\nextra:x:2000:app,other\n";
