@@ -33,6 +33,8 @@ struct CgroupHook<'a> {
     cgroup: Option<&'a mut crate::cgroup::Cgroup>,
     /// As root: sweep stale cgroups of killed runs once the child is on its way.
     sweep_stale: bool,
+    /// The child moves itself (v1 `tasks` files opened before clone).
+    child_joins: bool,
     ex: &'a Explain,
 }
 
@@ -67,16 +69,25 @@ impl BeforeStart for CgroupHook<'_> {
         let Some(cg) = self.cgroup.as_deref() else {
             return Ok(Vec::new());
         };
-        cg.self_join_files()
+        let opened: Result<Vec<_>, std::io::Error> = cg
+            .self_join_files()
             .into_iter()
             .map(|p| {
                 std::fs::OpenOptions::new()
                     .write(true)
                     .open(&p)
                     .map(|f| (p.clone(), std::os::fd::OwnedFd::from(f)))
-                    .map_err(|e| format!("open {} for writing: {e}", p.display()))
             })
-            .collect()
+            .collect();
+        match opened {
+            Ok(files) => {
+                self.child_joins = !files.is_empty();
+                Ok(files)
+            }
+            // A delegation that chowned cgroup.procs but not tasks: rcrun moves the child then.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(Vec::new()),
+            Err(e) => Err(format!("open the cgroup's tasks files for writing: {e}")),
+        }
     }
 
     fn clone_into(&mut self) -> Result<Option<(String, std::os::fd::OwnedFd)>, String> {
@@ -98,11 +109,10 @@ impl BeforeStart for CgroupHook<'_> {
         if born_inside {
             return Ok(());
         }
-        if let Some(cg) = self
-            .cgroup
-            .as_deref_mut()
-            .filter(|cg| cg.self_join_files().is_empty())
-        {
+        if self.child_joins {
+            return Ok(());
+        }
+        if let Some(cg) = self.cgroup.as_deref_mut() {
             let paths: Vec<String> = cg
                 .paths()
                 .iter()
@@ -338,6 +348,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         &ex,
         &mut CgroupHook {
             sweep_stale: cgroup.is_some() && ctx.privilege.is_real_root(),
+            child_joins: false,
             cgroup: cgroup.as_mut(),
             ex: &ex,
         },
