@@ -53,10 +53,11 @@ impl BeforeStart for CgroupHook<'_> {
         for p in &removed {
             tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
         }
-        self.ex.step(
+        // Not counted in the closing per-stage shares: it overlaps the child's steps.
+        self.ex.detail(
             "cgroup",
             &format!(
-                "sweep cgroups of killed runs (older than 30 s) under rcrun/ — in rcrun, while the child mounts: {} removed",
+                "sweep cgroups of killed runs (older than 30 s) under rcrun/ — in rcrun, while the child mounts (overlaps it: not in the shares): {} removed",
                 removed.len()
             ),
             t.elapsed(),

@@ -221,10 +221,17 @@ pub fn start_and_wait(
         drop(r);
         // The child mounts meanwhile, and joins this namespace before /sys (see NetSetup). rcrun
         // itself has no use for the host network from here on.
-        let made = ex.timed(
+        // Narrated but not counted in the closing per-stage shares: it overlaps the child's steps.
+        let t = std::time::Instant::now();
+        let made =
+            crate::sys::net::new_namespace_with_loopback().map_err(sys("new network namespace"));
+        ex.detail(
             "net",
-            "unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts",
-            || crate::sys::net::new_namespace_with_loopback().map_err(sys("new network namespace")),
+            &format!(
+                "{}unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts (overlaps it: not in the shares)",
+                if made.is_err() { "FAILED: " } else { "" }
+            ),
+            t.elapsed(),
         );
         if let Err(e) = made {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
