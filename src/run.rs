@@ -31,8 +31,9 @@ fn container_id() -> String {
 /// Places the container in its cgroup between clone and start (before execve).
 struct CgroupHook<'a> {
     cgroup: Option<&'a mut crate::cgroup::Cgroup>,
-    /// As root: sweep stale cgroups of killed runs once the child is on its way.
-    sweep_stale: bool,
+    /// As root: the cgroup fs to sweep for stale cgroups of killed runs once the child is on its
+    /// way.
+    sweep_stale: Option<&'a crate::cgroup::CgroupFs>,
     /// The child moves itself (v1 `tasks` files opened before clone).
     child_joins: bool,
     ex: &'a Explain,
@@ -40,16 +41,15 @@ struct CgroupHook<'a> {
 
 impl BeforeStart for CgroupHook<'_> {
     fn meanwhile(&mut self) {
-        if !self.sweep_stale {
+        let Some(fs) = self.sweep_stale else {
             return;
-        }
+        };
         // Cgroups of killed runs (rcrun got SIGKILL before removing its own). Swept here, while
         // the child builds its root, rather than on the way to clone; ones younger than 30 s may
         // belong to runs starting right now and are left alone.
-        let fs = crate::cgroup::CgroupFs::host();
         let t = std::time::Instant::now();
         let removed =
-            crate::cgroup::gc_stale_older_than(&fs, None, std::time::Duration::from_secs(30));
+            crate::cgroup::gc_stale_older_than(fs, None, std::time::Duration::from_secs(30));
         for p in &removed {
             tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
         }
@@ -348,7 +348,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         &plan,
         &ex,
         &mut CgroupHook {
-            sweep_stale: cgroup.is_some() && ctx.privilege.is_real_root(),
+            sweep_stale: (cgroup.is_some() && ctx.privilege.is_real_root()).then_some(&cg_fs),
             child_joins: false,
             cgroup: cgroup.as_mut(),
             ex: &ex,
