@@ -582,8 +582,9 @@ fn ensure_layers(
     Ok(layers)
 }
 
-fn read_layer_file(lowers_top_first: &[PathBuf], rel: &str) -> Option<String> {
-    plan::find_in_layers(lowers_top_first, rel).and_then(|p| std::fs::read_to_string(p).ok())
+/// The image's copy of `rel` as a table streamed from its layer file (absent if none).
+fn layer_table(lowers_top_first: &[PathBuf], rel: &str) -> plan::Table<'static> {
+    plan::find_in_layers(lowers_top_first, rel).map_or(plan::Table::Absent, plan::Table::File)
 }
 
 pub fn build_plan(
@@ -625,9 +626,9 @@ pub fn build_plan(
     let spec = a.user.clone().or_else(|| image.user()).unwrap_or_default();
     let etc_layer = plan::topmost_with(&lowers_top_first, "etc");
     let below_etc = etc_layer.map_or(&[][..], |i| &lowers_top_first[i..]);
-    let passwd = read_layer_file(below_etc, "etc/passwd");
-    let group = read_layer_file(below_etc, "etc/group");
-    let user = plan::resolve_user(&spec, passwd.as_deref(), group.as_deref())?;
+    let passwd = layer_table(below_etc, "etc/passwd");
+    let group = layer_table(below_etc, "etc/group");
+    let user = plan::resolve_user(&spec, &passwd, &group)?;
     if !mapping.maps_uid(user.uid) {
         bail!(
             "user {spec:?} (uid {}) does not exist in this user namespace: rootless without subordinate ids maps only container root; add a range for your user to /etc/subuid and /etc/subgid and install newuidmap/newgidmap (package uidmap)",

@@ -810,6 +810,14 @@ fn exec(plan: &StartupPlan, ex: &Explain, report: Option<&OwnedFd>) -> Result<Ne
         }
     }
     Err(match denied {
+        Some(Errno::E2BIG) => Failure {
+            code: crate::EXIT_CANNOT_EXECUTE,
+            message: format!(
+                "cannot execute {prog:?}: argument list too long (E2BIG): {} argument bytes and {} environment bytes exceed what execve(2) accepts (each string at most 128 KiB, all together a quarter of the stack limit)",
+                plan.argv.iter().map(|a| a.len() + 1).sum::<usize>(),
+                plan.env.iter().map(|e| e.len() + 1).sum::<usize>()
+            ),
+        },
         Some(e) => Failure {
             code: crate::EXIT_CANNOT_EXECUTE,
             message: format!("cannot execute {prog:?}: {e} (it must be a regular file with execute permission in the image)"),

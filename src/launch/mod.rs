@@ -22,6 +22,7 @@ pub mod mounts;
 pub mod parent;
 pub mod plan;
 pub mod security_steps;
+pub mod user;
 
 use plan::{IdMapping, ResolvedUser};
 use std::path::PathBuf;

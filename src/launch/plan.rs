@@ -1,6 +1,7 @@
 //! The startup plan: plain data computed before any namespace exists, so it can be printed
 //! (`--explain`) and unit-tested without privileges. The child executes it step by step.
 
+pub use super::user::{resolve_user, ResolvedUser, Table};
 use crate::host::Privilege;
 use std::path::{Path, PathBuf};
 
@@ -208,10 +209,16 @@ pub fn merge_env(
     flags: &[String],
     caller: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<String>, PlanError> {
+    // An index by name: an image config is untrusted and may carry 100 000 entries, which a
+    // linear search per entry would turn into 10^10 comparisons.
     let mut out: Vec<(String, String)> = Vec::new();
-    let mut set = |k: &str, v: String| match out.iter_mut().find(|(ek, _)| ek == k) {
-        Some(e) => e.1 = v,
-        None => out.push((k.to_string(), v)),
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut set = |k: &str, v: String| match index.get(k) {
+        Some(&i) => out[i].1 = v,
+        None => {
+            index.insert(k.to_string(), out.len());
+            out.push((k.to_string(), v));
+        }
     };
     for e in image_env {
         let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
@@ -256,105 +263,6 @@ pub fn merge_env(
     Ok(out.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
-/// A user resolved against the image's /etc/passwd and /etc/group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedUser {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub home: String,
-    pub name: Option<String>,
-}
-
-/// Resolves `-u` / the config's User: `""` (root), `uid`, `uid:gid`, `name`, `name:group`,
-/// `uid:group`, `name:gid`. Numeric ids need not exist in passwd (docker allows it).
-pub fn resolve_user(
-    spec: &str,
-    passwd: Option<&str>,
-    group: Option<&str>,
-) -> Result<ResolvedUser, PlanError> {
-    let err = |reason: String| PlanError::User {
-        spec: spec.to_string(),
-        reason,
-    };
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let u = if u.is_empty() { "0" } else { u };
-    let pw: Vec<Vec<&str>> = passwd
-        .unwrap_or("")
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 7)
-        .collect();
-    let gr: Vec<Vec<&str>> = group
-        .unwrap_or("")
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 4)
-        .collect();
-    let entry = match u.parse::<u32>() {
-        Ok(uid) => pw.iter().find(|f| f[2].parse() == Ok(uid)),
-        Err(_) => Some(pw.iter().find(|f| f[0] == u).ok_or_else(|| {
-            err(format!(
-                "no user named {u:?} in the image's /etc/passwd{}",
-                if passwd.is_none() {
-                    " (the image has no /etc/passwd)"
-                } else {
-                    ""
-                }
-            ))
-        })?),
-    };
-    let uid = match u.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => entry
-            .and_then(|f| f[2].parse().ok())
-            .ok_or_else(|| err("bad uid in /etc/passwd".into()))?,
-    };
-    let name = entry.map(|f| f[0].to_string());
-    let gid = match g {
-        Some(g) if !g.is_empty() => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => gr
-                .iter()
-                .find(|f| f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| err(format!("no group named {g:?} in the image's /etc/group")))?,
-        },
-        _ => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
-    };
-    // Supplementary groups: every group listing the user by name (when a group was not forced).
-    let mut groups = vec![gid];
-    if g.is_none() {
-        if let Some(n) = &name {
-            for f in &gr {
-                if f[3].split(',').any(|m| m == n) {
-                    if let Ok(id) = f[2].parse::<u32>() {
-                        if !groups.contains(&id) {
-                            groups.push(id);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let home = entry
-        .map(|f| f[5].to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "/".into());
-    Ok(ResolvedUser {
-        uid,
-        gid,
-        groups,
-        home,
-        name,
-    })
-}
-
-/// Finds a file in the stacked layer dirs (top first) the way overlayfs would: the topmost layer
-/// holding the path wins; a whiteout, or an opaque directory on the way, hides lower layers.
 /// Index (top first) of the topmost layer with any entry named `name` at its root: a directory,
 /// a whiteout, anything. Layers above it say nothing about `name` or what is below it, so a
 /// search under `name` can start there (one lookup per layer instead of one per file and layer).
@@ -364,6 +272,8 @@ pub fn topmost_with(layers_top_first: &[PathBuf], name: &str) -> Option<usize> {
         .position(|l| std::fs::symlink_metadata(l.join(name)).is_ok())
 }
 
+/// Finds a file in the stacked layer dirs (top first) the way overlayfs would: the topmost layer
+/// holding the path wins; a whiteout, or an opaque directory on the way, hides lower layers.
 pub fn find_in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<PathBuf> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
@@ -500,9 +410,6 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n";
-    const GROUP: &str = "root:x:0:\napp:x:1000:\nextra:x:2000:app,other\n";
-
     #[test]
     fn composes_argv_like_docker() {
         let ep = vec!["/bin/sh".to_string(), "-c".to_string()];
@@ -544,23 +451,6 @@ mod tests {
             merge_env(&[], &bad, &[], &caller),
             Err(PlanError::EnvFile { line: 1, .. })
         ));
-    }
-
-    #[test]
-    fn resolves_users() {
-        let r = resolve_user("", Some(PASSWD), Some(GROUP)).unwrap();
-        assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
-        let r = resolve_user("app", Some(PASSWD), Some(GROUP)).unwrap();
-        assert_eq!(
-            (r.uid, r.gid, r.groups.clone(), r.home.as_str()),
-            (1000, 1000, vec![1000, 2000], "/home/app")
-        );
-        let r = resolve_user("1000:extra", Some(PASSWD), Some(GROUP)).unwrap();
-        assert_eq!((r.uid, r.gid, r.groups.clone()), (1000, 2000, vec![2000]));
-        let r = resolve_user("4242", Some(PASSWD), Some(GROUP)).unwrap();
-        assert_eq!((r.uid, r.gid, r.home.as_str()), (4242, 0, "/"));
-        assert!(resolve_user("ghost", Some(PASSWD), Some(GROUP)).is_err());
-        assert!(resolve_user("app:ghosts", Some(PASSWD), Some(GROUP)).is_err());
     }
 
     #[test]
