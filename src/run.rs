@@ -670,6 +670,7 @@ pub fn build_plan(
     let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let mounts = plan_mounts(&MountInputs {
         can_mknod: !mapping.user_namespace(),
+        mounts_as_host_root: !mapping.user_namespace() || mapping.enters_late(),
         new_netns,
         privileged: a.privileged,
         hostname: &hostname,

@@ -506,7 +506,11 @@ fn apply_mount(
                 let t = sm::mountpoint(root, &m.target, Create::Nothing)
                     .map_err(f)?
                     .expect("exists");
-                sm::remount_readonly(t.as_fd()).map_err(f)?;
+                if *recursive {
+                    sm::make_tree_readonly(t.as_fd()).map_err(f)?;
+                } else {
+                    sm::remount_readonly(t.as_fd()).map_err(f)?;
+                }
             }
             Ok(())
         }
@@ -588,7 +592,7 @@ fn apply_mount(
             let t = sm::mountpoint(root, &m.target, Create::Nothing)
                 .map_err(f)?
                 .expect("exists");
-            sm::remount_readonly(t.as_fd()).map_err(f)
+            sm::make_tree_readonly(t.as_fd()).map_err(f)
         }
         Mnt::HostFile { contents } => {
             let name = m.target.trim_start_matches('/').replace('/', "_");

@@ -64,12 +64,16 @@ impl MountStep {
                 "mount({}, {t}, MS_BIND{}{})",
                 source.display(),
                 if *recursive { "|MS_REC" } else { "" },
-                if *read_only { ", then remount ro" } else { "" }
+                match (*read_only, *recursive) {
+                    (false, _) => "",
+                    (true, false) => ", then remount ro",
+                    (true, true) => ", then mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY): every submount read-only too",
+                }
             ),
             Mnt::Device { major, minor } => format!("mknod({t}, S_IFCHR|0666, {major}:{minor})"),
             Mnt::Symlink { to } => format!("symlink({to}, {t})"),
             Mnt::Mask => format!("mask {t} (bind /dev/null or empty read-only tmpfs)"),
-            Mnt::ReadOnly => format!("bind {t} onto itself, remount ro"),
+            Mnt::ReadOnly => format!("bind {t} onto itself, whole tree read-only"),
             Mnt::HostFile { contents } => {
                 format!("bind file {t} ({} bytes) read-only", contents.len())
             }
@@ -111,6 +115,9 @@ const DEVICES: &[(&str, u64, u64)] = &[
 pub struct MountInputs<'a> {
     /// Real root creates device nodes; in a user namespace mknod is refused, so they are bound.
     pub can_mknod: bool,
+    /// The mounts are made by real root (no user namespace, or `--userns`, whose namespace is
+    /// entered after them): it may mount a fresh sysfs even in the host's network namespace.
+    pub mounts_as_host_root: bool,
     pub new_netns: bool,
     pub privileged: bool,
     pub hostname: &'a str,
@@ -214,7 +221,10 @@ pub fn plan_mounts(i: &MountInputs<'_>) -> Vec<MountStep> {
     // /sys last of the defaults: sysfs shows the network devices of the namespace of the task
     // that mounts it, and as root rcrun creates that namespace while the child does the mounts
     // above (the child joins it just before this one).
-    if i.new_netns {
+    // A fresh sysfs has none of the host's submounts (cgroup hierarchies, debugfs, bpffs, …).
+    // Only a user namespace in the host's network namespace cannot mount one (sysfs needs
+    // CAP_SYS_ADMIN over the network namespace): it binds the host's /sys, whole tree read-only.
+    if i.new_netns || i.mounts_as_host_root {
         v.push(step("/sys", Mnt::Sysfs));
     } else {
         v.push(step(
@@ -260,6 +270,7 @@ mod tests {
     fn inputs(can_mknod: bool, new_netns: bool, privileged: bool) -> MountInputs<'static> {
         MountInputs {
             can_mknod,
+            mounts_as_host_root: can_mknod,
             new_netns,
             privileged,
             hostname: "abc",
@@ -290,6 +301,14 @@ mod tests {
         assert!(m
             .iter()
             .any(|s| s.target == "/proc/sysrq-trigger" && s.what == Mnt::ReadOnly));
+    }
+
+    /// With the host's network, real root still mounts a fresh sysfs (no host submounts such as
+    /// /sys/fs/cgroup/*); only a user namespace binds the host's /sys.
+    #[test]
+    fn host_network_as_root_mounts_fresh_sysfs() {
+        let m = plan_mounts(&inputs(true, false, false));
+        assert!(m.iter().any(|s| s.target == "/sys" && s.what == Mnt::Sysfs));
     }
 
     #[test]

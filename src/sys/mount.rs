@@ -134,6 +134,81 @@ pub fn remount_readonly(target: BorrowedFd<'_>) -> nix::Result<()> {
     mount_at(None, target, None, flags, None)
 }
 
+/// Makes the mount at `target` and every mount below it read-only. A recursive bind (`MS_BIND|
+/// MS_REC`) copies the submounts too, and `MS_REMOUNT|MS_RDONLY` only changes the top one: the
+/// host's /sys bound this way kept /sys/fs/cgroup/* writable. mount_setattr(2) with
+/// `AT_RECURSIVE` (Linux 5.12) changes the whole tree in one call; older kernels get each mount
+/// of the tree (from /proc/self/mountinfo) remounted one by one.
+pub fn make_tree_readonly(target: BorrowedFd<'_>) -> nix::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) on our O_PATH fd with an empty path (AT_EMPTY_PATH) and a valid
+    // struct mount_attr of the size passed; nothing is retained after the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    match Errno::result(rc) {
+        Ok(_) => return Ok(()),
+        Err(Errno::ENOSYS) => {}
+        Err(e) => return Err(e),
+    }
+    let top = std::fs::read_link(fd_path(target)).map_err(|_| Errno::EINVAL)?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|_| Errno::EIO)?;
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(&top))
+        .collect();
+    // Parents first, so a later (child) mount is not hidden behind a remount of its parent.
+    points.sort();
+    points.dedup();
+    for p in points {
+        let fd = nix::fcntl::open(&p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+        remount_readonly(fd.as_fd())?;
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` (proc_pid_mountinfo(5)).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let octal = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(octal, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
 /// How the overlay was mounted (for narration).
 pub enum OverlayMethod {
     NewApi,
