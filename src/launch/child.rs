@@ -455,6 +455,19 @@ fn apply_mount(
     let what = format!("mount {}", m.target);
     let f = |e: Errno| fail(&what, e);
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // The kernel's own file systems go on a real directory only: an image whose /proc is a
+    // symlink (to "/", to /etc, …) would otherwise have proc mounted wherever it points, over
+    // the root itself or where the masks below cannot find it (runc refuses the same,
+    // CVE-2019-16884/19921 class). User-chosen targets (--tmpfs, -v) follow symlinks, inside the
+    // root.
+    if m.what.is_kernel_fs() || m.target == "/dev" {
+        sm::refuse_non_directory(root, &m.target).map_err(|found| {
+            fail(
+                &what,
+                format!("the image's {} is {found}, not a directory: rcrun mounts {} only on a directory of the image (fix the image)", m.target, m.what.fs_name()),
+            )
+        })?;
+    }
     // A fresh instance of a pseudo file system on a directory created inside the root.
     let new_fs = |fstype: &str, flags: MsFlags, data: Option<&str>| {
         let t = sm::mountpoint(root, &m.target, Create::Dir)

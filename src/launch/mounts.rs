@@ -39,6 +39,29 @@ pub enum Mnt {
     },
 }
 
+impl Mnt {
+    /// A fresh instance of one of the kernel's file systems (not a bind, not user data).
+    pub fn is_kernel_fs(&self) -> bool {
+        matches!(self, Mnt::Proc | Mnt::Sysfs | Mnt::Devpts | Mnt::Mqueue)
+    }
+
+    /// The file system's name, for messages.
+    pub fn fs_name(&self) -> &'static str {
+        match self {
+            Mnt::Proc => "proc",
+            Mnt::Sysfs => "sysfs",
+            Mnt::Tmpfs { .. } => "tmpfs",
+            Mnt::Devpts => "devpts",
+            Mnt::Mqueue => "mqueue",
+            Mnt::Bind { .. } | Mnt::HostFile { .. } => "a bind mount",
+            Mnt::Device { .. } => "a device node",
+            Mnt::Symlink { .. } => "a symlink",
+            Mnt::Mask => "a mask",
+            Mnt::ReadOnly => "a read-only bind",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountStep {
     pub target: String,

@@ -105,6 +105,30 @@ pub fn mountpoint(
     in_root(root, rel, OFlag::O_PATH).map(Some)
 }
 
+/// `Ok` when `path` (absolute, inside the container) is absent or a directory, looked up beneath
+/// `root` without following a symlink at the end; otherwise `Err` with what is there instead
+/// ("a symlink to /etc", "a regular file").
+pub fn refuse_non_directory(root: BorrowedFd<'_>, path: &str) -> Result<(), String> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    let fd = match in_root(root, rel, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(format!("unreachable ({e})")),
+    };
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| format!("unreadable ({e})"))?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => Ok(()),
+        libc::S_IFLNK => {
+            let to = nix::fcntl::readlinkat(fd.as_fd(), "")
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "?".into());
+            Err(format!("a symlink to {to}"))
+        }
+        libc::S_IFREG => Err("a regular file".into()),
+        _ => Err("a special file".into()),
+    }
+}
+
 pub fn mount_at(
     source: Option<&Path>,
     target: BorrowedFd<'_>,
