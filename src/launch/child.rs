@@ -568,11 +568,21 @@ fn apply_mount(
                 )
                 .map_err(f)
             } else {
-                // Only the real /dev/null (char 1:3) may be used as the mask.
-                let null = std::fs::metadata("/dev/null").map_err(|e| fail("stat /dev/null", e))?;
-                use std::os::unix::fs::{FileTypeExt, MetadataExt};
-                if !null.file_type().is_char_device()
-                    || null.rdev() != nix::sys::stat::makedev(1, 3)
+                // Only the real /dev/null (char 1:3) may be used as the mask, and the node
+                // checked is the node bound: opened once (O_PATH), checked with fstat, bound
+                // through its fd, so nothing can swap it in between (CVE-2025-31133 class). It
+                // is the host's: this runs before pivot_root, and the image's /dev is hidden
+                // under rcrun's tmpfs anyway.
+                let null = nix::fcntl::open(
+                    "/dev/null",
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| fail("open /dev/null", e))?;
+                let st =
+                    nix::sys::stat::fstat(null.as_fd()).map_err(|e| fail("stat /dev/null", e))?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFCHR
+                    || st.st_rdev != nix::sys::stat::makedev(1, 3)
                 {
                     return Err(fail(
                         &what,
@@ -580,7 +590,7 @@ fn apply_mount(
                     ));
                 }
                 sm::mount_at(
-                    Some(Path::new("/dev/null")),
+                    Some(&sm::fd_path(null.as_fd())),
                     t.as_fd(),
                     None,
                     MsFlags::MS_BIND,
