@@ -706,32 +706,54 @@ fn attach_terminal(slave: &OwnedFd) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The working directory is looked up beneath the container root with `openat2`
+/// (`RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS`) and entered with fchdir: a `WorkingDir` of
+/// `/proc/self/fd/N` names one of rcrun's own descriptors, which could be a host directory
+/// (CVE-2024-21626), and is refused rather than followed; an image symlink resolves inside the
+/// root.
 fn enter_workdir(plan: &StartupPlan) -> Result<(), Failure> {
     let cwd = &plan.cwd;
     if !cwd.starts_with('/') {
         return Err(fail("workdir", format!("{cwd:?} is not absolute")));
     }
-    if std::fs::symlink_metadata(cwd).is_err() {
-        // docker creates a missing WorkingDir (as root, before switching user).
-        if let Err(e) = std::fs::create_dir_all(cwd) {
+    let root = open_root(Path::new("/"))?;
+    let found = match sm::mountpoint(root.as_fd(), cwd, Create::Nothing) {
+        Ok(found) => found,
+        Err(Errno::ELOOP) => {
             return Err(fail(
-                &format!("working directory {cwd} does not exist and cannot be created"),
-                format!(
-                    "{e}: create it in the image, choose another with -w, or mount --tmpfs {cwd}"
-                ),
-            ));
+                &format!("working directory {cwd}"),
+                "it goes through a /proc magic link (such as /proc/self/fd/N), which could lead outside the container: refused",
+            ))
         }
-        if plan.user.uid != 0 {
-            let _ = nix::unistd::chown(
-                cwd.as_str(),
-                Some(Uid::from_raw(plan.user.uid)),
-                Some(Gid::from_raw(plan.user.gid)),
-            );
+        Err(e) => return Err(fail(&format!("working directory {cwd}"), e)),
+    };
+    let dir = match found {
+        Some(d) => d,
+        None => {
+            // docker creates a missing WorkingDir (as root, before switching user).
+            let d = sm::mountpoint(root.as_fd(), cwd, Create::Dir)
+                .map_err(|e| {
+                    fail(
+                        &format!("working directory {cwd} does not exist and cannot be created"),
+                        format!("{e}: create it in the image, choose another with -w, or mount --tmpfs {cwd}"),
+                    )
+                })?
+                .ok_or_else(|| fail("workdir", "vanished after creation"))?;
+            if plan.user.uid != 0 {
+                let _ = nix::unistd::fchownat(
+                    d.as_fd(),
+                    "",
+                    Some(Uid::from_raw(plan.user.uid)),
+                    Some(Gid::from_raw(plan.user.gid)),
+                    nix::fcntl::AtFlags::AT_EMPTY_PATH,
+                );
+            }
+            d
         }
-    }
-    nix::unistd::chdir(cwd.as_str()).map_err(|e| fail(&format!("chdir workdir {cwd}"), e))?;
+    };
+    nix::unistd::fchdir(&dir).map_err(|e| fail(&format!("chdir workdir {cwd}"), e))?;
     // A cwd outside the root shows as "(unreachable)/..." (getcwd(3)); after pivot_root and the
-    // fd sweep nothing can point outside, but check instead of trusting.
+    // lookup above nothing can point outside, but check instead of trusting.
     let here = nix::unistd::getcwd().map_err(|e| fail("getcwd", e))?;
     if !here.starts_with("/") {
         return Err(fail(
