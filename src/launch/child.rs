@@ -181,13 +181,44 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         "close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)",
         close_fds_on_exec,
     )?;
+    // --init: the copy of rcrun that becomes PID 1 is made while we can still read the binary.
+    let init_image = if plan.init {
+        Some(ex.timed(
+            "init",
+            "memfd_create + write the embedded static init + F_ADD_SEALS: what --init runs as PID 1 (never the host's rcrun binary: CVE-2019-5736)",
+            super::init::SealedInit::create,
+        )?)
+    } else {
+        None
+    };
     super::security_steps::apply(plan, ex)?;
-    exec(plan, ex, pipes.report.as_ref())
+    exit_if_rcrun_died(&pipes.err_write)?;
+    exec(plan, ex, pipes.report.as_ref(), init_image)
 }
 
 fn set_pdeathsig() -> Result<(), Failure> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
+    Ok(())
+}
+
+/// The credential change clears the parent-death signal and `security_steps` arms it again; if
+/// rcrun was killed in between, no signal will ever come. rcrun holds the only read end of the
+/// error pipe, so a write end reporting POLLERR (poll(2): "read end closed") means it is gone:
+/// the container must not start without it (and without the cleanup it would do).
+fn exit_if_rcrun_died(err_write: &OwnedFd) -> Result<(), Failure> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(err_write.as_fd(), PollFlags::POLLOUT)];
+    let dead = poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP));
+    if dead {
+        return Err(Failure {
+            code: crate::EXIT_RCRUN_FAILED,
+            message: "rcrun went away while the container was starting".into(),
+        });
+    }
     Ok(())
 }
 
@@ -792,7 +823,12 @@ fn close_fds_on_exec() -> Result<(), Failure> {
 
 /// execve with a `$PATH` search in the container's environment (execvpe semantics): 127 when the
 /// program is not found, 126 when it exists but cannot be executed.
-fn exec(plan: &StartupPlan, ex: &Explain, report: Option<&OwnedFd>) -> Result<Never, Failure> {
+fn exec(
+    plan: &StartupPlan,
+    ex: &Explain,
+    report: Option<&OwnedFd>,
+    init_image: Option<super::init::SealedInit>,
+) -> Result<Never, Failure> {
     let argv: Vec<CString> = plan
         .argv
         .iter()
@@ -838,8 +874,8 @@ fn exec(plan: &StartupPlan, ex: &Explain, report: Option<&OwnedFd>) -> Result<Ne
     if let Some(fd) = report {
         let _ = nix::unistd::write(fd, ex.export_totals().as_bytes());
     }
-    if plan.init {
-        become_init_and_fork()?;
+    if let Some(image) = init_image {
+        super::init::fork_and_become_init(&image)?;
     }
     let mut denied: Option<Errno> = None;
     for c in &candidates {
@@ -883,81 +919,4 @@ fn exec(plan: &StartupPlan, ex: &Explain, report: Option<&OwnedFd>) -> Result<Ne
             ),
         },
     })
-}
-
-extern "C" fn note_signal(_: libc::c_int) {}
-
-/// `--init`: this process (PID 1) stays behind as a minimal init while its child execs the
-/// command. PID 1 only receives signals it has a handler for (pid_namespaces(7)), so handlers are
-/// installed and the signals blocked *before* the fork (nothing is lost in between); they are
-/// then read from a signalfd and forwarded to the command. Orphans re-parented to PID 1 are
-/// reaped; when the command exits, init exits with its status (128+N if killed by signal N).
-/// Returns only in the child, which goes on to execve.
-fn become_init_and_fork() -> Result<(), Failure> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
-    let mut set = SigSet::empty();
-    for s in super::parent::FORWARDED
-        .iter()
-        .chain([Signal::SIGCHLD].iter())
-    {
-        set.add(*s);
-        let act = SigAction::new(
-            SigHandler::Handler(note_signal),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        // SAFETY: installing a handler that does nothing (async-signal-safe by construction).
-        unsafe { sigaction(*s, &act) }.map_err(|e| fail("init: sigaction", e))?;
-    }
-    let old = set
-        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-        .map_err(|e| fail("init: block signals", e))?;
-    // SAFETY: we are single-threaded (the cloned container process); the child only execs.
-    match unsafe { nix::unistd::fork() }.map_err(|e| fail("init: fork", e))? {
-        nix::unistd::ForkResult::Child => {
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-            let _ = old.thread_set_mask();
-            Ok(())
-        }
-        nix::unistd::ForkResult::Parent { child } => init_loop(child, &set),
-    }
-}
-
-fn init_loop(command: nix::unistd::Pid, set: &nix::sys::signal::SigSet) -> ! {
-    use nix::sys::signal::Signal;
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    // Not dumpable: /proc/1/exe (the rcrun binary on the host) stays out of reach (CVE-2019-5736).
-    let _ = nix::sys::prctl::set_dumpable(false);
-    // Init holds no descriptor: the command's stdio is its own, and rcrun's error pipe must
-    // close when the command execs.
-    // SAFETY: close_range(2) on our own descriptor table.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    let exit = |code: i32| -> ! {
-        // SAFETY: leave without running any destructor of the forked rcrun image.
-        unsafe { libc::_exit(code) }
-    };
-    let Ok(sfd) = nix::sys::signalfd::SignalFd::new(set) else {
-        exit(crate::EXIT_RCRUN_FAILED)
-    };
-    loop {
-        let Ok(Some(info)) = sfd.read_signal() else {
-            continue;
-        };
-        match Signal::try_from(info.ssi_signo as i32) {
-            Ok(Signal::SIGCHLD) => loop {
-                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(pid, code)) if pid == command => exit(code),
-                    Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
-                        exit(128 + sig as i32)
-                    }
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            },
-            Ok(sig) => {
-                let _ = nix::sys::signal::kill(command, sig);
-            }
-            Err(_) => {}
-        }
-    }
 }

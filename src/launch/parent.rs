@@ -528,16 +528,17 @@ fn write_id_maps(pid: Pid, mapping: &IdMapping, ex: &Explain) -> Result<(), Laun
 /// is killed and reported as killed by the forwarded signal (128+N), as it would be outside.
 fn forward(pid: Pid, sig: Signal) -> Option<Signal> {
     let _ = nix::sys::signal::kill(pid, sig);
-    let caught = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("SigCgt:")
-                    .map(|v| u64::from_str_radix(v.trim(), 16).unwrap_or(0))
-            })
-        })
-        .unwrap_or(0);
-    let handled = caught & (1u64 << (sig as i32 - 1)) != 0;
+    // Caught, or blocked (then it stays queued for a signalfd reader, as --init's PID 1 does:
+    // signal(7)); only a signal PID 1 neither catches nor blocks is dropped by the kernel.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let handled = (mask("SigCgt:") | mask("SigBlk:")) & (1u64 << (sig as i32 - 1)) != 0;
     if handled {
         return None;
     }

@@ -1,0 +1,109 @@
+//! `--init`: a minimal PID 1 that reaps zombies and forwards signals to the command.
+//!
+//! PID 1 must not be rcrun itself. A process of the container that can read /proc/1/exe (container
+//! root with CAP_SYS_PTRACE, or anyone under `--privileged`) would get a handle on the host's rcrun
+//! binary, and once it is no longer running, write it (CVE-2019-5736). So PID 1 is a small static
+//! program of its own (`init/init.c`, built by build.rs and embedded here), which the container's
+//! first process writes into a sealed memfd ([`SealedInit`]) and, after forking the command,
+//! executes. /proc/1/exe is then `/memfd:rcrun-init (deleted)`, whose seals forbid every write
+//! (memfd_create(2), F_SEAL_WRITE), and nothing of the host is reachable through it.
+
+use super::child::Failure;
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// The static init program (see build.rs).
+static INIT_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rcrun-init"));
+
+fn fail(step: &str, e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: crate::EXIT_RCRUN_FAILED,
+        message: format!("{step}: {e}"),
+    }
+}
+
+/// The init program in a memfd that nobody can modify.
+pub struct SealedInit(OwnedFd);
+
+impl SealedInit {
+    /// Writes the embedded init into a memfd and seals it against writes, growth, shrinking and
+    /// further seal changes.
+    pub fn create() -> Result<SealedInit, Failure> {
+        // SAFETY: memfd_create(2) with a NUL-terminated name; returns a new fd we own.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"rcrun-init".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        let memfd = Errno::result(fd).map_err(|e| fail("init: memfd_create", e))?;
+        // SAFETY: fd was just returned by memfd_create and is not shared.
+        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(memfd) });
+        std::io::Write::write_all(&mut file, INIT_PROGRAM)
+            .map_err(|e| fail("init: write the init program into the memfd", e))?;
+        let seals =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        // SAFETY: fcntl(F_ADD_SEALS) on our memfd with a plain integer argument.
+        Errno::result(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) })
+            .map_err(|e| fail("init: seal the memfd", e))?;
+        Ok(SealedInit(OwnedFd::from(file)))
+    }
+}
+
+/// The signals init passes on to the command, plus SIGCHLD to reap.
+fn init_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in super::parent::FORWARDED
+        .iter()
+        .chain([Signal::SIGCHLD].iter())
+    {
+        set.add(*s);
+    }
+    set
+}
+
+/// In the container's first process, at the point where it would exec the command: forks. The
+/// child returns (and execs the command); this process becomes init by executing `image`.
+/// The signals are blocked *before* the fork, so none sent in between is lost: blocked signals
+/// are never discarded, even for PID 1 (kernel/signal.c, sig_ignored), and they stay queued
+/// across execve (signal(7)) until the new init reads them from its signalfd.
+pub fn fork_and_become_init(image: &SealedInit) -> Result<(), Failure> {
+    use nix::sys::signal::SigmaskHow;
+    let set = init_signals();
+    let old = set
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(|e| fail("init: block signals", e))?;
+    // SAFETY: we are single-threaded (the cloned container process); the child only execs.
+    match unsafe { nix::unistd::fork() }.map_err(|e| fail("init: fork", e))? {
+        nix::unistd::ForkResult::Child => {
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            let _ = old.thread_set_mask();
+            Ok(())
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let argv0 = c"rcrun-init";
+            let pid = std::ffi::CString::new(child.as_raw().to_string()).expect("digits");
+            let argv = [argv0.as_ptr(), pid.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            // SAFETY: execveat(2) of our sealed memfd (AT_EMPTY_PATH) with NULL-terminated
+            // argv/envp arrays whose strings outlive the call; it only returns on failure.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    image.0.as_raw_fd(),
+                    c"".as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+            }
+            let e = Errno::last();
+            // The command runs on, but without its init: take it down with us.
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            eprintln!("rcrun: error: init: execveat of the sealed rcrun copy: {e}");
+            // SAFETY: leave the forked rcrun image without running its destructors.
+            unsafe { libc::_exit(crate::EXIT_RCRUN_FAILED) }
+        }
+    }
+}
