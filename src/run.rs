@@ -44,9 +44,10 @@ impl BeforeStart for CgroupHook<'_> {
         let Some(fs) = self.sweep_stale else {
             return;
         };
-        // Cgroups of killed runs (rcrun got SIGKILL before removing its own). Swept here, while
-        // the child builds its root, rather than on the way to clone; ones younger than 30 s may
-        // belong to runs starting right now and are left alone.
+        // Cgroups of killed runs (rcrun got SIGKILL before removing its own): empty ones whose
+        // owning rcrun (named in the cgroup's name) is gone. Swept here, while the child builds
+        // its root, rather than on the way to clone. Unowned ones (older rcrun versions) only
+        // after 30 s, as they may belong to runs starting right now.
         let t = std::time::Instant::now();
         let removed =
             crate::cgroup::gc_stale_older_than(fs, None, std::time::Duration::from_secs(30));
@@ -57,7 +58,7 @@ impl BeforeStart for CgroupHook<'_> {
         self.ex.detail(
             "cgroup",
             &format!(
-                "sweep cgroups of killed runs (older than 30 s) under rcrun/ — in rcrun, while the child mounts (overlaps it: not in the shares): {} removed",
+                "sweep cgroups of killed runs (empty, owner gone) under rcrun/ — in rcrun, while the child mounts (overlaps it: not in the shares): {} removed",
                 removed.len()
             ),
             t.elapsed(),
@@ -332,7 +333,13 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 plan.id,
                 describe_limits(&limits)
             ),
-            || crate::cgroup::Cgroup::create(&cg_fs, &plan.id, &limits),
+            || {
+                crate::cgroup::Cgroup::create(
+                    &cg_fs,
+                    &crate::cgroup::owned_name(&plan.id, crate::cgroup::Owner::current()),
+                    &limits,
+                )
+            },
         )?
     };
     if let Some(cg) = &cgroup {

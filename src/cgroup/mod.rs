@@ -1311,14 +1311,74 @@ fn no_delegation(fs: &CgroupFs, version: Version, reason: String) -> CgroupError
 /// `rootless_uid`: `None` scans the root layout (`<controller>/rcrun/*`,
 /// `rcrun/*`); `Some(uid)` the rootless ones (v1 `<controller>/rcrun-<uid>/*`
 /// and `<current cgroup>/rcrun/*`; v2 `rcrun/*` in the current cgroup and its
-/// ancestors). A cgroup being set up right now by a concurrent `rcrun run`
-/// (created, process not yet added) looks the same and could be removed; its
-/// `add_process` then fails cleanly.
+/// ancestors). A cgroup whose name carries a live owner ([`owned_name`]) is
+/// in use or about to be (created, container not yet inside) and is kept.
 pub fn gc_stale(fs: &CgroupFs, rootless_uid: Option<u32>) -> Vec<PathBuf> {
     gc_stale_older_than(fs, rootless_uid, Duration::ZERO)
 }
 
-/// [`gc_stale`] limited to cgroups created at least `min_age` ago. A concurrent `rcrun run`
+/// The rcrun process that made a container cgroup, named in the cgroup's directory name
+/// ([`owned_name`]): its pid and its start time in clock ticks after boot (field 22 of
+/// /proc/PID/stat), which tells a live owner from a recycled pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Option<Owner> {
+        let pid = std::process::id();
+        Some(Owner {
+            pid,
+            start: start_time(&fs::read_to_string("/proc/self/stat").ok()?)?,
+        })
+    }
+
+    /// Whether the owner still runs. Unknown (no /proc to read) counts as alive: a sweep must
+    /// never remove a neighbour's cgroup.
+    pub fn alive(&self, proc: &Path) -> bool {
+        match fs::read_to_string(proc.join(self.pid.to_string()).join("stat")) {
+            Ok(stat) => start_time(&stat) == Some(self.start),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(_) => true,
+        }
+    }
+}
+
+/// Field 22 (`starttime`) of a /proc/PID/stat line; the command name in parentheses may itself
+/// hold spaces and parentheses, so fields are counted after the last ')' (proc_pid_stat(5)).
+fn start_time(stat: &str) -> Option<u64> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// The cgroup directory name for container `id` made by `owner`: `<id>-<pid>-<start>`. A run
+/// killed before it removed its cgroup leaves one whose owner is gone, which the next run's sweep
+/// removes at once; a cgroup whose owner lives (a neighbour starting right now, its container not
+/// yet inside) is never touched.
+pub fn owned_name(id: &str, owner: Option<Owner>) -> String {
+    match owner {
+        Some(o) => format!("{id}-{}-{}", o.pid, o.start),
+        None => id.to_string(),
+    }
+}
+
+fn owner_in_name(name: &str) -> Option<Owner> {
+    let mut parts = name.rsplitn(3, '-');
+    let start = parts.next()?.parse().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some(Owner { pid, start })
+}
+
+/// [`gc_stale`], where cgroups without an owner in their name (made by older rcrun versions) must
+/// also be at least `min_age` old. A concurrent `rcrun run`
 /// creates its cgroup a moment before adding its process, so a sweep on the start path must
 /// leave young empty cgroups alone or it deletes a neighbour's.
 pub fn gc_stale_older_than(
@@ -1376,12 +1436,23 @@ pub fn gc_stale_older_than(
             .collect();
         dirs.sort();
         for d in dirs {
-            let young = fs::metadata(&d)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age < min_age);
-            if young || !subtree_procs_empty(&d) {
+            let owner = d
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(owner_in_name);
+            let skip = match owner {
+                // Its rcrun runs: in use, or about to be (the container not in it yet).
+                Some(o) if o.alive(&fs.proc) => true,
+                // Its rcrun is gone: stale however young, once empty.
+                Some(_) => false,
+                // No owner in the name (made by an older rcrun): only when old enough.
+                None => fs::metadata(&d)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < min_age),
+            };
+            if skip || !subtree_procs_empty(&d) {
                 continue;
             }
             // Short deadline: a stale cgroup is not busy; one that is gets

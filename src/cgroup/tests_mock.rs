@@ -883,3 +883,65 @@ fn gc_v2_root_and_rootless() {
     assert_eq!(gc_stale(&fs, Some(1000)), vec![scope.join("rcrun/old2")]);
     assert!(scope.join("rcrun/running").is_dir());
 }
+
+/// A cgroup named after a live rcrun is kept however empty (its container is about to join);
+/// one named after a dead rcrun is removed at once, however young; an unowned one only when old.
+#[test]
+fn gc_sweep_follows_the_owner_in_the_name() {
+    let t = Tmp::new("gc-owner");
+    let fs = v1_tree(&t);
+    let root = fs.root.clone();
+    // A fake /proc: pid 4242 runs since tick 777; pid 4343 does not exist.
+    let proc = fs.proc.clone();
+    put(
+        &proc.join("4242/stat"),
+        "4242 (rcrun (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 777 1 1\n",
+    );
+    let live = owned_name(
+        "aaaaaaaaaaaa",
+        Some(Owner {
+            pid: 4242,
+            start: 777,
+        }),
+    );
+    let recycled = owned_name(
+        "bbbbbbbbbbbb",
+        Some(Owner {
+            pid: 4242,
+            start: 778,
+        }),
+    );
+    let dead = owned_name(
+        "cccccccccccc",
+        Some(Owner {
+            pid: 4343,
+            start: 777,
+        }),
+    );
+    assert_eq!(live, "aaaaaaaaaaaa-4242-777");
+    for name in [&live, &recycled, &dead, &"dddddddddddd".to_string()] {
+        put(&root.join("pids/rcrun").join(name).join("cgroup.procs"), "");
+    }
+    let mut removed = gc_stale_older_than(&fs, None, Duration::from_secs(30));
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![
+            root.join("pids/rcrun").join(&recycled),
+            root.join("pids/rcrun").join(&dead)
+        ]
+    );
+    assert!(root.join("pids/rcrun").join(&live).is_dir());
+    assert!(
+        root.join("pids/rcrun/dddddddddddd").is_dir(),
+        "young and unowned: kept"
+    );
+    assert_eq!(
+        gc_stale(&fs, None),
+        vec![root.join("pids/rcrun/dddddddddddd")],
+        "an explicit gc takes unowned ones of any age, never a live owner's"
+    );
+    // This process's own identity reads back as alive.
+    let me = Owner::current().expect("/proc/self/stat");
+    assert!(me.alive(Path::new("/proc")));
+}
