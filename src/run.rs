@@ -210,7 +210,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     let cached = ex.timed(
         "image",
         &format!(
-            "stat {} and look it up in the image cache",
+            "stat {} and look it up in the image cache; re-hash its manifest and config bytes",
             a.image.image.display()
         ),
         || {
@@ -232,7 +232,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 ),
                 || crate::open_image(&store, &a.image),
             )?;
-            crate::image::cache::save(&store.cache_dir(), &a.image.image, reference, &image);
+            crate::image::cache::save(&store.cache_dir(), reference, &archive, &image);
             (Some(archive), image)
         }
     };
@@ -246,7 +246,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             image.layers.len(),
             image.id.short(),
             if archive.is_none() {
-                ", from the image cache (file unchanged)"
+                ", from the image cache (same file, same manifest and config bytes)"
             } else {
                 ""
             }

@@ -29,6 +29,19 @@ pub struct Archive {
     /// For `-`: the spooled copy of stdin, removed on drop.
     spool: Option<PathBuf>,
     file_size: u64,
+    /// The file's identity when it was opened (before anything was read from it).
+    opened_as: Option<std::fs::Metadata>,
+    /// The JSON documents read so far (manifests, indexes, configs): where they lie and the
+    /// sha256 of the bytes that were read — what the image cache re-checks on a warm start.
+    documents_read: std::sync::Mutex<Vec<DocumentRead>>,
+}
+
+/// One JSON document as it was read: (offset, length) in the archive and the sha256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DocumentRead {
+    pub offset: u64,
+    pub len: u64,
+    pub sha256: String,
 }
 
 impl Drop for Archive {
@@ -94,16 +107,32 @@ impl Archive {
             })?;
             (f, None)
         };
-        let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let opened_as = file.metadata().ok();
+        let file_size = opened_as.as_ref().map(|m| m.len()).unwrap_or(0);
         let mut archive = Archive {
             file,
             display,
             members: HashMap::new(),
+            opened_as: spool.is_none().then_some(opened_as).flatten(),
             spool,
             file_size,
+            documents_read: std::sync::Mutex::new(Vec::new()),
         };
         archive.index()?;
         Ok(archive)
+    }
+
+    /// Every JSON document read so far, with the digest of the bytes read.
+    pub fn documents_read(&self) -> Vec<DocumentRead> {
+        self.documents_read
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// The file's stat as it was when opened (None for stdin).
+    pub fn opened_as(&self) -> Option<&std::fs::Metadata> {
+        self.opened_as.as_ref()
     }
 
     pub fn display(&self) -> &str {
@@ -243,7 +272,7 @@ impl Archive {
     /// rather than loaded, since no real manifest or config comes near that.
     pub fn read_small(&self, name: &str) -> Result<Vec<u8>, ImageError> {
         const LIMIT: u64 = 16 << 20;
-        let (_, size) = self.resolve(name)?;
+        let (offset, size) = self.resolve(name)?;
         if size > LIMIT {
             return Err(ImageError::Malformed {
                 archive: self.display.clone(),
@@ -259,6 +288,15 @@ impl Archive {
                 member: name.to_string(),
                 source,
             })?;
+        if let Ok(mut read) = self.documents_read.lock() {
+            if !read.iter().any(|d| d.offset == offset) {
+                read.push(DocumentRead {
+                    offset,
+                    len: size,
+                    sha256: super::Digest::of_bytes(&buf).hex().to_string(),
+                });
+            }
+        }
         Ok(buf)
     }
 }

@@ -1,19 +1,32 @@
 //! The warm path: an archive already read once is not read again. The selected [`Image`] (config,
 //! layer list, digests) is cached under the store's `cache/images/`, keyed by the archive file's
-//! identity — device, inode, size, mtime and ctime (any write or rename onto it changes one of
-//! them) — and the `--ref` asked for. A hit costs one `stat` and one small read instead of
-//! indexing the tar and parsing its manifests; layers are still verified whenever they are
-//! extracted, so a stale entry can never install unverified content.
+//! identity — device, inode, size, mtime and ctime — and the `--ref` asked for.
+//!
+//! The key alone is not trusted: mtime can be set back (`touch -r`) and ctime only moves at the
+//! kernel's clock tick, so a file rewritten in place within one tick keeps every stat field. The
+//! entry therefore also records where in the archive the JSON documents the selection read lie
+//! (manifest, index, config: a few KiB) and their sha256; a hit re-reads those bytes and compares.
+//! A rewritten archive with another image differs there — its config holds the diff_ids. Layers
+//! need no check: they are verified whenever they are extracted, and the store holds only
+//! layers that match the diff_ids of the config the digest vouches for.
 
-use super::Image;
-use std::os::unix::fs::MetadataExt;
+use super::archive::DocumentRead;
+use super::{Archive, Image};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-fn entry_path(cache_dir: &Path, archive: &Path, reference: Option<&str>) -> Option<PathBuf> {
-    if archive == Path::new("-") {
-        return None; // stdin has no identity to key on
-    }
-    let m = std::fs::metadata(archive).ok()?;
+/// What is stored per archive.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    /// Each JSON document read while selecting the image, with the sha256 of its bytes then.
+    documents: Vec<DocumentRead>,
+    image: Image,
+}
+
+/// Total bytes a hit may re-read (documents are at most 16 MiB each, see `Archive::read_small`).
+const MAX_CHECKED: u64 = 64 << 20;
+
+fn entry_path(cache_dir: &Path, m: &std::fs::Metadata, reference: Option<&str>) -> PathBuf {
     let key = format!(
         "{}:{}:{}:{}.{}:{}.{}:{}:{}",
         m.dev(),
@@ -26,32 +39,140 @@ fn entry_path(cache_dir: &Path, archive: &Path, reference: Option<&str>) -> Opti
         reference.unwrap_or(""),
         env!("CARGO_PKG_VERSION")
     );
-    Some(cache_dir.join("images").join(format!(
+    cache_dir.join("images").join(format!(
         "{}.json",
         super::Digest::of_bytes(key.as_bytes()).hex()
-    )))
+    ))
 }
 
-/// The cached image for this archive and reference, if the file is unchanged.
+/// Whether `file` still holds each document's bytes where they were read.
+fn documents_unchanged(file: &std::fs::File, documents: &[DocumentRead]) -> bool {
+    if documents.is_empty() || documents.iter().map(|d| d.len).sum::<u64>() > MAX_CHECKED {
+        return false;
+    }
+    documents.iter().all(|d| {
+        let mut buf = vec![0u8; d.len as usize];
+        file.read_exact_at(&mut buf, d.offset).is_ok()
+            && super::Digest::of_bytes(&buf).hex() == d.sha256
+    })
+}
+
+/// The cached image for this archive and reference, if the file is unchanged: same identity and
+/// the same bytes where its manifest and config are.
 pub fn load(cache_dir: &Path, archive: &Path, reference: Option<&str>) -> Option<Image> {
-    let bytes = std::fs::read(entry_path(cache_dir, archive, reference)?).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    if archive == Path::new("-") {
+        return None; // stdin has no identity to key on
+    }
+    let file = std::fs::File::open(archive).ok()?;
+    let m = file.metadata().ok()?;
+    let bytes = std::fs::read(entry_path(cache_dir, &m, reference)).ok()?;
+    let entry: Entry = serde_json::from_slice(&bytes).ok()?;
+    documents_unchanged(&file, &entry.documents).then_some(entry.image)
 }
 
-/// Remembers the image (best effort: a cache that cannot be written only costs speed).
-pub fn save(cache_dir: &Path, archive: &Path, reference: Option<&str>, image: &Image) {
-    let Some(path) = entry_path(cache_dir, archive, reference) else {
+/// Remembers the image selected from `archive` (best effort: a cache that cannot be written only
+/// costs speed). Keyed by the file's identity when the archive was opened, and vouched for by the
+/// digests of the bytes that were actually read: a file changed while it was being read then
+/// never matches.
+pub fn save(cache_dir: &Path, reference: Option<&str>, archive: &Archive, image: &Image) {
+    let Some(opened_as) = archive.opened_as() else {
         return;
     };
-    let Some(dir) = path.parent() else { return };
+    let entry_file = entry_path(cache_dir, opened_as, reference);
+    let Some(dir) = entry_file.parent() else {
+        return;
+    };
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let Ok(json) = serde_json::to_vec(image) else {
+    let entry = Entry {
+        documents: archive.documents_read(),
+        image: image.clone(),
+    };
+    if entry.documents.is_empty() {
+        return;
+    }
+    let Ok(json) = serde_json::to_vec(&entry) else {
         return;
     };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+    let tmp = entry_file.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &entry_file).is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imagebuild::{
+        write_archive_to_file, ConfigSpec, Entry as Layered, Format, ImageSpec, LayerSpec,
+        WriteOptions,
+    };
+
+    fn image_with_marker(path: &Path, marker: &str) {
+        let spec = ImageSpec {
+            tags: vec!["cache:test".into()],
+            config: ConfigSpec {
+                env: vec!["PATH=/bin".into()],
+                ..Default::default()
+            },
+            layers: vec![
+                LayerSpec::entries(&[Layered::file("marker", 0o644, marker)], "m").unwrap(),
+            ],
+            ..Default::default()
+        };
+        write_archive_to_file(
+            path,
+            &[spec],
+            Format::DockerLegacy,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+    }
+
+    /// An archive rewritten in place with another image of the same size, its stat put back as
+    /// far as a user can (mtime) and its ctime made to match too (as a rewrite within one clock
+    /// tick would leave it): the cache entry must not be used.
+    #[test]
+    fn rewritten_archive_is_not_served_from_the_cache() {
+        let dir = std::env::temp_dir().join(format!("rcrun-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.tar"), dir.join("b.tar"));
+        image_with_marker(&a, "AAAA");
+        image_with_marker(&b, "BBBB");
+        assert_eq!(
+            std::fs::metadata(&a).unwrap().len(),
+            std::fs::metadata(&b).unwrap().len()
+        );
+        let cache = dir.join("cache");
+        let archive = Archive::open(&a, &dir).unwrap();
+        let image = crate::image::select(&archive, None).unwrap();
+        save(&cache, None, &archive, &image);
+        drop(archive);
+        let hit = load(&cache, &a, None).expect("unchanged archive: a hit");
+        assert_eq!(hit.id, image.id);
+
+        // Rewrite in place (same inode), then key the old entry under the new stat, as if the
+        // kernel's ctime had not moved.
+        let before = std::fs::metadata(&a).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .write_all_at(&std::fs::read(&b).unwrap(), 0)
+            .unwrap();
+        let after = std::fs::metadata(&a).unwrap();
+        assert_eq!(before.ino(), after.ino());
+        std::fs::rename(
+            entry_path(&cache, &before, None),
+            entry_path(&cache, &after, None),
+        )
+        .unwrap();
+        assert!(
+            load(&cache, &a, None).is_none(),
+            "the cache served the old image for a rewritten archive"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
