@@ -72,8 +72,16 @@ pub fn default_caps() -> CapsHashSet {
 /// All capabilities the running kernel knows (`/proc/sys/kernel/cap_last_cap`),
 /// restricted to those the `caps` crate can name. Falls back to the crate's
 /// full list if procfs is not available.
+/// Every capability this kernel supports that rcrun itself may still hold: a capability missing
+/// from our own bounding set can never be raised again (capabilities(7)), so `--privileged` or
+/// `--cap-add ALL` asking for it would only make capset(2) fail (seen where root runs with a
+/// reduced bounding set, e.g. without CAP_SYS_RESOURCE inside another container).
 fn all_supported_caps() -> CapsHashSet {
-    ::caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| ::caps::all())
+    let supported = ::caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| ::caps::all());
+    match ::caps::read(None, ::caps::CapSet::Bounding) {
+        Ok(ours) => supported.intersection(&ours).copied().collect(),
+        Err(_) => supported,
+    }
 }
 
 fn is_all(name: &str) -> bool {
@@ -97,8 +105,8 @@ fn parse_list(names: &[String]) -> Result<(bool, CapsHashSet), SecurityError> {
 /// Compute the capability sets for the container process.
 ///
 /// Docker semantics (moby `TweakCapabilities`), checked in this order:
-/// * `privileged` → every capability the kernel supports;
-/// * `ALL` in `cap_add` → all supported caps minus `cap_drop`;
+/// * `privileged` → every capability the kernel supports (and rcrun's bounding set holds);
+/// * `ALL` in `cap_add` → all of those minus `cap_drop`;
 /// * `ALL` in `cap_drop` → exactly `cap_add` (so `--cap-drop ALL --cap-add X` = {X});
 /// * otherwise → (defaults − cap_drop) ∪ cap_add.
 ///
