@@ -233,8 +233,20 @@ pub struct RunArgs {
     /// Drop a capability (NAME, CAP_NAME or ALL).
     #[arg(long = "cap-drop", value_name = "CAP", help_heading = "Security")]
     pub cap_drop: Vec<String>,
-    /// All capabilities, no seccomp filter, no masked or read-only /proc and /sys paths.
-    /// The container is then only as confined as its namespaces.
+    /// Give the container a host device: HOST[:CTR][:PERMS]. HOST is a character or block
+    /// device (symlinks followed), CTR its path inside (default: the same), PERMS what the
+    /// device policy allows on it, a combination of r (read), w (write) and m (mknod); default
+    /// rwm. As root the node is created inside and its rule added to the device cgroup; rootless
+    /// the host node is bound (your host permissions on it still apply).
+    #[arg(
+        long = "device",
+        value_name = "HOST[:CTR][:PERMS]",
+        help_heading = "Security"
+    )]
+    pub device: Vec<String>,
+    /// All capabilities, all devices (the device policy allows everything), no seccomp filter,
+    /// no masked or read-only /proc and /sys paths. The container is then only as confined as
+    /// its namespaces.
     #[arg(long, help_heading = "Security")]
     pub privileged: bool,
     /// seccomp=PATH (a Docker-format profile), seccomp=unconfined, no-new-privileges=false.
@@ -245,14 +257,20 @@ pub struct RunArgs {
 pub const RUN_AFTER_HELP: &str = "\
 Who you are decides how the container is built:
   root         namespaces without a user namespace (unless --userns); layers keep their owners;
-               cgroup limits work.
+               cgroup limits work. A device policy is always applied (Docker's: only null,
+               zero, full, random, urandom, tty, console, ptmx and pts may be opened; any node
+               may be created), through the devices cgroup (v1) or a BPF program (v2): container
+               root keeps CAP_MKNOD, but a node it makes for the host's disk or kmsg cannot be
+               opened. Without one rcrun does not start the container.
   plain user   a user namespace maps container root to you. With a range for you in /etc/subuid
                and /etc/subgid and newuidmap/newgidmap installed (package uidmap), container ids
                1..N map to that range, so images with several users keep their owners.
                Without subordinate ids only container root exists: every file appears owned by
                root, changing to another user (-u 1000) fails, and chown inside fails with EINVAL.
                Limits need a delegated cgroup (see --memory); without one, asking for a limit
-               fails with exit 125 instead of being ignored.
+               fails with exit 125 instead of being ignored. No device cgroup is needed: in a
+               user namespace the kernel refuses mknod and opens no device node on a mount the
+               container made.
   unshare -Ur  detected (uid 0 with a partial uid map) and treated like a plain user.
 
 Exit status: the command's own; 125 when rcrun fails; 126 when the command cannot be executed;

@@ -187,6 +187,8 @@ fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
             .as_deref()
             .map(|s| parse_cpuset(s).with_context(|| format!("--cpuset-cpus {s}")))
             .transpose()?,
+        // Set by `device_policy` once the plan says who runs the container.
+        devices: None,
     })
 }
 
@@ -319,7 +321,8 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             ex.step("env", e, std::time::Duration::ZERO);
         }
     }
-    let limits = limits(a)?;
+    let mut limits = limits(a)?;
+    limits.devices = device_policy(ctx, a, &plan, &ex);
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup = if !ctx.privilege.is_real_root() && limits.is_empty() && !a.stats {
         // Rootless without limits or --stats: nothing to enforce or read, so no cgroup (and no
@@ -419,6 +422,62 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     ex.step("cleanup", "mount namespace gone with its last process: overlay, scratch tmpfs and all mounts released by the kernel", std::time::Duration::ZERO);
     ex.summary();
     Ok(outcome.status)
+}
+
+/// The device policy: as real root always (also with --userns), Docker's rule set plus each
+/// `--device`, or everything with --privileged; rootless none, as the kernel already refuses.
+fn device_policy(
+    ctx: &Ctx,
+    a: &RunArgs,
+    plan: &StartupPlan,
+    ex: &Explain,
+) -> Option<Vec<crate::cgroup::devices::DeviceRule>> {
+    use crate::cgroup::devices;
+    if !ctx.privilege.is_real_root() {
+        ex.step(
+            "devices",
+            &format!(
+                "no device cgroup needed: in a user namespace the kernel refuses mknod (CAP_MKNOD counts only in the initial user namespace) and opens no device node on a mount made there; the container sees host nodes only as bind mounts (null, zero, full, random, urandom, tty{})",
+                plan.devices
+                    .iter()
+                    .map(|d| format!(", {}", d.host.display()))
+                    .collect::<String>()
+            ),
+            std::time::Duration::ZERO,
+        );
+        return None;
+    }
+    let rules = if a.privileged {
+        devices::allow_all_rules()
+    } else {
+        let mut r = devices::oci_default_rules();
+        r.extend(plan.devices.iter().map(|d| d.rule()));
+        r
+    };
+    if ex.enabled {
+        let what = if a.privileged {
+            "--privileged: every device"
+        } else if plan.devices.is_empty() {
+            "OCI default, as Docker"
+        } else {
+            "OCI default, as Docker, plus --device"
+        };
+        let list: Vec<String> = rules.iter().map(|r| r.describe()).collect();
+        ex.step(
+            "devices",
+            &format!(
+                "device policy ({what}), applied by the cgroup before the container joins it: {}{}",
+                list.join("; "),
+                if plan.mapping.user_namespace() {
+                    " — with --userns the kernel also refuses mknod inside"
+                } else {
+                    ""
+                }
+            ),
+            std::time::Duration::ZERO,
+        );
+    }
+    Some(rules)
 }
 
 /// What `--security-opt` asked for.
@@ -673,6 +732,11 @@ pub fn build_plan(
             .into());
         }
     }
+    let devices = a
+        .device
+        .iter()
+        .map(|d| plan::parse_device(d))
+        .collect::<Result<Vec<_>, _>>()?;
     let new_netns = a.network != "host";
     let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let mounts = plan_mounts(&MountInputs {
@@ -684,6 +748,7 @@ pub fn build_plan(
         resolv_conf,
         volumes: &volumes,
         tmpfs: &a.tmpfs,
+        devices: &devices,
     });
     let user_is_root = user.uid == 0;
     let caps = crate::security::plan_caps(&a.cap_add, &a.cap_drop, a.privileged, user_is_root)?;
@@ -695,6 +760,7 @@ pub fn build_plan(
         lowers_top_first,
         etc_layer,
         mounts,
+        devices,
         read_only: a.read_only,
         hostname,
         argv,

@@ -42,6 +42,7 @@
 //! delegated subtree), swallow mkdir and `cgroup.subtree_control` errors, and
 //! report neither the full path nor an `Option` for absent stat files.
 
+pub mod devices;
 mod parse;
 
 pub use parse::{cpu_shares_to_weight, format_size, parse_cpus, parse_cpuset, parse_size};
@@ -93,6 +94,9 @@ pub struct Limits {
     pub cpu_shares: Option<u64>,
     /// `--cpuset-cpus`: CPUs allowed, list format (`0-1,3`).
     pub cpuset_cpus: Option<String>,
+    /// The device policy ([`devices`]): v1 `devices.deny`/`devices.allow` writes or a v2 BPF
+    /// program. `Some` makes the cgroup mandatory (rcrun sets one whenever it runs as root).
+    pub devices: Option<Vec<devices::DeviceRule>>,
 }
 
 impl Limits {
@@ -150,6 +154,9 @@ impl Limits {
     /// Controllers whose absence makes the requested limits impossible.
     fn required(&self) -> Vec<Controller> {
         let mut v = Vec::new();
+        if self.devices.is_some() {
+            v.push(Controller::Devices);
+        }
         if self.memory.is_some() || self.memory_swap.is_some() {
             v.push(Controller::Memory);
         }
@@ -170,6 +177,10 @@ impl Limits {
     /// statistics and v1 needs cpus/mems initialised in every new cgroup).
     fn wanted(&self, version: Version) -> Vec<Controller> {
         let mut v = vec![Controller::Memory, Controller::Pids];
+        if version == Version::V1 && self.devices.is_some() {
+            // v2 has no devices controller: its policy is a BPF program on the cgroup.
+            v.push(Controller::Devices);
+        }
         if version == Version::V1 {
             // v1: cpuacct counts CPU time; the cpu hierarchy only enforces quotas and shares, so
             // without them it would be one more directory to create, join and remove per run.
@@ -215,6 +226,7 @@ pub enum Controller {
     Cpu,
     Cpuacct,
     Cpuset,
+    Devices,
 }
 
 impl Controller {
@@ -226,6 +238,7 @@ impl Controller {
             Controller::Cpu => "cpu",
             Controller::Cpuacct => "cpuacct",
             Controller::Cpuset => "cpuset",
+            Controller::Devices => "devices",
         }
     }
 }
@@ -293,6 +306,11 @@ pub enum CgroupError {
     Read { path: PathBuf, source: io::Error },
     #[error("cgroup: cannot remove {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
+    #[error("cgroup: cannot apply the device policy to {path}: {source}; rcrun does not start a container as root without one")]
+    DevicePolicy {
+        path: PathBuf,
+        source: crate::sys::bpf::BpfError,
+    },
 }
 
 /// Predicate deciding whether the (rootless) user may write a path; injectable
@@ -505,7 +523,7 @@ impl Cgroup {
         }
         limits.validate()?;
         let Some(version) = fs.version() else {
-            if limits.is_empty() {
+            if limits.is_empty() && limits.devices.is_none() {
                 debug!(root = %fs.root.display(), "no cgroup filesystem: running without a cgroup");
                 return Ok(None);
             }
@@ -699,6 +717,9 @@ impl Cgroup {
 
     fn apply(&mut self, l: &Limits) -> Result<(), CgroupError> {
         let v2 = self.version == Version::V2;
+        if let Some(rules) = &l.devices {
+            self.apply_devices(rules)?;
+        }
         if let Some(dir) = self.dir_for(Controller::Memory).map(Path::to_path_buf) {
             self.apply_memory(&dir, l)?;
         }
@@ -752,6 +773,45 @@ impl Cgroup {
             let cpus = parse_cpuset(cpus)?;
             let ctl = CpuSetController::new(dir.clone(), v2);
             self.cg_write(&dir, "cpuset.cpus", cpus.clone(), || ctl.set_cpus(&cpus))?;
+        }
+        Ok(())
+    }
+
+    /// The device policy, before any process is in the cgroup. v1: `devices.deny a` empties the
+    /// new cgroup's list (it inherited its parent's "a *:* rwm"), then one `devices.allow` per
+    /// rule (Documentation/admin-guide/cgroup-v1/devices.rst). v2: a BPF_PROG_TYPE_CGROUP_DEVICE
+    /// program attached to the directory (cgroup-v2.rst, "Device controller"), as crun and
+    /// youki do; it stays attached after rcrun closes its fds and goes with the cgroup.
+    fn apply_devices(&mut self, rules: &[devices::DeviceRule]) -> Result<(), CgroupError> {
+        match self.version {
+            Version::V1 => {
+                let Some(dir) = self.dir_for(Controller::Devices).map(Path::to_path_buf) else {
+                    // plan_v1 made the controller required: it is there.
+                    return Ok(());
+                };
+                for (file, value) in devices::v1_writes(rules) {
+                    self.write_file(&dir.join(file), &value)?;
+                }
+            }
+            Version::V2 => {
+                let Some(dir) = self.dirs.first().map(|d| d.path.clone()) else {
+                    return Ok(());
+                };
+                let program = devices::bpf_program(rules);
+                crate::sys::bpf::apply_device_policy(&dir, &program).map_err(|source| {
+                    CgroupError::DevicePolicy {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+                self.writes.push((
+                    dir,
+                    format!(
+                        "bpf(BPF_PROG_LOAD, CGROUP_DEVICE, {} instructions) + bpf(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE)",
+                        program.len()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -1101,6 +1161,7 @@ fn limit_name(c: Controller) -> &'static str {
         Controller::Cpu => "--cpus/--cpu-shares",
         Controller::Cpuacct => "CPU accounting",
         Controller::Cpuset => "--cpuset-cpus",
+        Controller::Devices => "the device policy (rcrun runs no container as root without one)",
     }
 }
 
@@ -1396,6 +1457,7 @@ pub fn gc_stale_older_than(
                 Controller::Cpu,
                 Controller::Cpuacct,
                 Controller::Cpuset,
+                Controller::Devices,
             ] {
                 let mount = fs.root.join(c.name());
                 match rootless_uid {

@@ -82,6 +82,7 @@ fn full_limits() -> Limits {
         cpus: Some(0.5),
         cpu_shares: Some(512),
         cpuset_cpus: Some("0-1".into()),
+        devices: None,
     }
 }
 
@@ -511,6 +512,7 @@ fn v2_root_enables_controllers_and_writes_limits() {
         cpus: Some(0.5),
         cpu_shares: Some(1024),
         cpuset_cpus: Some("0-1".into()),
+        devices: None,
     };
     let mut cg = Cgroup::create(&fs, "c1", &l).unwrap().unwrap();
     let d = root.join("rcrun/c1");
@@ -944,4 +946,72 @@ fn gc_sweep_follows_the_owner_in_the_name() {
     // This process's own identity reads back as alive.
     let me = Owner::current().expect("/proc/self/stat");
     assert!(me.alive(Path::new("/proc")));
+}
+
+/// As root the device policy goes with every container: v1 gets its own devices hierarchy dir,
+/// written before anything joins, deny-all first.
+#[test]
+fn v1_device_policy_written_deny_all_first() {
+    let t = Tmp::new("v1dev");
+    let fs = v1_tree(&t);
+    put(&fs.root.join("devices/cgroup.procs"), "");
+    let l = Limits {
+        devices: Some(devices::oci_default_rules()),
+        ..Default::default()
+    };
+    let cg = Cgroup::create(&fs, "c", &l).unwrap().unwrap();
+    let dir = fs.root.join("devices/rcrun/c");
+    assert!(cg.paths().contains(&dir.as_path()));
+    let writes: Vec<(String, String)> = cg
+        .writes()
+        .iter()
+        .filter(|(p, _)| p.starts_with(&dir))
+        .map(|(p, v)| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                v.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(writes[0], ("devices.deny".to_string(), "a".to_string()));
+    assert!(writes.contains(&("devices.allow".into(), "c 1:3 rwm".into())));
+    assert!(writes.contains(&("devices.allow".into(), "c 136:* rwm".into())));
+    assert!(writes.contains(&("devices.allow".into(), "b *:* m".into())));
+    assert!(!writes.iter().any(|(_, v)| v.contains("1:11")));
+    // The container joins it like the other hierarchies (it writes 0 to tasks itself).
+    assert!(cg.self_join_files().contains(&dir.join("tasks")));
+}
+
+/// No devices hierarchy (v1), or no cgroup file system at all: the policy cannot be applied and
+/// creating the cgroup fails, instead of the container running without one.
+#[test]
+fn device_policy_that_cannot_be_applied_is_an_error() {
+    let t = Tmp::new("v1nodev");
+    let fs = v1_tree(&t);
+    let l = Limits {
+        devices: Some(devices::oci_default_rules()),
+        ..Default::default()
+    };
+    let e = Cgroup::create(&fs, "c", &l).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CgroupError::MissingController {
+                controller: Controller::Devices,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("device policy"), "{e}");
+    assert!(
+        !fs.root.join("memory/rcrun/c").exists(),
+        "nothing left behind"
+    );
+    let empty = Tmp::new("nocgfs");
+    let none = CgroupFs::new(empty.0.join("cgroup"), empty.0.join("proc")).with_uid(0);
+    assert!(matches!(
+        Cgroup::create(&none, "c", &l),
+        Err(CgroupError::NoCgroupFs { .. })
+    ));
 }

@@ -558,21 +558,32 @@ fn apply_mount(
             }
             Ok(())
         }
-        Mnt::Device { major, minor } => {
+        Mnt::Device {
+            block,
+            major,
+            minor,
+            mode,
+        } => {
             let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
             crate::sys::fs::mknod_at(
                 dir.as_fd(),
                 Path::new(&name),
-                nix::sys::stat::SFlag::S_IFCHR,
-                0o666,
+                if *block {
+                    nix::sys::stat::SFlag::S_IFBLK
+                } else {
+                    nix::sys::stat::SFlag::S_IFCHR
+                },
+                *mode,
                 *major,
                 *minor,
             )
             .map_err(f)?;
+            // mknod applied the umask; the node gets exactly the mode asked for (the name was
+            // just created as a device node by us: mknodat fails on an existing name).
             nix::sys::stat::fchmodat(
                 dir.as_fd(),
                 name.as_os_str(),
-                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::Mode::from_bits_truncate(*mode),
                 nix::sys::stat::FchmodatFlags::FollowSymlink,
             )
             .map_err(f)

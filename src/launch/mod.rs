@@ -41,6 +41,8 @@ pub struct StartupPlan {
     /// Index in `lowers_top_first` of the topmost layer with an `etc` entry (its /etc decides).
     pub etc_layer: Option<usize>,
     pub mounts: Vec<mounts::MountStep>,
+    /// `--device` nodes (their rules join the device policy as root).
+    pub devices: Vec<plan::DeviceMapping>,
     pub read_only: bool,
     pub hostname: String,
     pub argv: Vec<String>,

@@ -21,8 +21,11 @@ pub enum Mnt {
     },
     /// mknod (real root only).
     Device {
+        block: bool,
         major: u64,
         minor: u64,
+        /// Permission bits of the node.
+        mode: u32,
     },
     Symlink {
         to: String,
@@ -93,7 +96,15 @@ impl MountStep {
                     (true, true) => ", then mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY): every submount read-only too",
                 }
             ),
-            Mnt::Device { major, minor } => format!("mknod({t}, S_IFCHR|0666, {major}:{minor})"),
+            Mnt::Device {
+                block,
+                major,
+                minor,
+                mode,
+            } => format!(
+                "mknod({t}, {}|{mode:04o}, {major}:{minor})",
+                if *block { "S_IFBLK" } else { "S_IFCHR" }
+            ),
             Mnt::Symlink { to } => format!("symlink({to}, {t})"),
             Mnt::Mask => format!("mask {t} (bind /dev/null or empty read-only tmpfs)"),
             Mnt::ReadOnly => format!("bind {t} onto itself, whole tree read-only"),
@@ -147,6 +158,8 @@ pub struct MountInputs<'a> {
     pub resolv_conf: String,
     pub volumes: &'a [super::plan::Volume],
     pub tmpfs: &'a [String],
+    /// `--device` nodes.
+    pub devices: &'a [super::plan::DeviceMapping],
 }
 
 /// The mounts of a container root, in order (OCI runtime defaults, as runc/crun apply them).
@@ -172,8 +185,10 @@ pub fn plan_mounts(i: &MountInputs<'_>) -> Vec<MountStep> {
             step(
                 &target,
                 Mnt::Device {
+                    block: false,
                     major: *major,
                     minor: *minor,
+                    mode: 0o666,
                 },
             )
         } else {
@@ -186,6 +201,27 @@ pub fn plan_mounts(i: &MountInputs<'_>) -> Vec<MountStep> {
                 },
             )
         });
+    }
+    // --device nodes, with the defaults (their parent may be /dev, just mounted). A node is
+    // created by real root; in a user namespace mknod is refused, so the host's node is bound.
+    for d in i.devices {
+        v.push(step(
+            &d.container,
+            if i.can_mknod {
+                Mnt::Device {
+                    block: d.block,
+                    major: d.major as u64,
+                    minor: d.minor as u64,
+                    mode: d.mode,
+                }
+            } else {
+                Mnt::Bind {
+                    source: d.host.clone(),
+                    recursive: false,
+                    read_only: false,
+                }
+            },
+        ));
     }
     v.push(step("/dev/pts", Mnt::Devpts));
     v.push(step(
@@ -300,6 +336,7 @@ mod tests {
             resolv_conf: "nameserver 1.1.1.1\n".into(),
             volumes: &[],
             tmpfs: &[],
+            devices: &[],
         }
     }
 
@@ -310,9 +347,14 @@ mod tests {
             .iter()
             .any(|m| m.target == "/dev/null" && matches!(m.what, Mnt::Bind { .. })));
         let root = plan_mounts(&inputs(true, true, false));
-        assert!(root
-            .iter()
-            .any(|m| m.target == "/dev/null" && m.what == Mnt::Device { major: 1, minor: 3 }));
+        assert!(root.iter().any(|m| m.target == "/dev/null"
+            && m.what
+                == Mnt::Device {
+                    block: false,
+                    major: 1,
+                    minor: 3,
+                    mode: 0o666
+                }));
     }
 
     #[test]

@@ -198,6 +198,8 @@ pub enum PlanError {
     User { spec: String, reason: String },
     #[error("--volume {spec:?}: {reason}")]
     Volume { spec: String, reason: String },
+    #[error("--device {spec:?}: {reason}")]
+    Device { spec: String, reason: String },
     #[error("{flag} {path:?}: must be an absolute path inside the container")]
     NotAbsolute { flag: &'static str, path: String },
 }
@@ -350,6 +352,87 @@ pub fn parse_volume(spec: &str) -> Result<Volume, PlanError> {
     })
 }
 
+/// `--device HOST[:CTR][:PERMS]`: a host device node given to the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMapping {
+    /// The host node (symlinks resolved).
+    pub host: PathBuf,
+    /// Its path inside the container.
+    pub container: String,
+    pub block: bool,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits of the host node, given to the node made inside.
+    pub mode: u32,
+    /// What the device policy allows on it.
+    pub access: crate::cgroup::devices::Access,
+}
+
+impl DeviceMapping {
+    /// The allow rule the device policy gets for it.
+    pub fn rule(&self) -> crate::cgroup::devices::DeviceRule {
+        use crate::cgroup::devices::{DeviceKind, DeviceRule};
+        DeviceRule::allow(
+            if self.block {
+                DeviceKind::Block
+            } else {
+                DeviceKind::Char
+            },
+            Some(self.major),
+            Some(self.minor),
+            self.access,
+        )
+    }
+}
+
+/// Parses `--device` as docker does: `HOST`, `HOST:CTR`, `HOST:PERMS` (when the second part is
+/// made of r, w, m) or `HOST:CTR:PERMS`. HOST must be a character or block device.
+pub fn parse_device(spec: &str) -> Result<DeviceMapping, PlanError> {
+    use crate::cgroup::devices::Access;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let err = |reason: String| PlanError::Device {
+        spec: spec.to_string(),
+        reason,
+    };
+    let looks_like_perms = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, container, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if looks_like_perms(p) => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => return Err(err("expected HOST[:CTR][:PERMS]".into())),
+    };
+    if !host.starts_with('/') {
+        return Err(err("HOST must be an absolute path of a device node".into()));
+    }
+    if !container.starts_with('/') || container == "/" {
+        return Err(err(
+            "CTR must be an absolute path inside the container".into()
+        ));
+    }
+    let access = Access::parse(perms).map_err(|e| err(e.to_string()))?;
+    let resolved = std::fs::canonicalize(host).map_err(|e| err(format!("HOST: {e}")))?;
+    let m = std::fs::metadata(&resolved).map_err(|e| err(format!("HOST: {e}")))?;
+    let ft = m.file_type();
+    if !ft.is_char_device() && !ft.is_block_device() {
+        return Err(err(format!(
+            "{} is not a character or block device",
+            resolved.display()
+        )));
+    }
+    let rdev = m.rdev();
+    Ok(DeviceMapping {
+        host: resolved,
+        container: container.to_string(),
+        block: ft.is_block_device(),
+        major: nix::sys::stat::major(rdev) as u32,
+        minor: nix::sys::stat::minor(rdev) as u32,
+        mode: m.permissions().mode() & 0o7777,
+        access,
+    })
+}
+
 /// Overlay mount options, for the classic `mount(2)` string and for narration.
 pub fn overlay_options(lower_top_first: &[String], upper: &str, work: &str) -> String {
     format!(
@@ -491,6 +574,43 @@ mod tests {
         assert!(parse_volume("tmp:/data").is_err());
         assert!(parse_volume("/tmp:data").is_err());
         assert!(parse_volume("/tmp:/data:rx").is_err());
+    }
+
+    #[test]
+    fn parses_devices_like_docker() {
+        let d = parse_device("/dev/null").unwrap();
+        assert_eq!(
+            (
+                d.container.as_str(),
+                d.block,
+                d.major,
+                d.minor,
+                d.access.as_text().as_str()
+            ),
+            ("/dev/null", false, 1, 3, "rwm")
+        );
+        let d = parse_device("/dev/zero:/dev/z").unwrap();
+        assert_eq!((d.container.as_str(), d.minor), ("/dev/z", 5));
+        let d = parse_device("/dev/zero:r").unwrap();
+        assert_eq!(
+            (d.container.as_str(), d.access.as_text().as_str()),
+            ("/dev/zero", "r")
+        );
+        let d = parse_device("/dev/zero:/dev/z:mw").unwrap();
+        assert_eq!(d.access.as_text(), "wm");
+        assert_eq!(d.rule().v1_line(), "c 1:5 wm");
+        for bad in [
+            "dev/null",
+            "/dev/null:rel",
+            "/dev/null:/dev/n:rx",
+            "/etc/passwd",
+            "/nonexistent",
+            "/dev/null:/a:r:x",
+            "/dev/null:/",
+        ] {
+            let e = parse_device(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--device {bad:?}")), "{e}");
+        }
     }
 
     #[test]
