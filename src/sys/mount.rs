@@ -33,7 +33,10 @@ pub enum Create {
 
 /// Opens `path` (absolute, inside the container) beneath `root` as an `O_PATH` fd, creating the
 /// missing components (directories, and the leaf as `create` says). `None` when the leaf is
-/// absent and `create` is `Nothing`.
+/// absent and `create` is `Nothing`. Symlinks on the way are followed inside the root, also
+/// when they dangle: the directories they name are created inside the root, as runc's
+/// securejoin.MkdirAllInRoot does, so an image whose `/etc` points at `/srv/conf` gets
+/// `<root>/srv/conf/hostname`, never the host's.
 pub fn mountpoint(
     root: BorrowedFd<'_>,
     path: &str,
@@ -43,41 +46,97 @@ pub fn mountpoint(
     if rel.as_os_str().is_empty() {
         return in_root(root, Path::new("."), OFlag::O_PATH).map(Some);
     }
-    match in_root(root, rel, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
-        Ok(fd) => {
-            // A symlink leaf would be followed by mount(2) through /proc/self/fd; resolve it
-            // inside the root instead.
-            let st = nix::sys::stat::fstat(fd.as_fd())?;
-            if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                return in_root(root, rel, OFlag::O_PATH).map(Some);
-            }
-            return Ok(Some(fd));
-        }
+    match in_root(root, rel, OFlag::O_PATH) {
+        Ok(fd) => return Ok(Some(fd)),
         Err(Errno::ENOENT) if create != Create::Nothing => {}
         Err(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(e),
     }
-    // Create parents one by one, each resolved inside the root.
-    let mut cur = PathBuf::new();
+    create_in_root(root, &lexical_in_root(Path::new("/"), rel), create, 0)?;
+    in_root(root, rel, OFlag::O_PATH).map(Some)
+}
+
+/// The symlink depth at which path resolution gives up (path_resolution(7): 40, ELOOP).
+const MAX_SYMLINKS: usize = 40;
+
+/// Creates `rel` (normalized, relative to `root`) component by component. Every lookup is an
+/// `openat2(RESOLVE_IN_ROOT)` from `root`, every creation an `*at` call on a directory fd
+/// opened that way, so nothing is ever created outside the root. A dangling symlink on the way
+/// has its target (resolved as the kernel would inside the root) created first.
+fn create_in_root(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    create: Create,
+    depth: usize,
+) -> nix::Result<()> {
+    if depth > MAX_SYMLINKS {
+        return Err(Errno::ELOOP);
+    }
     let comps: Vec<_> = rel.components().collect();
+    let mut cur = PathBuf::new();
     for (i, c) in comps.iter().enumerate() {
-        let parent = in_root(
-            root,
-            if cur.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                &cur
-            },
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-        )?;
-        cur.push(c);
         let last = i + 1 == comps.len();
-        let name = c.as_os_str();
-        if last && create == Create::File {
-            // SAFETY: openat with a valid dir fd and a NUL-terminated name; the returned fd is
-            // owned by us and closed immediately.
+        let here = cur.join(c);
+        match in_root(root, &here, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+            Ok(fd) => {
+                let st = nix::sys::stat::fstat(fd.as_fd())?;
+                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                    match in_root(root, &here, OFlag::O_PATH) {
+                        Ok(_) => {}
+                        Err(Errno::ENOENT) => {
+                            let to = nix::fcntl::readlinkat(fd.as_fd(), "")?;
+                            let parent = in_root(
+                                root,
+                                dot_if_empty(&cur),
+                                OFlag::O_PATH | OFlag::O_DIRECTORY,
+                            )?;
+                            let base = real_path_in_root(root, parent.as_fd())?;
+                            let target = lexical_in_root(&base, Path::new(&to));
+                            let kind = if last { create } else { Create::Dir };
+                            create_in_root(root, &target, kind, depth + 1)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(Errno::ENOENT) => {
+                let parent = in_root(root, dot_if_empty(&cur), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+                create_entry(
+                    parent.as_fd(),
+                    c.as_os_str(),
+                    if last { create } else { Create::Dir },
+                )?;
+            }
+            Err(e) => return Err(e),
+        }
+        cur = here;
+    }
+    Ok(())
+}
+
+fn dot_if_empty(p: &Path) -> &Path {
+    if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
+    }
+}
+
+/// One directory or empty file named `name` in `parent`; an existing entry is fine.
+fn create_entry(parent: BorrowedFd<'_>, name: &std::ffi::OsStr, create: Create) -> nix::Result<()> {
+    match create {
+        Create::Nothing => Err(Errno::ENOENT),
+        Create::Dir => match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o755))
+        {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Create::File => {
             let cname = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(name))
                 .map_err(|_| Errno::EINVAL)?;
+            // SAFETY: openat with a valid dir fd and a NUL-terminated name; O_NOFOLLOW|O_CREAT
+            // never follows a symlink planted at the name; the returned fd is ours and closed
+            // right away.
             let fd = unsafe {
                 libc::openat(
                     parent.as_raw_fd(),
@@ -89,20 +148,46 @@ pub fn mountpoint(
             if fd >= 0 {
                 // SAFETY: fd was just returned by openat and is not shared.
                 drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                Ok(())
             } else {
-                let e = Errno::last();
-                if e != Errno::EEXIST {
-                    return Err(e);
+                match Errno::last() {
+                    Errno::EEXIST => Ok(()),
+                    e => Err(e),
                 }
-            }
-        } else {
-            match nix::sys::stat::mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(e),
             }
         }
     }
-    in_root(root, rel, OFlag::O_PATH).map(Some)
+}
+
+/// Where `dir` (opened beneath `root`) is, as a path inside the root: the kernel's names of the
+/// two fds, one the prefix of the other.
+fn real_path_in_root(root: BorrowedFd<'_>, dir: BorrowedFd<'_>) -> nix::Result<PathBuf> {
+    let root_at = std::fs::read_link(fd_path(root)).map_err(|_| Errno::EBADF)?;
+    let dir_at = std::fs::read_link(fd_path(dir)).map_err(|_| Errno::EBADF)?;
+    let inside = dir_at.strip_prefix(&root_at).map_err(|_| Errno::EXDEV)?;
+    Ok(Path::new("/").join(inside))
+}
+
+/// `to` taken from directory `base` (both inside the root), with `.` and `..` applied and `..`
+/// stopping at the root, as RESOLVE_IN_ROOT does; relative to the root.
+pub fn lexical_in_root(base: &Path, to: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let start = if to.is_absolute() {
+        Path::new("/")
+    } else {
+        base
+    };
+    for c in start.components().chain(to.components()) {
+        match c {
+            Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n.to_owned()),
+        }
+    }
+    out.iter().collect()
 }
 
 /// `Ok` when `path` (absolute, inside the container) is absent or a directory, looked up beneath
@@ -353,4 +438,101 @@ fn mount_overlay_new_api(
         )
     };
     Errno::result(rc).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A scratch directory removed when dropped.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("rcrun-mount-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Scratch(p)
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open_dir(p: &Path) -> OwnedFd {
+        nix::fcntl::open(
+            p,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lexical_in_root_stops_dotdot_at_the_root() {
+        let l = |b: &str, t: &str| lexical_in_root(Path::new(b), Path::new(t));
+        assert_eq!(l("/a/b", "c"), PathBuf::from("a/b/c"));
+        assert_eq!(l("/a/b", "../../../../x/./y"), PathBuf::from("x/y"));
+        assert_eq!(l("/a/b", "/srv/conf"), PathBuf::from("srv/conf"));
+        assert_eq!(l("/", ".."), PathBuf::new());
+    }
+
+    #[test]
+    fn dangling_symlinks_are_created_inside_the_root() {
+        let outer = Scratch::new("dangling");
+        let root = outer.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        // Points at a directory that exists on the host beside the root: it must be created
+        // inside the root, and the host one left alone.
+        let host = outer.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        symlink(&host, root.join("etc")).unwrap();
+        symlink("../../../../../../rel/target", root.join("up")).unwrap();
+        symlink("leaf-target", root.join("leaf")).unwrap();
+        let r = open_dir(&root);
+        mountpoint(r.as_fd(), "/etc/hostname", Create::File)
+            .unwrap()
+            .unwrap();
+        mountpoint(r.as_fd(), "/up/deeper", Create::Dir)
+            .unwrap()
+            .unwrap();
+        mountpoint(r.as_fd(), "/leaf", Create::Dir)
+            .unwrap()
+            .unwrap();
+        let inside = root.join(host.strip_prefix("/").unwrap()).join("hostname");
+        assert!(inside.is_file(), "{} not created", inside.display());
+        assert!(root.join("rel/target/deeper").is_dir());
+        assert!(root.join("leaf-target").is_dir());
+        assert_eq!(
+            std::fs::read_dir(&host).unwrap().count(),
+            0,
+            "host dir written"
+        );
+        assert!(!outer.path().join("rel").exists());
+    }
+
+    #[test]
+    fn symlink_loops_and_absent_leaves() {
+        let outer = Scratch::new("loops");
+        symlink("b", outer.path().join("a")).unwrap();
+        symlink("a", outer.path().join("b")).unwrap();
+        let r = open_dir(outer.path());
+        assert_eq!(
+            mountpoint(r.as_fd(), "/a/x", Create::Dir).unwrap_err(),
+            Errno::ELOOP
+        );
+        assert!(mountpoint(r.as_fd(), "/absent", Create::Nothing)
+            .unwrap()
+            .is_none());
+        std::fs::write(outer.path().join("file"), "").unwrap();
+        assert_eq!(
+            mountpoint(r.as_fd(), "/file/x", Create::Dir).unwrap_err(),
+            Errno::ENOTDIR
+        );
+    }
 }
