@@ -115,6 +115,11 @@ pub struct RunArgs {
     /// Narrate every startup step on stderr: the kernel call, the values, and its duration.
     #[arg(long)]
     pub explain: bool,
+    /// Print the OCI runtime config.json this run amounts to (what runc or crun would be handed
+    /// for the same container, as podman builds one) and exit without starting it. Layers are
+    /// still extracted: the root's lower dirs are named in an annotation.
+    #[arg(long, conflicts_with = "explain")]
+    pub print_spec: bool,
 
     // ── process ──
     /// Replace the image's Entrypoint (a single program; `""` clears it).

@@ -15,6 +15,7 @@ pub mod launch;
 pub mod layers_view;
 pub mod run;
 pub mod security;
+pub mod spec;
 pub mod sys;
 pub mod unpack;
 

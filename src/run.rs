@@ -323,6 +323,10 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     }
     let mut limits = limits(a)?;
     limits.devices = device_policy(ctx, a, &plan, &ex);
+    if a.print_spec {
+        print_spec(a, &sec, &plan, &limits)?;
+        return Ok(0);
+    }
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup = if !ctx.privilege.is_real_root() && limits.is_empty() && !a.stats {
         // Rootless without limits or --stats: nothing to enforce or read, so no cgroup (and no
@@ -505,23 +509,55 @@ pub fn security_options(opts: &[String]) -> Result<SecurityOptions> {
     Ok(out)
 }
 
-/// Compiles (or loads from the cache) the seccomp filter for this container.
-fn seccomp_filter(
-    store: &unpack::Store,
+/// `--print-spec`: the plan as an OCI runtime config.json on stdout.
+fn print_spec(
     a: &RunArgs,
     sec: &SecurityOptions,
     plan: &StartupPlan,
-    ex: &Explain,
-) -> Result<Option<crate::security::CompiledFilter>> {
+    limits: &crate::cgroup::Limits,
+) -> Result<()> {
+    let source = seccomp_source(a, sec)?;
+    let parsed = source
+        .as_ref()
+        .map(|(name, bytes)| {
+            crate::security::seccomp::parse_profile(name, bytes).map(|p| (name, p))
+        })
+        .transpose()?;
+    let input = match &parsed {
+        Some((name, profile)) => Some(crate::spec::SeccompInput {
+            name,
+            profile,
+            entries: crate::security::seccomp::applicable_entries(
+                name,
+                profile,
+                &plan.caps.bounding,
+                target_arch(),
+            )?,
+        }),
+        None => None,
+    };
+    let doc = crate::spec::document(plan, limits, input.as_ref())?;
+    // Parse it back into the typed Spec: what is printed is a valid OCI document.
+    let _: oci_spec::runtime::Spec =
+        serde_json::from_value(doc.clone()).map_err(crate::spec::SpecError::from)?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+fn target_arch() -> seccompiler::TargetArch {
+    if cfg!(target_arch = "aarch64") {
+        seccompiler::TargetArch::aarch64
+    } else {
+        seccompiler::TargetArch::x86_64
+    }
+}
+
+/// The seccomp profile's name and bytes, or None when unconfined.
+fn seccomp_source(a: &RunArgs, sec: &SecurityOptions) -> Result<Option<(String, Vec<u8>)>> {
     if a.privileged || matches!(sec.seccomp, Some(None)) {
-        ex.step(
-            "seccomp",
-            "no filter (unconfined)",
-            std::time::Duration::ZERO,
-        );
         return Ok(None);
     }
-    let (name, profile) = match &sec.seccomp {
+    Ok(Some(match &sec.seccomp {
         Some(Some(path)) => (
             path.display().to_string(),
             std::fs::read(path).with_context(|| {
@@ -535,16 +571,30 @@ fn seccomp_filter(
             "built-in configs/seccomp.json".to_string(),
             crate::security::DEFAULT_PROFILE.as_bytes().to_vec(),
         ),
+    }))
+}
+
+/// Compiles (or loads from the cache) the seccomp filter for this container.
+fn seccomp_filter(
+    store: &unpack::Store,
+    a: &RunArgs,
+    sec: &SecurityOptions,
+    plan: &StartupPlan,
+    ex: &Explain,
+) -> Result<Option<crate::security::CompiledFilter>> {
+    let Some((name, profile)) = seccomp_source(a, sec)? else {
+        ex.step(
+            "seccomp",
+            "no filter (unconfined)",
+            std::time::Duration::ZERO,
+        );
+        return Ok(None);
     };
     if !plan.no_new_privs && plan.mapping.user_namespace() {
         // Unprivileged seccomp needs no_new_privs (seccomp(2)); root in the initial namespace does not.
         bail!("--security-opt no-new-privileges=false needs seccomp=unconfined when rootless: the kernel only lets an unprivileged process install a seccomp filter with no_new_privs set");
     }
-    let arch = if cfg!(target_arch = "aarch64") {
-        seccompiler::TargetArch::aarch64
-    } else {
-        seccompiler::TargetArch::x86_64
-    };
+    let arch = target_arch();
     let t = std::time::Instant::now();
     let (filter, cached) = crate::security::seccomp::load_cached(
         &store.cache_dir(),

@@ -271,6 +271,26 @@ fn canonical_cap(name: &str) -> String {
 /// `includes.arches` must contain the arch, `excludes.arches` must not;
 /// `includes.minKernel` must be <= the running kernel (and, symmetrically,
 /// `excludes.minKernel` skips the entry on kernels >= it).
+/// The entries of `profile` that apply to a container with these capabilities on this arch and
+/// kernel (Docker's `includes`/`excludes` evaluated), in profile order: what an OCI
+/// `linux.seccomp` object, which has no such selectors, lists.
+pub fn applicable_entries<'a>(
+    profile_name: &str,
+    profile: &'a Profile,
+    caps: &CapsHashSet,
+    arch: TargetArch,
+) -> Result<Vec<&'a SyscallEntry>, SecurityError> {
+    let kernel = running_kernel_version()?;
+    let cap_names = super::caps::cap_names(caps);
+    let mut out = Vec::new();
+    for e in profile.syscalls.iter().flatten() {
+        if entry_applies(e, &cap_names, arch, kernel, profile_name)? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
 fn entry_applies(
     entry: &SyscallEntry,
     cap_names: &[String],
