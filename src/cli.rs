@@ -39,6 +39,9 @@ pub enum Command {
     Unpack(UnpackArgs),
     /// Run a command in a new container from an image archive.
     Run(Box<RunArgs>),
+    /// Write a starter OCI runtime config.json into a bundle directory (as `runc spec`), for
+    /// `rcrun run --bundle DIR ID`.
+    Spec(SpecArgs),
     /// Remove what killed runs left behind (temp dirs, stale cgroups) and report it.
     Gc,
     /// Write the manual pages (rcrun.1, rcrun-run.1, …) into DIR, or print rcrun.1 to stdout.
@@ -66,6 +69,17 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_name = "SHELL")]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The bundle directory config.json is written into (its rootfs goes in DIR/rootfs).
+    #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    /// A spec for a plain user: a user namespace mapping container root to your own uid and
+    /// gid (no network namespace, as runc's). The default whenever rcrun is not real root.
+    #[arg(long)]
+    pub rootless: bool,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +134,21 @@ pub struct RunArgs {
     /// still extracted: the root's lower dirs are named in an annotation.
     #[arg(long, conflicts_with = "explain")]
     pub print_spec: bool,
+    /// Run the OCI bundle in DIR (its config.json and root.path) instead of an image archive:
+    /// IMAGE is then the container ID, as in `runc run -b DIR ID`, and the command, Env, mounts,
+    /// namespaces, limits and security all come from config.json.
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "DIR",
+        conflicts_with_all = [
+            "command", "print_spec", "entrypoint", "env", "env_file", "workdir", "user", "hostname",
+            "init", "tty", "interactive", "read_only", "tmpfs", "volume", "network", "userns",
+            "memory", "memory_swap", "pids_limit", "cpus", "cpu_shares", "cpuset_cpus", "cap_add",
+            "cap_drop", "privileged", "security_opt", "device", "reference",
+        ]
+    )]
+    pub bundle: Option<PathBuf>,
 
     // ── process ──
     /// Replace the image's Entrypoint (a single program; `""` clears it).

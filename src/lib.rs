@@ -183,6 +183,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Inspect(a) => cmd_inspect(&ctx, &a),
         Command::Unpack(a) => cmd_unpack(&ctx, &a),
         Command::Run(a) => run::cmd_run(&ctx, &a),
+        Command::Spec(a) => spec::cmd_spec(&a, &ctx.privilege),
         Command::Gc => cmd_gc(&ctx),
         Command::Man(a) => cmd_man(&a),
         Command::Completions(a) => {

@@ -193,6 +193,9 @@ fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
 }
 
 pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
+    if let Some(bundle) = &a.bundle {
+        return cmd_run_bundle(ctx, a, bundle);
+    }
     let ex = Explain::new(a.explain);
     ex.step(
         "start",
@@ -327,6 +330,18 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         print_spec(a, &sec, &plan, &limits)?;
         return Ok(0);
     }
+    launch(ctx, a, &ex, &plan, &limits)
+}
+
+/// Cgroup, namespaces, the child's start, the wait, and the cleanup: the same for an image and
+/// for an OCI bundle.
+fn launch(
+    ctx: &Ctx,
+    a: &RunArgs,
+    ex: &Explain,
+    plan: &StartupPlan,
+    limits: &crate::cgroup::Limits,
+) -> Result<i32> {
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup = if !ctx.privilege.is_real_root() && limits.is_empty() && !a.stats {
         // Rootless without limits or --stats: nothing to enforce or read, so no cgroup (and no
@@ -338,13 +353,13 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             &format!(
                 "create cgroup for container {} ({})",
                 plan.id,
-                describe_limits(&limits)
+                describe_limits(limits)
             ),
             || {
                 crate::cgroup::Cgroup::create(
                     &cg_fs,
                     &crate::cgroup::owned_name(&plan.id, crate::cgroup::Owner::current()),
-                    &limits,
+                    limits,
                 )
             },
         )?
@@ -359,13 +374,13 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         }
     }
     let started = parent::start_and_wait(
-        &plan,
-        &ex,
+        plan,
+        ex,
         &mut CgroupHook {
             sweep_stale: (cgroup.is_some() && ctx.privilege.is_real_root()).then_some(&cg_fs),
             child_joins: false,
             cgroup: cgroup.as_mut(),
-            ex: &ex,
+            ex,
         },
     );
     let mut outcome = match started {
@@ -426,6 +441,96 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     ex.step("cleanup", "mount namespace gone with its last process: overlay, scratch tmpfs and all mounts released by the kernel", std::time::Duration::ZERO);
     ex.summary();
     Ok(outcome.status)
+}
+
+/// `rcrun run --bundle DIR ID`: an OCI bundle, through the same launcher.
+fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i32> {
+    let ex = Explain::new(a.explain);
+    let id = a.image.image.to_string_lossy().into_owned();
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || id.starts_with('.')
+    {
+        bail!("container ID {id:?}: use 1 to 64 of A-Z a-z 0-9 _ - . (not starting with .)");
+    }
+    let bundle =
+        std::fs::canonicalize(bundle).with_context(|| format!("--bundle {}", bundle.display()))?;
+    let store = ex.timed(
+        "store",
+        &format!(
+            "open store {} (scratch and seccomp cache)",
+            ctx.store_root.display()
+        ),
+        || ctx.open_store(),
+    )?;
+    let spec = ex.timed(
+        "spec",
+        &format!("read and parse {}/config.json", bundle.display()),
+        || crate::spec::bundle::load(&bundle),
+    )?;
+    let bp =
+        crate::spec::bundle::plan_from_spec(&spec, &bundle, &ctx.privilege, &id, &store.run_dir())?;
+    let mut plan = bp.plan;
+    ex.step(
+        "spec",
+        &format!(
+            "bundle {}: root {}{}, user {}:{}, argv {:?}, {} mount steps",
+            bundle.display(),
+            plan.rootfs_dir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            if plan.read_only { " (read-only)" } else { "" },
+            plan.user.uid,
+            plan.user.gid,
+            plan.argv,
+            plan.mounts.len()
+        ),
+        std::time::Duration::ZERO,
+    );
+    if let Some(profile) = &bp.seccomp {
+        if !plan.no_new_privs && plan.mapping.user_namespace() {
+            bail!("config.json: a seccomp filter rootless needs process.noNewPrivileges true (seccomp(2))");
+        }
+        let t = std::time::Instant::now();
+        let (filter, cached) = crate::security::seccomp::load_cached(
+            &store.cache_dir(),
+            profile,
+            &plan.caps.bounding,
+            target_arch(),
+        )
+        .map_err(|e| anyhow::anyhow!("config.json linux.seccomp: {e}"))?;
+        ex.step(
+            "seccomp",
+            &format!(
+                "linux.seccomp: {} rules, default action {}, {} BPF instructions{}",
+                filter.rule_count,
+                filter.default_action,
+                filter.bpf_instructions,
+                if cached { ", from the cache" } else { "" }
+            ),
+            t.elapsed(),
+        );
+        plan.seccomp = Some(filter);
+    }
+    if let Some(rules) = &bp.limits.devices {
+        ex.step(
+            "devices",
+            &format!(
+                "device policy from linux.resources.devices (and the default devices): {}",
+                rules
+                    .iter()
+                    .map(|r| r.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            std::time::Duration::ZERO,
+        );
+    }
+    launch(ctx, a, &ex, &plan, &bp.limits)
 }
 
 /// The device policy: as real root always (also with --userns), Docker's rule set plus each
@@ -808,6 +913,8 @@ pub fn build_plan(
         new_netns,
         scratch: scratch.to_path_buf(),
         lowers_top_first,
+        rootfs_dir: None,
+        rlimits: Vec::new(),
         etc_layer,
         mounts,
         devices,

@@ -153,9 +153,11 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
             },
         )?;
     }
-    ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
-        nix::unistd::sethostname(&plan.hostname).map_err(|e| fail("sethostname", e))
-    })?;
+    if !plan.hostname.is_empty() {
+        ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
+            nix::unistd::sethostname(&plan.hostname).map_err(|e| fail("sethostname", e))
+        })?;
+    }
     if let Some(ready) = &pipes.userns_ready {
         // The hostname was the last thing needing the initial namespace's privilege.
         ex.timed("namespaces", "unshare(CLONE_NEWUSER) after the root file system is built; rcrun writes the maps; setresuid/setresgid(0)", || {
@@ -191,6 +193,19 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     } else {
         None
     };
+    for r in &plan.rlimits {
+        ex.timed(
+            "rlimit",
+            &format!(
+                "setrlimit({:?}, soft {}, hard {})",
+                r.resource, r.soft, r.hard
+            ),
+            || {
+                nix::sys::resource::setrlimit(r.resource, r.soft, r.hard)
+                    .map_err(|e| fail(&format!("setrlimit {:?}", r.resource), e))
+            },
+        )?;
+    }
     super::security_steps::apply(plan, ex)?;
     exit_if_rcrun_died(&pipes.err_write)?;
     exec(plan, ex, pipes.report.as_ref(), init_image)
@@ -317,6 +332,29 @@ fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<(PathBuf, bool), Fai
             Some(Gid::from_raw(gid.outside)),
         )
         .map_err(|e| fail("chown upper dir to the container's root", e))?;
+    }
+    if let Some(rootfs) = &plan.rootfs_dir {
+        // An OCI bundle: its rootfs is the root, bound (with its submounts) onto `merged` so that
+        // pivot_root(2) gets the mount point it requires.
+        ex.timed(
+            "mount",
+            &format!(
+                "mount({}, {}, MS_BIND|MS_REC) — the bundle's rootfs is the root",
+                rootfs.display(),
+                merged.display()
+            ),
+            || {
+                mount(
+                    Some(rootfs.as_path()),
+                    &merged,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(|e| fail(&format!("bind the bundle's rootfs {}", rootfs.display()), e))
+            },
+        )?;
+        return Ok((merged, false));
     }
     let etc_in_upper = write_etc_files_into_upper(plan, &upper, ex)?;
     // Test hook (tests/errors.rs): act like a kernel before 5.11, whose overlayfs answers EPERM

@@ -38,12 +38,19 @@ pub struct StartupPlan {
     pub scratch: PathBuf,
     /// Layer dirs, top layer first (overlayfs lowerdir order).
     pub lowers_top_first: Vec<PathBuf>,
+    /// An OCI bundle's root file system: bound (recursively) as the root instead of an overlay
+    /// of layers; writes go to it, as runc's do.
+    pub rootfs_dir: Option<PathBuf>,
+    /// setrlimit(2) before the capability drop (raising a hard limit needs CAP_SYS_RESOURCE).
+    pub rlimits: Vec<Rlimit>,
     /// Index in `lowers_top_first` of the topmost layer with an `etc` entry (its /etc decides).
     pub etc_layer: Option<usize>,
     pub mounts: Vec<mounts::MountStep>,
     /// `--device` nodes (their rules join the device policy as root).
     pub devices: Vec<plan::DeviceMapping>,
     pub read_only: bool,
+    /// Set with sethostname(2) in the new uts namespace; empty = keep the copy of the host's
+    /// (an OCI spec without `hostname`).
     pub hostname: String,
     pub argv: Vec<String>,
     pub env: Vec<String>,
@@ -57,6 +64,14 @@ pub struct StartupPlan {
     pub tty: bool,
     pub interactive: bool,
     pub init: bool,
+}
+
+/// One `process.rlimits` entry of an OCI spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: nix::sys::resource::Resource,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 impl StartupPlan {

@@ -19,12 +19,28 @@ use crate::launch::StartupPlan;
 use crate::security::seccomp::{Profile, SyscallEntry};
 use serde_json::{json, Value};
 
+pub mod bundle;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("the OCI runtime spec built for this run does not parse as one: {0}")]
     Invalid(#[from] serde_json::Error),
     #[error("seccomp profile {name}: {reason}")]
     Seccomp { name: String, reason: String },
+    #[error("read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an OCI runtime config: {source}")]
+    Parse {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("config.json asks for {0}, which rcrun does not support yet")]
+    Unsupported(String),
+    #[error("config.json: {0}")]
+    Bundle(String),
 }
 
 /// The seccomp profile of the run, already narrowed to the entries that apply (capabilities,
@@ -440,6 +456,62 @@ fn split_action(action: &str, errno: Option<u32>) -> (String, Option<u32>) {
         ),
         None => (action.to_string(), errno),
     }
+}
+
+/// The starter config.json `rcrun spec` writes: oci-spec's (runc's example: `sh` in a read-only
+/// rootfs, Docker's masked and read-only paths), without the cgroup mount, which rcrun does
+/// not make yet, and without inheritable or ambient capabilities; `rootless` maps container
+/// root to the caller.
+pub fn starter(rootless: Option<(u32, u32)>) -> oci_spec::runtime::Spec {
+    let mut spec = match rootless {
+        Some((uid, gid)) => oci_spec::runtime::Spec::rootless(uid, gid),
+        None => oci_spec::runtime::Spec::default(),
+    };
+    spec.set_version(OCI_VERSION.to_string());
+    spec.set_hostname(Some("rcrun".into()));
+    // runc's example stopped granting inheritable and ambient capabilities (CVE-2022-29162).
+    if let Some(p) = spec.process_mut() {
+        if let Some(mut c) = p.capabilities().clone() {
+            c.set_inheritable(None);
+            c.set_ambient(None);
+            p.set_capabilities(Some(c));
+        }
+    }
+    if let Some(mounts) = spec.mounts_mut() {
+        mounts.retain(|m| !matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")));
+    }
+    spec
+}
+
+pub fn cmd_spec(
+    a: &crate::cli::SpecArgs,
+    privilege: &crate::host::Privilege,
+) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let path = a.bundle.join("config.json");
+    // Only real root can run the root spec (no user namespace): anyone else gets the rootless
+    // one without having to ask.
+    let rootless = (a.rootless || !privilege.is_real_root()).then(|| {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    });
+    let json = serde_json::to_vec_pretty(&starter(rootless))?;
+    // create_new: like runc, never overwrite a config.json someone edited.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "create {} (remove it first to write a new one)",
+                path.display()
+            )
+        })?;
+    std::io::Write::write_all(&mut f, &json)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(0)
 }
 
 #[cfg(test)]
