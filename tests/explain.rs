@@ -185,7 +185,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         }
     }
     v.push(&["] namespaces ", "unshare(CLONE_NEWCGROUP)"]);
-    v.extend::<[Step; 16]>([
+    v.extend::<[Step; 17]>([
         &["] mount ", "MS_REC|MS_SLAVE"],
         &["] mount ", "mount(\"tmpfs\"", "scratch for upper/work"],
         &["] mount ", "write /etc/hostname (", "into the upper dir"],
@@ -203,6 +203,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         &["] mount ", "mask /proc/kcore"],
         &["] mount ", "mount(\"sysfs\", /sys"],
         &["] pivot_root ", "pivot_root(\".\", \".\")", "MNT_DETACH"],
+        &["] dumpable ", "prctl(PR_SET_DUMPABLE, 0) until execve"],
         &["] cwd ", "chdir(\"/\")"],
         &["] caps ", "drop from bounding set", "CAP_CHOWN"],
         &["] user ", "setgroups([0]); setresgid(0); setresuid(0)"],

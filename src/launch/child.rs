@@ -168,6 +168,20 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         ex.timed("tty", "open /dev/ptmx in the container's devpts, send the master to rcrun (SCM_RIGHTS), make the slave our controlling terminal", || open_console(sock))?;
     }
     drop(pipes.console);
+    // Until its execve this process is a copy of the host's rcrun: make it non-dumpable, as
+    // runc's nsexec does, so that /proc/PID/exe, mem and fd of it cannot be opened by anyone
+    // without CAP_SYS_PTRACE in the namespace that owns its memory (the host's: the mm was
+    // copied at clone; ptrace(2), "Ptrace access mode checking"), whatever a container process
+    // that joins later may hold. Only now: a non-dumpable process's /proc files belong to root
+    // (proc(5)), so a rootless rcrun or newuidmap could no longer write our id maps, which is
+    // done by here. execve(2) makes the command dumpable again (unless its credentials change).
+    ex.timed(
+        "dumpable",
+        "prctl(PR_SET_DUMPABLE, 0) until execve: /proc/PID/exe of this rcrun copy stays closed (CVE-2019-5736)",
+        || {
+            nix::sys::prctl::set_dumpable(false).map_err(|e| fail("prctl(PR_SET_DUMPABLE, 0)", e))
+        },
+    )?;
     ex.timed(
         "cwd",
         &format!(

@@ -65,6 +65,15 @@ fn init_signals() -> SigSet {
 
 /// In the container's first process, at the point where it would exec the command: forks. The
 /// child returns (and execs the command); this process becomes init by executing `image`.
+///
+/// The child must not run the command while this process is still a copy of the host's rcrun:
+/// the command could open /proc/1/exe and hold the host binary (CVE-2019-5736). So the child
+/// first reads a pipe whose only write end this process holds close-on-exec, and goes on at
+/// EOF. execve(2) replaces /proc/PID/exe (begin_new_exec: set_mm_exe_file) before it closes
+/// the close-on-exec descriptors (do_close_on_exec), so at EOF PID 1 is already the sealed
+/// init. If this process dies instead, the pid namespace dies with it (pid_namespaces(7)), and
+/// if its execve fails it kills the child first.
+///
 /// The signals are blocked *before* the fork, so none sent in between is lost: blocked signals
 /// are never discarded, even for PID 1 (kernel/signal.c, sig_ignored), and they stay queued
 /// across execve (signal(7)) until the new init reads them from its signalfd.
@@ -74,14 +83,19 @@ pub fn fork_and_become_init(image: &SealedInit) -> Result<(), Failure> {
     let old = set
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .map_err(|e| fail("init: block signals", e))?;
+    let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| fail("init: pipe2 for the start gate", e))?;
     // SAFETY: we are single-threaded (the cloned container process); the child only execs.
     match unsafe { nix::unistd::fork() }.map_err(|e| fail("init: fork", e))? {
         nix::unistd::ForkResult::Child => {
+            drop(gate_write);
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            wait_until_init_runs(gate_read)?;
             let _ = old.thread_set_mask();
             Ok(())
         }
         nix::unistd::ForkResult::Parent { child } => {
+            drop(gate_read);
             let argv0 = c"rcrun-init";
             let pid = std::ffi::CString::new(child.as_raw().to_string()).expect("digits");
             let argv = [argv0.as_ptr(), pid.as_ptr(), std::ptr::null()];
@@ -99,11 +113,27 @@ pub fn fork_and_become_init(image: &SealedInit) -> Result<(), Failure> {
                 );
             }
             let e = Errno::last();
-            // The command runs on, but without its init: take it down with us.
+            // The command must not start without its init: take it down before the gate opens.
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            drop(gate_write);
             eprintln!("rcrun: error: init: execveat of the sealed rcrun copy: {e}");
             // SAFETY: leave the forked rcrun image without running its destructors.
             unsafe { libc::_exit(crate::EXIT_RCRUN_FAILED) }
+        }
+    }
+}
+
+/// The command's side of the start gate: blocks until every write end is closed, which happens
+/// when PID 1's execve of the sealed init has replaced its exe (see [`fork_and_become_init`]).
+fn wait_until_init_runs(gate: OwnedFd) -> Result<(), Failure> {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&gate, &mut byte) {
+            Ok(0) => return Ok(()),
+            // Nobody writes to the gate; a byte would be a bug, not a go signal.
+            Ok(_) => return Err(fail("init: start gate", "unexpected data")),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(fail("init: wait for PID 1 to become the sealed init", e)),
         }
     }
 }

@@ -17,7 +17,12 @@
  *   sys                            dangerous native calls (unshare, cgroup v1 release_agent, ...)
  *   ptrace PID                     PTRACE_ATTACH and kill(0) against a host pid
  *   fds                            descriptors open at exec
- *   exe                            "exe PID COMM TARGET" for every visible process
+ *   exe                            "exe PID COMM DEV:INO TARGET" for every visible process
+ *   exe-scan DEV:INO PASSES        PASSES rounds of opening every /proc/PID/exe; reports any
+ *                                  whose file is DEV:INO (the host's rcrun binary)
+ *   wide                           syscalls whose int arguments carry bits above 32 (seccomp
+ *                                  must judge them as the kernel reads them), next to the same
+ *                                  calls without those bits
  *   cwd                            getcwd()
  */
 #define _GNU_SOURCE
@@ -72,6 +77,7 @@ static const char *errname(int e)
 	case EOPNOTSUPP: return "EOPNOTSUPP";
 	case ELOOP: return "ELOOP";
 	case ESTALE: return "ESTALE";
+	case EAFNOSUPPORT: return "EAFNOSUPPORT";
 	default:
 		snprintf(buf, sizeof buf, "E%d", e);
 		return buf;
@@ -361,7 +367,7 @@ static int cmd_exe(void)
 	while ((e = readdir(d))) {
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')
 			continue;
-		char p[300], t[4096], comm[64] = "?";
+		char p[300], t[4096], comm[64] = "?", id[64] = "?";
 		snprintf(p, sizeof p, "/proc/%s/comm", e->d_name);
 		FILE *f = fopen(p, "r");
 		if (f) {
@@ -370,15 +376,102 @@ static int cmd_exe(void)
 			fclose(f);
 		}
 		snprintf(p, sizeof p, "/proc/%s/exe", e->d_name);
+		/* The file behind the link, as dev:ino: what a process holding it could write. */
+		struct stat st;
+		if (stat(p, &st) == 0)
+			snprintf(id, sizeof id, "%llu:%llu", (unsigned long long)st.st_dev,
+				 (unsigned long long)st.st_ino);
 		ssize_t n = readlink(p, t, sizeof t - 1);
 		if (n < 0) {
-			printf("exe %s %s errno=%s\n", e->d_name, comm, errname(errno));
+			printf("exe %s %s %s errno=%s\n", e->d_name, comm, id, errname(errno));
 			continue;
 		}
 		t[n] = 0;
-		printf("exe %s %s %s\n", e->d_name, comm, t);
+		printf("exe %s %s %s %s\n", e->d_name, comm, id, t);
 	}
 	closedir(d);
+	return 0;
+}
+
+/* CVE-2019-5736's first step, raced: open /proc/PID/exe of every process as early and as often
+ * as possible, and compare the file with the host binary's DEV:INO. */
+static int cmd_exe_scan(int argc, char **argv)
+{
+	unsigned long long want_dev, want_ino;
+	if (argc < 4 || sscanf(argv[2], "%llu:%llu", &want_dev, &want_ino) != 2)
+		return 2;
+	int passes = atoi(argv[3]);
+	long opened = 0, denied = 0, hits = 0;
+	for (int i = 0; i < passes; i++) {
+		DIR *d = opendir("/proc");
+		if (!d)
+			return 1;
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (e->d_name[0] < '0' || e->d_name[0] > '9')
+				continue;
+			char p[300];
+			snprintf(p, sizeof p, "/proc/%s/exe", e->d_name);
+			int fd = open(p, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				denied++;
+				continue;
+			}
+			opened++;
+			struct stat st;
+			if (fstat(fd, &st) == 0 && st.st_dev == want_dev && st.st_ino == want_ino) {
+				hits++;
+				printf("exe-hit pass=%d pid=%s\n", i, e->d_name);
+			}
+			close(fd);
+		}
+		closedir(d);
+	}
+	printf("exe-scan passes=%d opened=%ld denied=%ld hits=%ld\n", passes, opened, denied, hits);
+	return 0;
+}
+
+/* ---- argument widths ---- */
+
+#define HIGH_BIT (1UL << 32)
+
+static int t_socket(void *a)
+{
+	long family = (long)a;
+	long fd = syscall(SYS_socket, family, 1L /* SOCK_STREAM */, 0L);
+	if (fd < 0)
+		return errno;
+	close((int)fd);
+	return 0;
+}
+
+static int t_personality(void *a)
+{
+	/* Ask first (0xffffffff only queries), so the report shows what the filter did; the
+	 * child exits right after, its personality dies with it. */
+	return syscall(SYS_personality, (unsigned long)a) < 0 ? errno : 0;
+}
+
+static int cmd_wide(void)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(void *);
+		unsigned long arg;
+	} t[] = {
+		{ "socket(AF_UNIX)", t_socket, 1 },
+		{ "socket(1<<32|AF_UNIX)", t_socket, HIGH_BIT | 1 },
+		{ "socket(AF_VSOCK)", t_socket, 40 },
+		{ "socket(1<<32|AF_VSOCK)", t_socket, HIGH_BIT | 40 },
+		{ "socket(AF_ALG)", t_socket, 38 },
+		{ "socket(1<<32|AF_ALG)", t_socket, HIGH_BIT | 38 },
+		{ "personality(PER_LINUX32)", t_personality, 8 },
+		{ "personality(1<<32|PER_LINUX32)", t_personality, HIGH_BIT | 8 },
+		{ "personality(ADDR_NO_RANDOMIZE)", t_personality, 0x0040000 },
+		{ "personality(1<<32|ADDR_NO_RANDOMIZE)", t_personality, HIGH_BIT | 0x0040000 },
+	};
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+		in_child(t[i].name, t[i].fn, (void *)t[i].arg);
 	return 0;
 }
 
@@ -420,6 +513,10 @@ int main(int argc, char **argv)
 		return cmd_fds();
 	if (!strcmp(c, "exe"))
 		return cmd_exe();
+	if (!strcmp(c, "exe-scan"))
+		return cmd_exe_scan(argc, argv);
+	if (!strcmp(c, "wide"))
+		return cmd_wide();
 	if (!strcmp(c, "cwd"))
 		return cmd_cwd();
 	fprintf(stderr, "attack: unknown subcommand %s\n", c);
