@@ -171,11 +171,13 @@ fn host_binary_id() -> String {
     format!("{}:{}", m.dev(), m.ino())
 }
 
-/// CVE-2019-5736 raced: the command opens every /proc/PID/exe from its first instruction on, 20
-/// rounds, and compares each file with the host's rcrun binary. With `--init` the command is
-/// PID 2, forked by PID 1 before PID 1 becomes the sealed init: it must not run until then.
-/// Without it the command is PID 1 itself, after its own execve. 300 starts each, in every
-/// mode; a single hit is a failure (the race was seen in about 1 start in 20 before the gate).
+/// CVE-2019-5736 raced: the command opens /proc/1/exe 200 times from its first instruction, then
+/// every /proc/PID/exe, 20 rounds, and compares each file with the host's rcrun binary. With
+/// `--init` the command is PID 2, forked by PID 1 before PID 1 becomes the sealed init: it must
+/// not run until then. Without it the command is PID 1 itself, after its own execve. 300 starts
+/// each, in every mode, four at a time: the contention makes the window real (before the start
+/// gate, 35 of 400 such starts of the old binary opened it; one at a time on a quiet machine, 1
+/// in 200). A single hit is a failure.
 #[test]
 fn no_start_lets_the_container_open_the_host_binary() {
     let _serial = serial();
@@ -183,39 +185,60 @@ fn no_start_lets_the_container_open_the_host_binary() {
     let plain = plain_image();
     let host_bin = host_binary_id();
     const STARTS: usize = 300;
+    const AT_ONCE: usize = 4;
     for mode in all_modes("exe_race") {
         for extra in [&["--init"][..], &[][..]] {
-            let mut args: Vec<&str> = extra.to_vec();
-            args.extend([
-                plain.to_str().unwrap(),
-                "attack",
-                "exe-scan",
-                &host_bin,
-                "20",
-            ]);
-            let (mut hits, mut failed, mut opened) = (0, 0, 0u64);
-            let mut first_problem = None;
-            for _ in 0..STARTS {
-                let o = run(mode, &args);
-                let stdout = out(&o);
-                let summary = stdout.lines().find(|l| l.starts_with("exe-scan "));
-                let field = |k: &str| {
-                    summary
-                        .and_then(|l| l.split(' ').find_map(|w| w.strip_prefix(k)))
-                        .and_then(|v| v.parse::<u64>().ok())
-                };
-                match (o.status.success(), field("hits="), field("opened=")) {
-                    (true, Some(0), Some(n)) => opened += n,
-                    (true, Some(_), _) => {
-                        hits += 1;
-                        first_problem.get_or_insert_with(|| text(&o));
-                    }
-                    _ => {
-                        failed += 1;
-                        first_problem.get_or_insert_with(|| text(&o));
-                    }
-                }
-            }
+            let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            args.extend(
+                [
+                    plain.to_str().unwrap(),
+                    "attack",
+                    "exe-scan",
+                    &host_bin,
+                    "20",
+                ]
+                .map(String::from),
+            );
+            // (hits, failed starts, opens, first problem) per worker
+            let results: Vec<(u64, u64, u64, Option<String>)> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..AT_ONCE)
+                    .map(|_| {
+                        let args = &args;
+                        scope.spawn(move || {
+                            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                            let (mut hits, mut failed, mut opened) = (0, 0, 0u64);
+                            let mut first_problem = None;
+                            for _ in 0..STARTS / AT_ONCE {
+                                let o = run(mode, &args);
+                                let stdout = out(&o);
+                                let summary = stdout.lines().find(|l| l.starts_with("exe-scan "));
+                                let field = |k: &str| {
+                                    summary
+                                        .and_then(|l| l.split(' ').find_map(|w| w.strip_prefix(k)))
+                                        .and_then(|v| v.parse::<u64>().ok())
+                                };
+                                match (o.status.success(), field("hits="), field("opened=")) {
+                                    (true, Some(0), Some(n)) => opened += n,
+                                    (true, Some(_), _) => {
+                                        hits += 1;
+                                        first_problem.get_or_insert_with(|| text(&o));
+                                    }
+                                    _ => {
+                                        failed += 1;
+                                        first_problem.get_or_insert_with(|| text(&o));
+                                    }
+                                }
+                            }
+                            (hits, failed, opened, first_problem)
+                        })
+                    })
+                    .collect();
+                workers.into_iter().map(|w| w.join().unwrap()).collect()
+            });
+            let hits: u64 = results.iter().map(|r| r.0).sum();
+            let failed: u64 = results.iter().map(|r| r.1).sum();
+            let opened: u64 = results.iter().map(|r| r.2).sum();
+            let first_problem = results.into_iter().find_map(|r| r.3);
             eprintln!(
                 "[{}] exe race {extra:?}: {hits} of {STARTS} starts opened the host binary, {failed} failed, {opened} /proc/PID/exe opened in all",
                 mode.name

@@ -32,7 +32,10 @@ pub(super) fn cache_key_with_release(
         h.update(bytes);
     };
     field(b"profile", profile_json);
-    field(b"caps", crate::security::caps::cap_names(caps).join(",").as_bytes());
+    field(
+        b"caps",
+        crate::security::caps::cap_names(caps).join(",").as_bytes(),
+    );
     field(b"arch", arch_name(arch).as_bytes());
     field(b"kernel", release.as_bytes());
     field(b"version", env!("CARGO_PKG_VERSION").as_bytes());
