@@ -59,7 +59,9 @@ pub fn exit_code_for(_err: &anyhow::Error) -> i32 {
 pub fn error_message(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
-        let text = cause.to_string();
+        // Names and details can come from an archive or a config: nothing in them may reach
+        // the terminal as a control sequence.
+        let text = printable(&cause.to_string());
         if text.is_empty() || out.contains(&text) {
             continue;
         }
@@ -67,6 +69,21 @@ pub fn error_message(err: &anyhow::Error) -> String {
             out.push_str(": ");
         }
         out.push_str(&text);
+    }
+    out
+}
+
+/// `text` with every control character escaped as Rust writes it (`\n`, `\t`, `\u{1b}`,
+/// `\u{9b}`), so that a name taken from an archive or a config cannot move the cursor, recolour or
+/// retitle the terminal of whoever reads the message.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -82,7 +99,7 @@ pub fn hint_for(err: &anyhow::Error, store_root: &std::path::Path) -> Option<Str
         if let Some(image::ImageError::Open { .. } | image::ImageError::NotTar { .. }) =
             cause.downcast_ref::<image::ImageError>()
         {
-            return Some("IMAGE is the tar file that `docker save NAME -o FILE`, `podman save` or `skopeo copy … docker-archive:FILE` writes (`-` reads it from stdin)".into());
+            return Some("IMAGE is the tar file that `docker save NAME -o FILE`, `podman save` or `skopeo copy … docker-archive:FILE` writes, as it is or compressed with gzip, zstd, xz or bzip2 (`-` reads it from stdin)".into());
         }
         if let Some(StoreError::Io { source, .. }) = cause.downcast_ref::<StoreError>() {
             if matches!(

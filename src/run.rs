@@ -244,9 +244,16 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     ex.step(
         "image",
         &format!(
-            "{}: {} {} ({} layer(s), id {}){}",
+            "{}: {}{} {} ({} layer(s), id {}){}",
             a.image.image.display(),
             image.format,
+            match archive.as_ref().map(|a| a.compression()) {
+                Some(c) if c != crate::image::compression::ArchiveCompression::None => format!(
+                    ", {}-compressed (indexed in one decompressing pass, each layer streamed by another)",
+                    c.name()
+                ),
+                _ => String::new(),
+            },
             image.name(),
             image.layers.len(),
             image.id.short(),

@@ -23,7 +23,10 @@ struct Entry {
     image: Image,
 }
 
-/// Total bytes a hit may re-read (documents are at most 16 MiB each, see `Archive::read_small`).
+/// Total bytes a hit may re-read for the documents of an uncompressed archive (each is at most
+/// 16 MiB, see `Archive::read_small`). A compressed archive is checked whole (its documents lie
+/// in a stream with no random access), which costs one sha256 of the file: far less than the
+/// decompressing pass it saves.
 const MAX_CHECKED: u64 = 64 << 20;
 
 fn entry_path(cache_dir: &Path, m: &std::fs::Metadata, reference: Option<&str>) -> PathBuf {
@@ -47,14 +50,31 @@ fn entry_path(cache_dir: &Path, m: &std::fs::Metadata, reference: Option<&str>) 
 
 /// Whether `file` still holds each document's bytes where they were read.
 fn documents_unchanged(file: &std::fs::File, documents: &[DocumentRead]) -> bool {
-    if documents.is_empty() || documents.iter().map(|d| d.len).sum::<u64>() > MAX_CHECKED {
+    let whole_file =
+        |d: &DocumentRead| d.offset == 0 && file.metadata().is_ok_and(|m| m.len() == d.len);
+    let checked: u64 = documents.iter().map(|d| d.len).sum();
+    let within_limit = checked <= MAX_CHECKED || matches!(documents, [d] if whole_file(d));
+    if documents.is_empty() || !within_limit {
         return false;
     }
-    documents.iter().all(|d| {
-        let mut buf = vec![0u8; d.len as usize];
-        file.read_exact_at(&mut buf, d.offset).is_ok()
-            && super::Digest::of_bytes(&buf).hex() == d.sha256
-    })
+    documents
+        .iter()
+        .all(|d| range_sha256(file, d.offset, d.len).is_some_and(|h| h == d.sha256))
+}
+
+/// The sha256 of `len` bytes at `offset`, streamed (a compressed archive can be large).
+fn range_sha256(file: &std::fs::File, offset: u64, len: u64) -> Option<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; (1usize << 20).min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        file.read_exact_at(&mut buf[..want], offset + done).ok()?;
+        hasher.update(&buf[..want]);
+        done += want as u64;
+    }
+    Some(hex::encode(hasher.finalize()))
 }
 
 /// The cached image for this archive and reference, if the file is unchanged: same identity and
@@ -135,7 +155,24 @@ mod tests {
     /// tick would leave it): the cache entry must not be used.
     #[test]
     fn rewritten_archive_is_not_served_from_the_cache() {
-        let dir = std::env::temp_dir().join(format!("rcrun-cache-{}", std::process::id()));
+        rewritten_archive_check(false);
+    }
+
+    /// The same for a gzip-compressed archive, which is vouched for by the whole file's sha256.
+    #[test]
+    fn rewritten_compressed_archive_is_not_served_from_the_cache() {
+        rewritten_archive_check(true);
+    }
+
+    fn gzip_in_place(path: &Path) {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&std::fs::read(path).unwrap()).unwrap();
+        std::fs::write(path, e.finish().unwrap()).unwrap();
+    }
+
+    fn rewritten_archive_check(gzip: bool) {
+        let dir = std::env::temp_dir().join(format!("rcrun-cache-{}-{gzip}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (a, b) = (dir.join("a.tar"), dir.join("b.tar"));
@@ -145,8 +182,16 @@ mod tests {
             std::fs::metadata(&a).unwrap().len(),
             std::fs::metadata(&b).unwrap().len()
         );
+        if gzip {
+            gzip_in_place(&a);
+            gzip_in_place(&b);
+        }
         let cache = dir.join("cache");
         let archive = Archive::open(&a, &dir).unwrap();
+        assert_eq!(
+            archive.compression() != crate::image::compression::ArchiveCompression::None,
+            gzip
+        );
         let image = crate::image::select(&archive, None).unwrap();
         save(&cache, None, &archive, &image);
         drop(archive);

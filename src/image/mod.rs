@@ -15,6 +15,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod compression;
 pub mod digest;
 mod formats;
 pub mod layer;

@@ -1,0 +1,295 @@
+//! Archives as people make them (issue 20): `docker save IMG | gzip` (and zstd, xz, bzip2) run
+//! from a file and from stdin, cold and warm, as root and as a plain user; garbage and broken
+//! compressed streams get a one-line message with nothing undecoded in it, exit 125, and leave
+//! nothing behind in the store.
+
+mod common;
+use common::*;
+
+use rcrun::imagebuild::{
+    busybox_entries, layer_tar, write_archive_to_file, ConfigSpec, Entry, Format, ImageSpec,
+    LayerSpec, WriteOptions, BUSYBOX_PATH,
+};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// The four compressions `docker load` takes, as their usual command-line tools write them.
+const KINDS: [&str; 4] = ["gzip", "zstd", "xz", "bzip2"];
+
+fn compress(kind: &str, data: &[u8]) -> Vec<u8> {
+    match kind {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "zstd" => zstd::encode_all(data, 3).unwrap(),
+        "xz" => {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "bzip2" => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        other => panic!("{other}"),
+    }
+}
+
+/// A busybox image saved as `format`, with a marker file naming the format.
+fn saved(format: Format, name: &str) -> Vec<u8> {
+    let mut entries = busybox_entries(Path::new(BUSYBOX_PATH))
+        .unwrap_or_else(|e| panic!("{e} (install busybox-static: .ci/run does)"));
+    entries.push(Entry::file("marker", 0o644, format!("saved as {name}\n")));
+    let spec = ImageSpec {
+        tags: vec![format!("archives/{name}:latest")],
+        config: ConfigSpec {
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+        layers: vec![LayerSpec::bytes(layer_tar(&entries).unwrap(), "busybox")],
+        ..Default::default()
+    };
+    let path = staging().join(format!("archives-{name}.tar"));
+    write_archive_to_file(&path, &[spec], format, &WriteOptions::default()).unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+fn file(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = staging().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    publish(&p);
+    p
+}
+
+fn run_cmd(who: Who, store: &Path, image: &str, args: &[&str]) -> std::process::Command {
+    let mut all = vec![os("--root"), store.as_os_str(), os("run"), os(image)];
+    all.extend(args.iter().map(|a| os(a)));
+    let mut c = rcrun_cmd(who, &all);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Whatever went wrong, the message is text a terminal shows as it is: valid UTF-8, no control
+/// character but the line ends, one error line.
+fn assert_clean_message(stderr: &[u8], what: &str) {
+    let text = std::str::from_utf8(stderr)
+        .unwrap_or_else(|_| panic!("{what}: stderr is not UTF-8: {stderr:?}"));
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{what}: control characters in {text:?}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("rcrun: error:"))
+            .count(),
+        1,
+        "{what}: {text}"
+    );
+}
+
+#[test]
+fn compressed_saves_run_from_a_file_and_from_stdin() {
+    let formats = [
+        (Format::DockerLegacy, "legacy"),
+        (Format::Docker25, "docker25"),
+        (Format::OciArchive, "oci"),
+    ];
+    for who in modes("compressed_saves") {
+        let store = case_dir("archives-store", who);
+        for (format, fname) in formats {
+            let plain = saved(format, fname);
+            for kind in KINDS {
+                let path = file(
+                    &format!("archives-{fname}.tar.{kind}"),
+                    &compress(kind, &plain),
+                );
+                let img = path.to_str().unwrap();
+                // Cold (indexed by a decompressing pass, the layer extracted), then warm (the
+                // image cache vouched for by the file's sha256, the layer in the store).
+                for pass in ["cold", "warm"] {
+                    let o = run_cmd(who, &store, img, &["cat", "/marker"])
+                        .output()
+                        .unwrap();
+                    assert!(
+                        o.status.success() && o.stdout == format!("saved as {fname}\n").as_bytes(),
+                        "{who:?} {fname}.{kind} {pass}: {}",
+                        text(&o)
+                    );
+                }
+            }
+            // From stdin: spooled as it came (compressed), then read like the file.
+            for kind in ["gzip", "xz"] {
+                let data = compress(kind, &plain);
+                let mut child = run_cmd(who, &store, "-", &["cat", "/marker"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                let writer = std::thread::spawn(move || {
+                    let _ = stdin.write_all(&data);
+                });
+                let o = child.wait_with_output().unwrap();
+                writer.join().unwrap();
+                assert!(
+                    o.status.success() && o.stdout == format!("saved as {fname}\n").as_bytes(),
+                    "{who:?} {fname}.{kind} from stdin: {}",
+                    text(&o)
+                );
+            }
+        }
+        let leftovers = list(&store.join("tmp"));
+        assert!(
+            leftovers.iter().all(|n| !n.starts_with("stdin-")),
+            "{who:?}: stdin spools left in the store: {leftovers:?}"
+        );
+    }
+}
+
+#[test]
+fn the_cold_start_narrates_the_compression() {
+    for who in modes("cold_start_narrates") {
+        let store = case_dir("archives-explain", who);
+        let plain = saved(Format::DockerLegacy, "explained");
+        let path = file("archives-explained.tar.zst", &compress("zstd", &plain));
+        let o = rcrun_cmd(
+            who,
+            &[
+                os("--root"),
+                store.as_os_str(),
+                os("run"),
+                os("--explain"),
+                path.as_os_str(),
+                os("true"),
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && err.contains("zstd-compressed"),
+            "{who:?}: {}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn garbage_and_broken_streams_get_a_clean_message_and_leave_nothing() {
+    let plain = saved(Format::DockerLegacy, "broken");
+    let gz = compress("gzip", &plain);
+    let xz = compress("xz", &plain);
+    // Bytes that are neither tar nor a known compression, with escape sequences and invalid
+    // UTF-8 in them; a tar header whose numeric fields are binary (the tar crate's message
+    // quotes them); each compression's magic followed by garbage; a truncated stream; a member
+    // name carrying a terminal escape.
+    let mut random = Vec::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..4096 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        random.push((x >> 24) as u8);
+    }
+    // The second member's size field made binary, its checksum made right again, so that the
+    // tar reader itself reports it (quoting the field's bytes).
+    let mut binary_header = plain.clone();
+    let first_size = octal(&plain[124..136]);
+    let second = 512 + first_size.div_ceil(512) * 512;
+    binary_header[second + 124..second + 136]
+        .copy_from_slice(b"\xff\xfe\x1b[31m\x00\x9b\x07\x01\x02");
+    fix_checksum(&mut binary_header[second..second + 512]);
+    let escape_name =
+        manifest_only(r#"[{"Config":"\u001b]0;pwn\u0007.json","RepoTags":["x:1"],"Layers":[]}]"#);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", random.clone()),
+        ("binary tar header", binary_header),
+        ("a manifest naming a member with an escape", escape_name),
+        (
+            "gzip magic then garbage",
+            [&[0x1f, 0x8b][..], &random[..]].concat(),
+        ),
+        (
+            "zstd magic then garbage",
+            [&[0x28, 0xb5, 0x2f, 0xfd][..], &random[..]].concat(),
+        ),
+        (
+            "xz magic then garbage",
+            [&[0xfd, b'7', b'z', b'X', b'Z', 0][..], &random[..]].concat(),
+        ),
+        ("truncated gzip", gz[..gz.len() / 2].to_vec()),
+        ("truncated xz", xz[..xz.len() - 100].to_vec()),
+        ("gzip with a corrupt middle", {
+            let mut g = gz.clone();
+            let mid = g.len() / 2;
+            for b in &mut g[mid..mid + 64] {
+                *b ^= 0x5a;
+            }
+            g
+        }),
+    ];
+    for who in modes("garbage") {
+        let store = case_dir("archives-garbage", who);
+        for (i, (case, bytes)) in cases.iter().enumerate() {
+            let path = file(&format!("archives-garbage-{i}.tar"), bytes);
+            let o = run_cmd(who, &store, path.to_str().unwrap(), &["true"])
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(125), "{who:?} {case}: {}", text(&o));
+            assert_clean_message(&o.stderr, case);
+            let msg = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                msg.contains(path.to_str().unwrap()),
+                "{case}: names the file: {msg}"
+            );
+        }
+        let layers = store.join("layers");
+        let made: Vec<String> = list(&layers)
+            .iter()
+            .flat_map(|owners| list(&layers.join(owners)))
+            .collect();
+        assert!(
+            made.is_empty(),
+            "{who:?}: layers stored from broken archives: {made:?}"
+        );
+        let tmp: Vec<String> = list(&store.join("tmp"));
+        assert!(
+            tmp.iter().all(|n| n == "stdin" || n.starts_with('.')) || tmp.is_empty(),
+            "{who:?}: left in the store's tmp: {tmp:?}"
+        );
+    }
+}
+
+fn octal(field: &[u8]) -> usize {
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| c.is_digit(8))
+        .collect();
+    usize::from_str_radix(&digits, 8).unwrap()
+}
+
+/// POSIX ustar: the checksum is the sum of the header's bytes with its own field as spaces.
+fn fix_checksum(header: &mut [u8]) {
+    header[148..156].fill(b' ');
+    let sum: u32 = header.iter().map(|&b| b as u32).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// A tar holding only a manifest.json with these bytes.
+fn manifest_only(manifest: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "manifest.json", manifest.as_bytes())
+        .unwrap();
+    b.into_inner().unwrap()
+}
