@@ -118,7 +118,14 @@ pub fn build(
     );
     Ok(Report {
         archive: archive.display().to_string(),
-        format: image.format.to_string(),
+        format: match archive.compression() {
+            crate::image::compression::ArchiveCompression::None => image.format.to_string(),
+            c => format!(
+                "{}, the whole archive {}-compressed",
+                image.format,
+                c.name()
+            ),
+        },
         images_in_archive,
         index: image.index,
         tags: image.tags.clone(),

@@ -254,18 +254,42 @@ pub fn open_image(store: &Store, arg: &ImageArg) -> Result<(Archive, Image)> {
     let archive = Archive::open(&arg.image, &store.tmp_dir())?;
     let wanted = arg.reference.as_deref().map(ImageRef::parse);
     let image = image::select(&archive, wanted.as_ref())?;
+    print_warnings(&image);
     Ok((archive, image))
+}
+
+/// The image's warnings, one `rcrun: warning:` line each, escaped like every message.
+pub fn print_warnings(image: &Image) {
+    for w in &image.warnings {
+        eprintln!("rcrun: warning: {}", printable(w));
+    }
 }
 
 fn cmd_inspect(ctx: &Ctx, a: &cli::InspectArgs) -> Result<i32> {
     let store = ctx.open_store()?;
-    let (archive, image) = open_image(&store, &a.image)?;
+    let archive = Archive::open(&a.image.image, &store.tmp_dir())?;
     let count = image::list_images(&archive)?.len();
-    let report = inspect::build(&archive, &image, count, a.layers)?;
+    // Without --ref, every image of the archive, as `docker image ls` lists a loaded save.
+    let wanted: Vec<Option<ImageRef>> = match a.image.reference.as_deref() {
+        Some(r) => vec![Some(ImageRef::parse(r))],
+        None if count > 1 => (0..count).map(|i| Some(ImageRef::Index(i))).collect(),
+        None => vec![None],
+    };
+    let mut reports = Vec::new();
+    for w in &wanted {
+        let image = image::select(&archive, w.as_ref())?;
+        print_warnings(&image);
+        reports.push(inspect::build(&archive, &image, count, a.layers)?);
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let json = match reports.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            many => serde_json::to_string_pretty(many)?,
+        };
+        println!("{json}");
     } else {
-        print!("{}", inspect::print_text(&report));
+        let texts: Vec<String> = reports.iter().map(inspect::print_text).collect();
+        print!("{}", texts.join("\n"));
     }
     Ok(0)
 }

@@ -227,7 +227,10 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         },
     )?;
     let (mut archive, image) = match cached {
-        Some(image) => (None, image),
+        Some(image) => {
+            crate::print_warnings(&image);
+            (None, image)
+        }
         None => {
             let (archive, image) = ex.timed(
                 "image",

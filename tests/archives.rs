@@ -293,3 +293,237 @@ fn manifest_only(manifest: &str) -> Vec<u8> {
         .unwrap();
     b.into_inner().unwrap()
 }
+
+/// `tar` with the member `name` passed through `edit` (its header's size set to match).
+fn edit_member(tar_bytes: &[u8], name: &str, edit: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    let mut out = tar::Builder::new(Vec::new());
+    let mut input = tar::Archive::new(tar_bytes);
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        let mut header = entry.header().clone();
+        if path.trim_start_matches("./") == name {
+            data = edit(data);
+        }
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        out.append(&header, &data[..]).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+fn tar_member_names(tar_bytes: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar_bytes)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Two busybox images in one save, each with its own marker.
+fn two_images(format: Format, tags: [&str; 2], name: &str) -> PathBuf {
+    let specs: Vec<ImageSpec> = tags
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| {
+            let mut entries = busybox_entries(Path::new(BUSYBOX_PATH)).unwrap();
+            entries.push(Entry::file("marker", 0o644, format!("image {i}\n")));
+            ImageSpec {
+                tags: vec![tag.to_string()],
+                config: ConfigSpec {
+                    env: vec!["PATH=/bin".into()],
+                    ..Default::default()
+                },
+                layers: vec![LayerSpec::bytes(layer_tar(&entries).unwrap(), "busybox")],
+                ..Default::default()
+            }
+        })
+        .collect();
+    let path = staging().join(format!("archives-{name}.tar"));
+    write_archive_to_file(&path, &specs, format, &WriteOptions::default()).unwrap();
+    publish(&path);
+    path
+}
+
+fn run_ref(who: Who, store: &Path, image: &Path, reference: &str) -> std::process::Output {
+    rcrun_cmd(
+        who,
+        &[
+            os("--root"),
+            store.as_os_str(),
+            os("run"),
+            os("--ref"),
+            os(reference),
+            image.as_os_str(),
+            os("cat"),
+            os("/marker"),
+        ],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .unwrap()
+}
+
+/// References as Docker's grammar reads them; a name an index lists twice; a bad reference.
+#[test]
+fn references_are_read_as_docker_reads_them() {
+    let img = two_images(
+        Format::DockerLegacy,
+        ["test_image_1", "lab/other:2"],
+        "refs",
+    );
+    let dup = two_images(Format::OciArchive, ["dup:1.0.0", "dup:1.0.0"], "dup");
+    let names = tar_member_names(&std::fs::read(&img).unwrap());
+    let config_hex = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".json"))
+        .find(|n| n.len() == 64)
+        .expect("a legacy save names its configs <hex>.json")
+        .to_string();
+    for who in modes("references") {
+        let store = case_dir("archives-refs", who);
+        for (wanted, marker) in [
+            ("index.docker.io/library/test_image_1:latest", "image 0\n"),
+            ("docker.io/library/test_image_1", "image 0\n"),
+            ("test_image_1:latest", "image 0\n"),
+            ("docker.io/lab/other:2", "image 1\n"),
+            ("index.docker.io/lab/other:2", "image 1\n"),
+        ] {
+            let o = run_ref(who, &store, &img, wanted);
+            assert!(
+                o.status.success() && o.stdout == marker.as_bytes(),
+                "{who:?} --ref {wanted}: {}",
+                text(&o)
+            );
+        }
+        // By image ID (the config's digest), whole or its first 12 digits.
+        let o = run_ref(who, &store, &img, &format!("sha256:{config_hex}"));
+        assert!(o.status.success(), "{who:?} by ID: {}", text(&o));
+        let o = run_ref(who, &store, &img, &config_hex[..12]);
+        assert!(o.status.success(), "{who:?} by short ID: {}", text(&o));
+        for (wanted, says) in [
+            ("Test_Image_1", "must be lowercase"),
+            ("test_image_1:", "invalid tag"),
+            ("test_image_1:2", "no image matches"),
+            ("quay.io/test_image_1", "no image matches"),
+        ] {
+            let o = run_ref(who, &store, &img, wanted);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                o.status.code() == Some(125) && err.contains(says),
+                "{who:?} --ref {wanted}: {}",
+                text(&o)
+            );
+        }
+        // The same name twice in an index: the first, with a warning that says so.
+        let o = run_ref(who, &store, &dup, "dup:1.0.0");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success()
+                && o.stdout == b"image 0\n"
+                && err.contains("rcrun: warning: --ref dup:1.0.0 matches 2 images")
+                && err.contains("using @0"),
+            "{who:?} duplicate name: {}",
+            text(&o)
+        );
+        // inspect without --ref shows every image.
+        let o = rcrun_cmd(
+            who,
+            &[
+                os("--root"),
+                store.as_os_str(),
+                os("inspect"),
+                img.as_os_str(),
+            ],
+        )
+        .output()
+        .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.contains("@0 test_image_1") && out.contains("@1 lab/other:2"),
+            "{who:?} inspect of two images: {}",
+            text(&o)
+        );
+        let o = rcrun_cmd(
+            who,
+            &[
+                os("--root"),
+                store.as_os_str(),
+                os("inspect"),
+                os("--json"),
+                img.as_os_str(),
+            ],
+        )
+        .output()
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v.as_array().map(Vec::len), Some(2), "{}", text(&o));
+    }
+}
+
+/// go-containerregistry's `source_image_with_empty_layer_history.tar`: a legacy save whose
+/// config was edited after the save. Accepted with a warning naming the real digest; where the
+/// name is a content address (Docker 25's blobs), refused.
+#[test]
+fn a_legacy_config_edited_after_the_save() {
+    let edit = |json: Vec<u8>| {
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        v["comment"] = serde_json::json!("edited after docker save");
+        serde_json::to_vec(&v).unwrap()
+    };
+    let legacy = saved(Format::DockerLegacy, "renamed");
+    let config = tar_member_names(&legacy)
+        .into_iter()
+        .find(|n| n.ends_with(".json") && n.len() == 69)
+        .unwrap();
+    let legacy = file("archives-renamed.tar", &edit_member(&legacy, &config, edit));
+    let d25 = saved(Format::Docker25, "renamed25");
+    let manifest: serde_json::Value = tar::Archive::new(&d25[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy() == "manifest.json")
+        .map(|mut e| {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+            serde_json::from_slice(&b).unwrap()
+        })
+        .unwrap();
+    let config25 = manifest[0]["Config"].as_str().unwrap().to_string();
+    let d25 = file(
+        "archives-renamed25.tar",
+        &edit_member(&d25, &config25, edit),
+    );
+    for who in modes("edited_config") {
+        let store = case_dir("archives-edited", who);
+        let o = run_cmd(who, &store, legacy.to_str().unwrap(), &["cat", "/marker"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success()
+                && o.stdout == b"saved as renamed\n"
+                && err.contains("rcrun: warning:")
+                && err.contains(&format!("{config} is named after sha256:"))
+                && err.contains("but its content is sha256:"),
+            "{who:?} legacy: {}",
+            text(&o)
+        );
+        let o = run_cmd(who, &store, d25.to_str().unwrap(), &["true"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(125),
+            "{who:?} docker 25: {}",
+            text(&o)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("digest"),
+            "{}",
+            text(&o)
+        );
+    }
+}

@@ -12,6 +12,21 @@ pub struct Candidate {
     source: Source,
 }
 
+impl Candidate {
+    /// The digests a reference may name this image by: the manifest's (an OCI index entry) or
+    /// the image ID, the config's digest, where the config's file name carries it.
+    pub fn digests(&self) -> Vec<String> {
+        match &self.source {
+            Source::Docker { config, .. } => normalize_member(config)
+                .and_then(|c| digest_in_name(&c))
+                .map(|d| d.to_string())
+                .into_iter()
+                .collect(),
+            Source::Oci(desc) => vec![desc.digest.clone()],
+        }
+    }
+}
+
 enum Source {
     /// A `manifest.json` entry (docker save, docker-archive, Docker 25+).
     Docker { config: String, layers: Vec<String> },
@@ -263,12 +278,24 @@ fn load_docker(
 ) -> Result<Image, ImageError> {
     let config_norm = manifest_reference(archive, config_member)?;
     let bytes = archive.read_small(&config_norm)?;
-    // Docker names the config after its own digest (`<hex>.json`, or `blobs/sha256/<hex>`); when
-    // the name promises a digest, the content must keep the promise.
-    if let Some(promised) = digest_in_name(&config_norm) {
-        check_blob(archive, &config_norm, &promised, None, &bytes)?;
-    }
     let id = Digest::of_bytes(&bytes);
+    // Docker names the config after its own digest (`<hex>.json`, or `blobs/sha256/<hex>`). In a
+    // Docker 25 save that name is a content address (an OCI blob) and the content must keep its
+    // promise. In the legacy layout nobody checks it: `docker load`, go-containerregistry and
+    // skopeo take a config edited after the save (the image ID is computed from the content,
+    // and every layer is still verified against the config's diff_ids), so rcrun does too, and
+    // says which digest the content has.
+    let mut warnings = Vec::new();
+    if let Some(promised) = digest_in_name(&config_norm) {
+        if format == Format::DockerOci || config_norm.starts_with("blobs/") || promised == id {
+            check_blob(archive, &config_norm, &promised, None, &bytes)?;
+        } else {
+            warnings.push(format!(
+                "{}: the config {config_norm} is named after {promised} but its content is {id} (edited after the save?); accepted as docker load accepts it: in this layout the name is not a checked address, and every layer is still verified against the config's diff_ids",
+                archive.display()
+            ));
+        }
+    }
     let config = parse_config(archive, &config_norm, &bytes)?;
     let mut sources = Vec::new();
     for member in layer_members {
@@ -286,7 +313,7 @@ fn load_docker(
         let stored_size = archive.member_size(&norm)?;
         sources.push((norm, blob.map(|b| (b, None)), None, stored_size));
     }
-    finish(
+    let mut image = finish(
         archive,
         format,
         index,
@@ -296,7 +323,9 @@ fn load_docker(
         "manifest.json",
         &config_norm,
         sources,
-    )
+    )?;
+    image.warnings = warnings;
+    Ok(image)
 }
 
 /// A `Config` or `Layers` path from `manifest.json`, as an archive member name. Paths are
@@ -503,5 +532,6 @@ fn finish(
         id,
         config,
         layers,
+        warnings: Vec::new(),
     })
 }

@@ -19,6 +19,7 @@ pub mod compression;
 pub mod digest;
 mod formats;
 pub mod layer;
+pub mod reference;
 
 pub use archive::Archive;
 pub use digest::Digest;
@@ -70,6 +71,8 @@ pub enum ImageError {
         count: usize,
         choices: String,
     },
+    #[error("--ref {wanted}: invalid reference: {why}")]
+    BadRef { wanted: String, why: String },
     #[error("{archive}: no image matches --ref {wanted}; available: {choices}")]
     NoSuchRef {
         archive: String,
@@ -183,6 +186,10 @@ pub struct Image {
     pub id: Digest,
     pub config: ImageConfiguration,
     pub layers: Vec<LayerSource>,
+    /// What rcrun accepted but a user should know (printed as `rcrun: warning:` on every run,
+    /// the cached ones too).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Image {
@@ -290,17 +297,49 @@ pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, Ima
             })
         }
         Some(ImageRef::Name(name)) => {
-            let hits: Vec<usize> = (0..candidates.len())
-                .filter(|&i| candidates[i].tags.iter().any(|t| ref_matches(t, name)))
-                .collect();
+            let hits: Vec<usize> = match reference::bare_id(name) {
+                Some(id) => (0..candidates.len())
+                    .filter(|&i| candidates[i].digests().iter().any(|d| d.starts_with(&id)))
+                    .collect(),
+                None => {
+                    let wanted =
+                        reference::Reference::parse(name).map_err(|why| ImageError::BadRef {
+                            wanted: name.clone(),
+                            why,
+                        })?;
+                    let digests: Vec<Vec<String>> =
+                        candidates.iter().map(|c| c.digests()).collect();
+                    (0..candidates.len())
+                        .filter(|&i| {
+                            candidates[i]
+                                .tags
+                                .iter()
+                                .any(|t| wanted.matches(t, &digests[i]))
+                        })
+                        .collect()
+                }
+            };
             match hits.as_slice() {
-                [one] => *one,
-                _ => {
+                [] => {
                     return Err(ImageError::NoSuchRef {
                         archive: archive.display().to_string(),
                         wanted: name.clone(),
                         choices: describe(),
                     })
+                }
+                [one] => *one,
+                [first, rest @ ..] => {
+                    // containers/image takes the first entry of a name that an index lists
+                    // twice; so does rcrun, and says so.
+                    let others: Vec<String> = rest.iter().map(|i| format!("@{i}")).collect();
+                    let mut image = formats::load(archive, format, *first, &candidates[*first])?;
+                    image.warnings.push(format!(
+                        "--ref {name} matches {} images of {} (@{first} and {}): using @{first}, the first, as containers/image does; --ref @N chooses another",
+                        hits.len(),
+                        archive.display(),
+                        others.join(", ")
+                    ));
+                    return Ok(image);
                 }
             }
         }
@@ -308,41 +347,9 @@ pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, Ima
     formats::load(archive, format, index, &candidates[index])
 }
 
-/// Whether an archive tag such as `docker.io/library/busybox:latest` is what the user meant by
-/// `busybox`, `busybox:latest` or `library/busybox`.
-pub fn ref_matches(tag: &str, wanted: &str) -> bool {
-    fn canonical(r: &str) -> String {
-        let mut r = r.to_string();
-        for prefix in ["docker.io/library/", "docker.io/", "localhost/", "library/"] {
-            if let Some(rest) = r.strip_prefix(prefix) {
-                r = rest.to_string();
-                break;
-            }
-        }
-        // A tag is the part after the last ':' unless that ':' belongs to a registry port.
-        let has_tag = r.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/'));
-        if has_tag || r.contains('@') {
-            r
-        } else {
-            format!("{r}:latest")
-        }
-    }
-    tag == wanted || canonical(tag) == canonical(wanted)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refs_match_like_docker() {
-        assert!(ref_matches("docker.io/library/busybox:latest", "busybox"));
-        assert!(ref_matches("busybox:latest", "busybox:latest"));
-        assert!(ref_matches("localhost/lab/busybox:latest", "lab/busybox"));
-        assert!(ref_matches("localhost:5000/x:1", "localhost:5000/x:1"));
-        assert!(!ref_matches("busybox:1.36", "busybox"));
-        assert!(!ref_matches("alpine:latest", "busybox"));
-    }
 
     #[test]
     fn parses_refs() {
