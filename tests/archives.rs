@@ -527,3 +527,58 @@ fn a_legacy_config_edited_after_the_save() {
         );
     }
 }
+
+/// A layer both cut short (the tar reader fails "failed to read entire block") and not what the
+/// config's diff_id promises: the digest explains the failure, so that is what every run says,
+/// however far the reading thread had got when extraction gave up.
+#[test]
+fn a_broken_layer_fails_the_same_way_every_time() {
+    // 16 MiB of incompressible bytes in one file, the tar cut in the middle of it.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let big: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let whole = layer_tar(&[Entry::file("big", 0o644, big)]).unwrap();
+    let cut = whole[..whole.len() / 2].to_vec();
+    let spec = ImageSpec {
+        tags: vec!["broken:1".into()],
+        layers: vec![LayerSpec::bytes(cut, "cut")],
+        ..Default::default()
+    };
+    let path = staging().join("archives-broken-layer.tar");
+    let opts = WriteOptions {
+        compression: rcrun::imagebuild::Compression::Gzip,
+        tamper: vec![rcrun::imagebuild::Tamper::WrongDiffId { image: 0, layer: 0 }],
+        ..Default::default()
+    };
+    write_archive_to_file(&path, &[spec], Format::OciArchive, &opts).unwrap();
+    publish(&path);
+    for who in modes("broken_layer") {
+        let dir = case_dir("archives-broken", who);
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..16 {
+            let o = unpack(
+                who,
+                &dir.join("store"),
+                &path,
+                &dir.join(format!("out{i}")),
+                &[],
+            );
+            assert_eq!(o.status.code(), Some(125), "{who:?}: {}", text(&o));
+            let first = String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            *seen.entry(first).or_default() += 1;
+        }
+        assert_eq!(seen.len(), 1, "{who:?}: the outcome varies: {seen:#?}");
+        let (msg, _) = seen.into_iter().next().unwrap();
+        assert!(msg.contains("diff_id mismatch"), "{who:?}: {msg}");
+    }
+}

@@ -410,10 +410,9 @@ fn extract_into(
     });
     // A read or digest failure explains a tar error better than the tar error itself.
     let (stats, verified): (LayerStats, LayerVerified) = match (consumed, produced) {
-        (Ok(stats), Some(Ok(v))) => (stats, v),
-        (_, Some(Err(e))) => return Err(e.into()),
-        (Err(e), _) => return Err(ctx(e)),
-        (Ok(_), None) => unreachable!("the producer stops early only after an extraction error"),
+        (Ok(stats), Ok(v)) => (stats, v),
+        (_, Err(e)) => return Err(e.into()),
+        (Err(e), Ok(_)) => return Err(ctx(e)),
     };
     Ok(LayerInfo {
         diff_id: verified.diff_id.to_string(),
@@ -543,8 +542,10 @@ const READ_AHEAD: usize = 4;
 const CHUNK: usize = 1 << 20;
 
 /// The reader thread of one layer: opens the member, decompresses and hashes it, and sends the
-/// uncompressed tar stream in chunks. When the extractor stops reading (the tar ended) it reads on
-/// to the very end for the digests; when the extractor failed (`cancel`) it stops and returns None.
+/// uncompressed tar stream in chunks. When the extractor stops reading (the tar ended, or it
+/// failed: `cancel`) it reads on to the very end for the digests, every time: which error a broken
+/// layer reports must not depend on how far this thread had got when the extractor gave up (a
+/// digest mismatch explains a tar error, so it wins; see `extract_layer`).
 fn produce(
     archive: &Archive,
     layer: &crate::image::LayerSource,
@@ -552,18 +553,18 @@ fn produce(
     tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
     recycled: std::sync::mpsc::Receiver<Vec<u8>>,
     cancel: &AtomicBool,
-) -> Option<Result<LayerVerified, ImageError>> {
+) -> Result<LayerVerified, ImageError> {
     use std::io::Read;
     let mut stream = match LayerStream::open(archive, layer, i) {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Err(std::io::Error::other(e.to_string())));
-            return Some(Err(e));
+            return Err(e);
         }
     };
     loop {
         if cancel.load(Ordering::Relaxed) {
-            return None;
+            break;
         }
         let mut buf = recycled.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
@@ -575,11 +576,11 @@ fn produce(
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
-                    return Some(Err(ImageError::Read {
+                    return Err(ImageError::Read {
                         archive: archive.display().to_string(),
                         member: layer.member.clone(),
                         source: e,
-                    }));
+                    });
                 }
             }
         }
@@ -592,10 +593,7 @@ fn produce(
         }
     }
     drop(tx);
-    if cancel.load(Ordering::Relaxed) {
-        return None;
-    }
-    Some(stream.finish())
+    stream.finish()
 }
 
 /// The extracting side of [`produce`]: a `Read` over the received chunks; returns used chunks
