@@ -272,7 +272,10 @@ fn cmd_inspect(ctx: &Ctx, a: &cli::InspectArgs) -> Result<i32> {
     // Without --ref, every image of the archive, as `docker image ls` lists a loaded save.
     let wanted: Vec<Option<ImageRef>> = match a.image.reference.as_deref() {
         Some(r) => vec![Some(ImageRef::parse(r))],
-        None if count > 1 => (0..count).map(|i| Some(ImageRef::Index(i))).collect(),
+        None if count > 1 => image::image_positions(&archive)?
+            .into_iter()
+            .map(|i| Some(ImageRef::Index(i)))
+            .collect(),
         None => vec![None],
     };
     let mut reports = Vec::new();

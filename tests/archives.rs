@@ -582,3 +582,135 @@ fn a_broken_layer_fails_the_same_way_every_time() {
         assert!(msg.contains("diff_id mismatch"), "{who:?}: {msg}");
     }
 }
+
+/// An OCI layout `tar` with one more index entry: a manifest whose config is `config_type`
+/// (and whose `artifactType` is `artifact_type`), named `name`.
+fn with_artifact(
+    oci_tar: &[u8],
+    name: &str,
+    config_type: &str,
+    artifact_type: Option<&str>,
+    keep_images: bool,
+) -> Vec<u8> {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let config = br#"{"name":"chart","version":"1.0.0"}"#.to_vec();
+    let layer = b"not a tar: a chart".to_vec();
+    let mut manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": config_type, "digest": format!("sha256:{}", hex(&config)), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                    "digest": format!("sha256:{}", hex(&layer)), "size": layer.len()}],
+    });
+    if let Some(t) = artifact_type {
+        manifest["artifactType"] = serde_json::json!(t);
+    }
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let entry = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{}", hex(&manifest)), "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": name},
+    });
+    let edited = edit_member(oci_tar, "index.json", |json| {
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let list = v["manifests"].as_array_mut().unwrap();
+        if !keep_images {
+            list.clear();
+        }
+        list.push(entry.clone());
+        serde_json::to_vec(&v).unwrap()
+    });
+    // Drop the end-of-archive blocks, append the three blobs, end the archive again.
+    let mut out = tar::Builder::new(Vec::new());
+    let mut input = tar::Archive::new(&edited[..]);
+    for e in input.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        out.append(&h, &data[..]).unwrap();
+    }
+    for blob in [&config, &layer, &manifest] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(blob.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, format!("blobs/sha256/{}", hex(blob)), &blob[..])
+            .unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+/// A Helm chart or an SBOM in an OCI layout is an artifact, not an image: said so, and listed
+/// apart; an archive with one image and artifacts runs the image.
+#[test]
+fn oci_artifacts_are_named_as_such() {
+    let oci = saved(Format::OciArchive, "with-artifacts");
+    let helm = "application/vnd.cncf.helm.config.v1+json";
+    let mixed = file(
+        "archives-mixed.tar",
+        &with_artifact(&oci, "chart:1", helm, None, true),
+    );
+    let sbom_only = file(
+        "archives-sbom.tar",
+        &with_artifact(
+            &oci,
+            "sbom:1",
+            "application/vnd.oci.empty.v1+json",
+            Some("application/spdx+json"),
+            false,
+        ),
+    );
+    for who in modes("artifacts") {
+        let store = case_dir("archives-artifacts", who);
+        let o = run_cmd(who, &store, mixed.to_str().unwrap(), &["cat", "/marker"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success() && o.stdout == b"saved as with-artifacts\n",
+            "{who:?} the image beside an artifact: {}",
+            text(&o)
+        );
+        let o = run_ref(who, &store, &mixed, "chart:1");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code() == Some(125)
+                && err.contains(&format!(
+                    "is an OCI artifact ({helm}), not a container image"
+                )),
+            "{who:?} --ref chart:1: {}",
+            text(&o)
+        );
+        let o = run_ref(who, &store, &mixed, "nothing:1");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("OCI artifacts, not images: @1 chart:1"),
+            "{who:?} listed apart: {}",
+            text(&o)
+        );
+        let o = run_cmd(who, &store, sbom_only.to_str().unwrap(), &["true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code() == Some(125)
+                && err.contains("holds only OCI artifacts, no container image")
+                && err.contains("application/spdx+json"),
+            "{who:?} only an SBOM: {}",
+            text(&o)
+        );
+        let o = rcrun_cmd(
+            who,
+            &[
+                os("--root"),
+                store.as_os_str(),
+                os("inspect"),
+                mixed.as_os_str(),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{who:?} inspect: {}", text(&o));
+    }
+}

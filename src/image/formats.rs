@@ -10,6 +10,9 @@ use std::collections::HashMap;
 pub struct Candidate {
     pub tags: Vec<String>,
     source: Source,
+    /// `Some(type)` for an OCI artifact (a Helm chart, an SBOM, a signature): a manifest whose
+    /// `artifactType` is set or whose config is not an image config. Not a container image.
+    pub artifact: Option<String>,
 }
 
 impl Candidate {
@@ -48,6 +51,8 @@ struct DockerEntry {
 struct Descriptor {
     #[serde(rename = "mediaType", default)]
     media_type: Option<String>,
+    #[serde(rename = "artifactType", default)]
+    artifact_type: Option<String>,
     digest: String,
     #[serde(default)]
     size: Option<u64>,
@@ -70,6 +75,8 @@ struct Platform {
 struct OciDoc {
     #[serde(rename = "mediaType", default)]
     media_type: Option<String>,
+    #[serde(rename = "artifactType", default)]
+    artifact_type: Option<String>,
     #[serde(default)]
     manifests: Option<Vec<Descriptor>>,
     #[serde(default)]
@@ -130,6 +137,7 @@ pub fn candidates(archive: &Archive) -> Result<(Format, Vec<Candidate>), ImageEr
                     config: e.config,
                     layers,
                 },
+                artifact: None,
             });
         }
         let format = if oci {
@@ -162,9 +170,16 @@ pub fn candidates(archive: &Archive) -> Result<(Format, Vec<Candidate>), ImageEr
                 Candidate {
                     tags,
                     source: Source::Oci(d),
+                    artifact: None,
                 }
             })
             .collect();
+        let mut out = out;
+        for c in &mut out {
+            if let Source::Oci(d) = &c.source {
+                c.artifact = artifact_of(archive, d)?;
+            }
+        }
         if out.is_empty() {
             return Err(malformed(archive, "index.json", "lists no image manifests"));
         }
@@ -173,6 +188,35 @@ pub fn candidates(archive: &Archive) -> Result<(Format, Vec<Candidate>), ImageEr
     Err(ImageError::NotImage {
         archive: archive.display().to_string(),
     })
+}
+
+/// The config media types of container images (OCI image spec, Docker's image manifest v2.2).
+const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// What an index entry is when it is not a container image: its `artifactType`, or its config's
+/// media type when that is not an image config (OCI image spec 1.1, "Guidelines for Artifact
+/// Usage"). Indexes (multi-platform images) and manifests without a typed config are images.
+fn artifact_of(archive: &Archive, d: &Descriptor) -> Result<Option<String>, ImageError> {
+    if let Some(t) = &d.artifact_type {
+        return Ok(Some(t.clone()));
+    }
+    if is_index(d) {
+        return Ok(None);
+    }
+    let (member, bytes) = read_verified(archive, "index.json", d)?;
+    let manifest: OciDoc = json(archive, &member, &bytes)?;
+    Ok(manifest_artifact(&manifest))
+}
+
+fn manifest_artifact(manifest: &OciDoc) -> Option<String> {
+    if let Some(t) = &manifest.artifact_type {
+        return Some(t.clone());
+    }
+    let config_type = manifest.config.as_ref()?.media_type.as_deref()?;
+    (!IMAGE_CONFIG_TYPES.contains(&config_type)).then(|| config_type.to_string())
 }
 
 /// Attestation manifests (buildkit provenance/SBOM) ride along in multi-platform indexes with
@@ -435,6 +479,13 @@ fn load_oci(
             &manifest_member,
             "expected an image manifest, found an index",
         ));
+    }
+    if let Some(kind) = manifest_artifact(&manifest) {
+        return Err(ImageError::Artifact {
+            archive: archive.display().to_string(),
+            which: format!("@{index}"),
+            kind,
+        });
     }
     let config_desc = manifest
         .config

@@ -71,6 +71,14 @@ pub enum ImageError {
         count: usize,
         choices: String,
     },
+    #[error("{archive}: {which} is an OCI artifact ({kind}), not a container image")]
+    Artifact {
+        archive: String,
+        which: String,
+        kind: String,
+    },
+    #[error("{archive} holds only OCI artifacts, no container image: {artifacts}")]
+    OnlyArtifacts { archive: String, artifacts: String },
     #[error("--ref {wanted}: invalid reference: {why}")]
     BadRef { wanted: String, why: String },
     #[error("{archive}: no image matches --ref {wanted}; available: {choices}")]
@@ -264,27 +272,54 @@ pub fn list_images(archive: &Archive) -> Result<Vec<Vec<String>>, ImageError> {
 /// Reads the archive's manifests and returns the image chosen by `wanted` (or the only one).
 pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, ImageError> {
     let (format, candidates) = formats::candidates(archive)?;
+    let name_of = |i: usize| {
+        let c = &candidates[i];
+        if c.tags.is_empty() {
+            format!("@{i} <untagged>")
+        } else {
+            format!("@{i} {}", c.tags.join(", "))
+        }
+    };
+    let images: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].artifact.is_none())
+        .collect();
+    let artifacts: Vec<String> = (0..candidates.len())
+        .filter_map(|i| {
+            Some(format!(
+                "{} ({})",
+                name_of(i),
+                candidates[i].artifact.as_ref()?
+            ))
+        })
+        .collect();
+    // Images first; artifacts listed apart, since they cannot be run.
     let describe = || {
-        candidates
+        let mut s = images
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let name = if c.tags.is_empty() {
-                    "<untagged>".to_string()
-                } else {
-                    c.tags.join(", ")
-                };
-                format!("@{i} {name}")
-            })
+            .map(|&i| name_of(i))
             .collect::<Vec<_>>()
-            .join("; ")
+            .join("; ");
+        if !artifacts.is_empty() {
+            s.push_str(&format!(
+                "{}OCI artifacts, not images: {}",
+                if s.is_empty() { "" } else { "; " },
+                artifacts.join("; ")
+            ));
+        }
+        s
     };
     let index = match wanted {
-        None if candidates.len() == 1 => 0,
+        None if images.len() == 1 => images[0],
+        None if images.is_empty() => {
+            return Err(ImageError::OnlyArtifacts {
+                archive: archive.display().to_string(),
+                artifacts: artifacts.join("; "),
+            })
+        }
         None => {
             return Err(ImageError::Ambiguous {
                 archive: archive.display().to_string(),
-                count: candidates.len(),
+                count: images.len(),
                 choices: describe(),
             })
         }
@@ -319,6 +354,14 @@ pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, Ima
                         .collect()
                 }
             };
+            // A name shared by an image and an artifact means the image.
+            let hits: Vec<usize> = if hits.iter().any(|&i| candidates[i].artifact.is_none()) {
+                hits.into_iter()
+                    .filter(|&i| candidates[i].artifact.is_none())
+                    .collect()
+            } else {
+                hits
+            };
             match hits.as_slice() {
                 [] => {
                     return Err(ImageError::NoSuchRef {
@@ -344,7 +387,22 @@ pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, Ima
             }
         }
     };
+    if let Some(kind) = &candidates[index].artifact {
+        return Err(ImageError::Artifact {
+            archive: archive.display().to_string(),
+            which: name_of(index),
+            kind: kind.clone(),
+        });
+    }
     formats::load(archive, format, index, &candidates[index])
+}
+
+/// Positions of the archive's container images (its OCI artifacts left out), for `inspect`.
+pub fn image_positions(archive: &Archive) -> Result<Vec<usize>, ImageError> {
+    let (_, candidates) = formats::candidates(archive)?;
+    Ok((0..candidates.len())
+        .filter(|&i| candidates[i].artifact.is_none())
+        .collect())
 }
 
 #[cfg(test)]
