@@ -87,9 +87,37 @@ pub struct ImageArg {
     /// Image archive (`docker save`, `podman save`, `oci-archive`); `-` reads it from stdin.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
-    /// Which image of a multi-image archive: NAME[:TAG] or @N (0-based).
+    /// Which image of a multi-image archive: a reference as Docker reads it (NAME[:TAG],
+    /// NAME@sha256:…), an image ID, or @N (0-based).
     #[arg(long = "ref", value_name = "REF")]
     pub reference: Option<String>,
+    /// Which platform of a multi-platform image: OS/ARCH[/VARIANT], e.g. linux/arm64 (default:
+    /// this host's). `run` refuses an image of another platform unless an emulator is registered.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+}
+
+impl ImageArg {
+    /// `--platform`, or this host's.
+    pub fn platform(&self) -> Result<crate::image::platform::Platform, crate::image::ImageError> {
+        match &self.platform {
+            None => Ok(crate::image::platform::Platform::host()),
+            Some(p) => crate::image::platform::Platform::parse(p)
+                .map_err(crate::image::ImageError::BadPlatform),
+        }
+    }
+
+    /// What the image cache keys a selection on besides the file: `--ref` and `--platform`.
+    pub fn selection_key(&self) -> Option<String> {
+        match (&self.reference, &self.platform) {
+            (None, None) => None,
+            (r, p) => Some(format!(
+                "{}|{}",
+                r.as_deref().unwrap_or(""),
+                p.as_deref().unwrap_or("")
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

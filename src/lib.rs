@@ -253,7 +253,7 @@ pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Wri
 pub fn open_image(store: &Store, arg: &ImageArg) -> Result<(Archive, Image)> {
     let archive = Archive::open(&arg.image, &store.tmp_dir())?;
     let wanted = arg.reference.as_deref().map(ImageRef::parse);
-    let image = image::select(&archive, wanted.as_ref())?;
+    let image = image::select_for(&archive, wanted.as_ref(), &arg.platform()?)?;
     print_warnings(&image);
     Ok((archive, image))
 }
@@ -279,8 +279,9 @@ fn cmd_inspect(ctx: &Ctx, a: &cli::InspectArgs) -> Result<i32> {
         None => vec![None],
     };
     let mut reports = Vec::new();
+    let platform = a.image.platform()?;
     for w in &wanted {
-        let image = image::select(&archive, w.as_ref())?;
+        let image = image::select_for(&archive, w.as_ref(), &platform)?;
         print_warnings(&image);
         reports.push(inspect::build(&archive, &image, count, a.layers)?);
     }

@@ -211,7 +211,8 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         &format!("open layer store {} (mode 0700)", ctx.store_root.display()),
         || ctx.open_store(),
     )?;
-    let reference = a.image.reference.as_deref();
+    let selection = a.image.selection_key();
+    let reference = selection.as_deref();
     let cached = ex.timed(
         "image",
         &format!(
@@ -268,6 +269,11 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         ),
         std::time::Duration::ZERO,
     );
+    // Before anything is unpacked: an image of another platform fails here, named, rather than
+    // at exec with ENOEXEC.
+    if let Some(note) = crate::image::platform::check_runnable(&image)? {
+        eprintln!("rcrun: warning: {}", crate::printable(&note));
+    }
     let mode = owner_mode(ctx, a);
     let unpack_started = std::time::Instant::now();
     let layers = match unpack::present_layers(&store, &mode, &image) {

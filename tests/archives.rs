@@ -714,3 +714,207 @@ fn oci_artifacts_are_named_as_such() {
         assert!(o.status.success(), "{who:?} inspect: {}", text(&o));
     }
 }
+
+/// A busybox image saved as `format` whose config says `arch`, with a marker naming it.
+fn saved_for(format: Format, name: &str, arch: &str) -> Vec<u8> {
+    let mut entries = busybox_entries(Path::new(BUSYBOX_PATH)).unwrap();
+    entries.push(Entry::file("marker", 0o644, format!("{arch}\n")));
+    let spec = ImageSpec {
+        tags: vec![format!("archives/{name}:latest")],
+        config: ConfigSpec {
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+        layers: vec![LayerSpec::bytes(layer_tar(&entries).unwrap(), arch)],
+        architecture: Some(arch.to_string()),
+        ..Default::default()
+    };
+    let path = staging().join(format!("archives-{name}-{arch}.tar"));
+    write_archive_to_file(&path, &[spec], format, &WriteOptions::default()).unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+/// One oci-archive holding a multi-platform index over the images of `parts` (each an
+/// oci-archive of one image), as `docker buildx` exports one.
+fn multi_platform(parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut blobs = std::collections::BTreeMap::new();
+    let mut descriptors = Vec::new();
+    for (arch, tar_bytes) in parts {
+        let mut index = None;
+        for e in tar::Archive::new(&tar_bytes[..]).entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            if name.starts_with("blobs/sha256/") && !data.is_empty() {
+                blobs.insert(name, data);
+            } else if name == "index.json" {
+                index = Some(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+            }
+        }
+        let mut d = index.unwrap()["manifests"][0].clone();
+        d["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+        d.as_object_mut().unwrap().remove("annotations");
+        descriptors.push(d);
+    }
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": descriptors,
+    }))
+    .unwrap();
+    let nested_hex = hex::encode(sha2::Sha256::digest(&nested));
+    blobs.insert(format!("blobs/sha256/{nested_hex}"), nested.clone());
+    let top = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{nested_hex}"), "size": nested.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi:1"},
+        }],
+    }))
+    .unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, data).unwrap();
+    };
+    for (name, data) in &blobs {
+        add(name, data);
+    }
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &top);
+    out.into_inner().unwrap()
+}
+
+fn rcrun_out(who: Who, store: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec![os("--root"), store.as_os_str()];
+    all.extend(args.iter().map(|a| os(a)));
+    rcrun_cmd(who, &all).stdin(Stdio::null()).output().unwrap()
+}
+
+/// An image of another platform is refused by `run` before anything is unpacked, with both
+/// platforms named (unless an emulator is registered); `inspect` and `unpack` take any
+/// platform; `--platform` picks from a multi-platform index.
+#[test]
+fn foreign_platforms_are_named_before_anything_is_unpacked() {
+    let host = rcrun::image::host_arch();
+    let other = if host == "arm64" { "amd64" } else { "arm64" };
+    let emulated = matches!(
+        rcrun::image::platform::emulation_for(other),
+        rcrun::image::platform::Emulation::Usable(_)
+    );
+    let foreign = file(
+        "archives-foreign.tar",
+        &saved_for(Format::DockerLegacy, "foreign", other),
+    );
+    let multi = file(
+        "archives-multi.tar",
+        &multi_platform(&[
+            (host, saved_for(Format::OciArchive, "multi", host)),
+            (other, saved_for(Format::OciArchive, "multi", other)),
+        ]),
+    );
+    let f = foreign.to_str().unwrap();
+    let m = multi.to_str().unwrap();
+    for who in modes("foreign_platforms") {
+        let store = case_dir("archives-platforms", who);
+        let o = rcrun_out(who, &store, &["run", f, "cat", "/marker"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if emulated {
+            skip(&format!(
+                "foreign_platforms: a qemu-user handler for {other} is registered here: the refusal is not checked"
+            ));
+        } else {
+            assert!(
+                o.status.code() == Some(125)
+                    && err.contains(&format!(
+                        "the image is linux/{other}, this host linux/{host}"
+                    ))
+                    && err.contains("--platform")
+                    && err.contains("binfmt_misc"),
+                "{who:?} foreign run: {}",
+                text(&o)
+            );
+            assert!(
+                list(&store.join("layers"))
+                    .iter()
+                    .all(|o| list(&store.join("layers").join(o)).is_empty()),
+                "{who:?}: a layer was unpacked for an image that cannot run"
+            );
+        }
+        let o = rcrun_out(who, &store, &["inspect", f]);
+        assert!(
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(&format!("linux/{other}")),
+            "{who:?} inspect of a foreign image: {}",
+            text(&o)
+        );
+        let out = store.join("foreign-out");
+        let o = rcrun_out(who, &store, &["unpack", f, out.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "{who:?} unpack of a foreign image: {}",
+            text(&o)
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("marker")).unwrap(),
+            format!("{other}\n")
+        );
+
+        // The multi-platform index: the host's by default, another with --platform.
+        let o = rcrun_out(who, &store, &["run", m, "cat", "/marker"]);
+        assert!(
+            o.status.success() && o.stdout == format!("{host}\n").as_bytes(),
+            "{who:?} multi-platform run: {}",
+            text(&o)
+        );
+        let out = store.join("multi-other");
+        let want = format!("linux/{other}");
+        let o = rcrun_out(
+            who,
+            &store,
+            &["unpack", "--platform", &want, m, out.to_str().unwrap()],
+        );
+        assert!(
+            o.status.success(),
+            "{who:?} unpack --platform: {}",
+            text(&o)
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("marker")).unwrap(),
+            format!("{other}\n")
+        );
+        let o = rcrun_out(who, &store, &["inspect", "--platform", &want, m]);
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(&want),
+            "{who:?} inspect --platform: {}",
+            text(&o)
+        );
+        let o = rcrun_out(
+            who,
+            &store,
+            &["run", "--platform", "linux/s390x", m, "true"],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code() == Some(125)
+                && err.contains("no image for the platform linux/s390x")
+                && err.contains(&format!("linux/{host}"))
+                && err.contains(&format!("linux/{other}")),
+            "{who:?} --platform linux/s390x: {}",
+            text(&o)
+        );
+        let o = rcrun_out(who, &store, &["run", "--platform", "linux//x", m, "true"]);
+        assert_eq!(
+            o.status.code(),
+            Some(125),
+            "{who:?} bad --platform: {}",
+            text(&o)
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The manifest layouts: which images an archive holds, and how to load one of them.
 
 use super::archive::{normalize_member, Archive};
-use super::{host_arch, Digest, Format, Image, ImageError, LayerSource};
+use super::{Digest, Format, Image, ImageError, LayerSource};
 use oci_spec::image::ImageConfiguration;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -68,6 +68,8 @@ struct Platform {
     architecture: String,
     #[serde(default)]
     os: String,
+    #[serde(default)]
+    variant: Option<String>,
 }
 
 /// Both an OCI index and an OCI manifest; `manifests` may be `null` (Docker 25.0.0–25.0.2).
@@ -298,17 +300,19 @@ fn check_blob(
     Ok(())
 }
 
+/// Loads candidate `index`; `platform` picks the manifest of a multi-platform index.
 pub fn load(
     archive: &Archive,
     format: Format,
     index: usize,
     cand: &Candidate,
+    platform: &super::platform::Platform,
 ) -> Result<Image, ImageError> {
     match &cand.source {
         Source::Docker { config, layers } => {
             load_docker(archive, format, index, cand, config, layers)
         }
-        Source::Oci(desc) => load_oci(archive, index, cand, desc),
+        Source::Oci(desc) => load_oci(archive, index, cand, desc, platform),
     }
 }
 
@@ -419,6 +423,7 @@ fn load_oci(
     index: usize,
     cand: &Candidate,
     top: &Descriptor,
+    wanted: &super::platform::Platform,
 ) -> Result<Image, ImageError> {
     let mut desc = top.clone();
     let mut referrer = "index.json".to_string();
@@ -435,25 +440,25 @@ fn load_oci(
             .into_iter()
             .filter(|d| !is_attestation(d))
             .collect();
-        let host = host_arch();
         let pick = children
             .iter()
             .find(|d| {
                 d.platform
                     .as_ref()
-                    .is_some_and(|p| p.architecture == host && p.os == "linux")
+                    .is_some_and(|p| wanted.accepts(&p.os, &p.architecture, p.variant.as_deref()))
             })
             .or_else(|| children.iter().find(|d| d.platform.is_none()))
             .cloned();
         desc = pick.ok_or_else(|| ImageError::NoPlatform {
             archive: archive.display().to_string(),
-            host: host.to_string(),
+            wanted: wanted.to_string(),
             available: children
                 .iter()
                 .filter_map(|d| {
-                    d.platform
-                        .as_ref()
-                        .map(|p| format!("{}/{}", p.os, p.architecture))
+                    d.platform.as_ref().map(|p| match &p.variant {
+                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                        None => format!("{}/{}", p.os, p.architecture),
+                    })
                 })
                 .collect::<Vec<_>>()
                 .join(", "),

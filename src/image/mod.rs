@@ -19,6 +19,7 @@ pub mod compression;
 pub mod digest;
 mod formats;
 pub mod layer;
+pub mod platform;
 pub mod reference;
 
 pub use archive::Archive;
@@ -79,6 +80,17 @@ pub enum ImageError {
     },
     #[error("{archive} holds only OCI artifacts, no container image: {artifacts}")]
     OnlyArtifacts { archive: String, artifacts: String },
+    #[error(
+        "{archive}: the image is {image}, this host {host}: its programs cannot run here; {hint}"
+    )]
+    ForeignPlatform {
+        archive: String,
+        image: String,
+        host: String,
+        hint: String,
+    },
+    #[error("{0}")]
+    BadPlatform(String),
     #[error("--ref {wanted}: invalid reference: {why}")]
     BadRef { wanted: String, why: String },
     #[error("{archive}: no image matches --ref {wanted}; available: {choices}")]
@@ -87,10 +99,10 @@ pub enum ImageError {
         wanted: String,
         choices: String,
     },
-    #[error("{archive}: no image for this host's platform linux/{host} (available: {available})")]
+    #[error("{archive}: no image for the platform {wanted} (available: {available}); choose one with --platform")]
     NoPlatform {
         archive: String,
-        host: String,
+        wanted: String,
         available: String,
     },
     #[error("{archive}: {manifest} lists {layers} layers but the config {config} lists {diff_ids} diff_ids (rootfs.diff_ids)")]
@@ -269,8 +281,18 @@ pub fn list_images(archive: &Archive) -> Result<Vec<Vec<String>>, ImageError> {
         .collect())
 }
 
-/// Reads the archive's manifests and returns the image chosen by `wanted` (or the only one).
+/// Reads the archive's manifests and returns the image chosen by `wanted` (or the only one),
+/// for this host's platform.
 pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, ImageError> {
+    select_for(archive, wanted, &platform::Platform::host())
+}
+
+/// [`select`], with the manifest of a multi-platform index picked for `platform`.
+pub fn select_for(
+    archive: &Archive,
+    wanted: Option<&ImageRef>,
+    platform: &platform::Platform,
+) -> Result<Image, ImageError> {
     let (format, candidates) = formats::candidates(archive)?;
     let name_of = |i: usize| {
         let c = &candidates[i];
@@ -375,7 +397,8 @@ pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, Ima
                     // containers/image takes the first entry of a name that an index lists
                     // twice; so does rcrun, and says so.
                     let others: Vec<String> = rest.iter().map(|i| format!("@{i}")).collect();
-                    let mut image = formats::load(archive, format, *first, &candidates[*first])?;
+                    let mut image =
+                        formats::load(archive, format, *first, &candidates[*first], platform)?;
                     image.warnings.push(format!(
                         "--ref {name} matches {} images of {} (@{first} and {}): using @{first}, the first, as containers/image does; --ref @N chooses another",
                         hits.len(),
@@ -394,7 +417,7 @@ pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, Ima
             kind: kind.clone(),
         });
     }
-    formats::load(archive, format, index, &candidates[index])
+    formats::load(archive, format, index, &candidates[index], platform)
 }
 
 /// Positions of the archive's container images (its OCI artifacts left out), for `inspect`.
