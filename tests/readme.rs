@@ -1,5 +1,5 @@
 //! README.md cannot go stale: every command in its `sh` code blocks is run here, in order, in one
-//! shell (the setup line without its `apt-get` parts; not `cargo test --release`, which is what
+//! shell (the setup line without its `apt-get` parts; not `cargo test --profile release-tests`, which is what
 //! runs this). Every fenced block must be `sh` (commands, run) or `text` (output, not run).
 //! Also: the man pages and shell completions generated from the clap definitions are checked, and
 //! the README must document every flag of every subcommand.
@@ -71,7 +71,7 @@ fn script(md: &str) -> String {
         "the setup block holds exactly two commands: {two:?}"
     );
     assert_eq!(
-        two[1], "cargo test --release",
+        two[1], "cargo test --profile release-tests",
         "command 2 is the test command"
     );
     let first: Vec<&str> = two[0]
