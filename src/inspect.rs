@@ -2,6 +2,7 @@
 //! the config and each layer tar — at a glance, or as one JSON document.
 
 use crate::image::{Archive, Image, ImageError, LayerStream};
+use crate::layers_view::human_bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -148,21 +149,6 @@ pub fn build(
         },
         layers,
     })
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn list(v: &[String]) -> String {

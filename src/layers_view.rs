@@ -91,7 +91,6 @@ impl LayerChanges {
     }
 
     pub fn render(&self) -> String {
-        use crate::inspect::human_bytes;
         let mut o = format!(
             "         + {} added ({}), ~ {} changed ({}), - {} deleted\n",
             self.added,
@@ -112,5 +111,21 @@ impl LayerChanges {
             o.push_str(&format!("         deletes: {}\n", self.deletions.join(" ")));
         }
         o
+    }
+}
+
+/// `n` bytes as people read sizes: `512 B`, `1.5 KiB`, `3.2 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }

@@ -26,10 +26,8 @@ use image::{Archive, Image, ImageRef};
 use std::path::PathBuf;
 use unpack::Store;
 
-/// Exit codes, as docker uses them.
-pub const EXIT_RCRUN_FAILED: i32 = 125;
-pub const EXIT_CANNOT_EXECUTE: i32 = 126;
-pub const EXIT_NOT_FOUND: i32 = 127;
+/// Exit codes, as docker uses them (defined with the launcher, which reports them).
+pub use launch::failure::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RCRUN_FAILED};
 
 pub fn init_logging(quiet: bool, verbose: u8) {
     let level = match (quiet, verbose) {
@@ -292,8 +290,12 @@ fn cmd_inspect(ctx: &Ctx, a: &cli::InspectArgs) -> Result<i32> {
         };
         println!("{json}");
     } else {
+        // Tags, env and history come from the archive: no control character reaches the
+        // terminal (each line escaped on its own, so the layout stays).
         let texts: Vec<String> = reports.iter().map(inspect::print_text).collect();
-        print!("{}", texts.join("\n"));
+        for line in texts.join("\n").lines() {
+            println!("{}", printable(line));
+        }
     }
     Ok(0)
 }

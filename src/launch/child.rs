@@ -16,18 +16,8 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// A failed step: the exit code rcrun reports (125, 126, 127) and the message.
-pub struct Failure {
-    pub code: i32,
-    pub message: String,
-}
-
-fn fail(step: &str, e: impl std::fmt::Display) -> Failure {
-    Failure {
-        code: crate::EXIT_RCRUN_FAILED,
-        message: format!("{step}: {e}"),
-    }
-}
+pub use super::failure::Failure;
+use super::failure::{fail, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RCRUN_FAILED};
 
 pub struct ChildPipes {
     /// Parent → child: one byte once the id maps and cgroup are in place.
@@ -244,7 +234,7 @@ fn exit_if_rcrun_died(err_write: &OwnedFd) -> Result<(), Failure> {
             .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP));
     if dead {
         return Err(Failure {
-            code: crate::EXIT_RCRUN_FAILED,
+            code: EXIT_RCRUN_FAILED,
             message: "rcrun went away while the container was starting".into(),
         });
     }
@@ -258,7 +248,7 @@ fn wait_for_parent(go: &OwnedFd) -> Result<(), Failure> {
         Ok(1) => Ok(()),
         // The parent died or gave up before starting us.
         _ => Err(Failure {
-            code: crate::EXIT_RCRUN_FAILED,
+            code: EXIT_RCRUN_FAILED,
             message: "parent went away before the container started".into(),
         }),
     }
@@ -959,7 +949,7 @@ fn exec(
     }
     Err(match denied {
         Some(Errno::E2BIG) => Failure {
-            code: crate::EXIT_CANNOT_EXECUTE,
+            code: EXIT_CANNOT_EXECUTE,
             message: format!(
                 "cannot execute {prog:?}: argument list too long (E2BIG): {} argument bytes and {} environment bytes exceed what execve(2) accepts (each string at most 128 KiB, all together a quarter of the stack limit)",
                 plan.argv.iter().map(|a| a.len() + 1).sum::<usize>(),
@@ -967,15 +957,15 @@ fn exec(
             ),
         },
         Some(e) => Failure {
-            code: crate::EXIT_CANNOT_EXECUTE,
+            code: EXIT_CANNOT_EXECUTE,
             message: format!("cannot execute {prog:?}: {e} (it must be a regular file with execute permission in the image)"),
         },
         None if prog.contains('/') => Failure {
-            code: crate::EXIT_NOT_FOUND,
+            code: EXIT_NOT_FOUND,
             message: format!("{prog:?}: no such file or directory in the image (list its files with `rcrun inspect --layers IMAGE`)"),
         },
         None => Failure {
-            code: crate::EXIT_NOT_FOUND,
+            code: EXIT_NOT_FOUND,
             message: format!(
                 "{prog:?}: executable file not found in $PATH ({}): give its full path or set PATH with -e",
                 plan.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::plan::DEFAULT_PATH)

@@ -8,20 +8,13 @@
 //! executes. /proc/1/exe is then `/memfd:rcrun-init (deleted)`, whose seals forbid every write
 //! (memfd_create(2), F_SEAL_WRITE), and nothing of the host is reachable through it.
 
-use super::child::Failure;
+use super::failure::{fail, Failure, EXIT_RCRUN_FAILED, FORWARDED};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// The static init program (see build.rs).
 static INIT_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rcrun-init"));
-
-fn fail(step: &str, e: impl std::fmt::Display) -> Failure {
-    Failure {
-        code: crate::EXIT_RCRUN_FAILED,
-        message: format!("{step}: {e}"),
-    }
-}
 
 /// The init program in a memfd that nobody can modify.
 pub struct SealedInit(OwnedFd);
@@ -54,10 +47,7 @@ impl SealedInit {
 /// The signals init passes on to the command, plus SIGCHLD to reap.
 fn init_signals() -> SigSet {
     let mut set = SigSet::empty();
-    for s in super::parent::FORWARDED
-        .iter()
-        .chain([Signal::SIGCHLD].iter())
-    {
+    for s in FORWARDED.iter().chain([Signal::SIGCHLD].iter()) {
         set.add(*s);
     }
     set
@@ -118,7 +108,7 @@ pub fn fork_and_become_init(image: &SealedInit) -> Result<(), Failure> {
             drop(gate_write);
             eprintln!("rcrun: error: init: execveat of the sealed rcrun copy: {e}");
             // SAFETY: leave the forked rcrun image without running its destructors.
-            unsafe { libc::_exit(crate::EXIT_RCRUN_FAILED) }
+            unsafe { libc::_exit(EXIT_RCRUN_FAILED) }
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod child;
 pub mod explain;
+pub mod failure;
 pub mod init;
 pub mod mounts;
 pub mod parent;

@@ -22,15 +22,7 @@ pub enum LaunchError {
     IdMap { step: &'static str, detail: String },
 }
 
-/// The signals rcrun forwards to the container's PID 1.
-pub const FORWARDED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
+pub use super::failure::FORWARDED;
 
 /// Hooks the caller runs around clone (cgroup placement).
 pub trait BeforeStart {
@@ -572,7 +564,7 @@ fn wait_loop(
                 return Ok((128 + reported as i32, Some(reported)));
             }
             Ok(_) => {}
-            Err(Errno::ECHILD) => return Ok((crate::EXIT_RCRUN_FAILED, None)),
+            Err(Errno::ECHILD) => return Ok((super::failure::EXIT_RCRUN_FAILED, None)),
             Err(Errno::EINTR) => continue,
             Err(e) => {
                 return Err(LaunchError::Sys {

@@ -3,17 +3,10 @@
 //! capability sets → no_new_privs → re-arm the parent-death signal (a credential change clears
 //! it) → seccomp, last, because the filter would otherwise forbid the calls above.
 
-use super::child::Failure;
 use super::explain::Explain;
+use super::failure::{fail, Failure};
 use super::StartupPlan;
 use nix::unistd::{Gid, Uid};
-
-fn fail(step: &str, e: impl std::fmt::Display) -> Failure {
-    Failure {
-        code: crate::EXIT_RCRUN_FAILED,
-        message: format!("{step}: {e}"),
-    }
-}
 
 pub fn apply(plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
     use crate::security;
