@@ -315,16 +315,8 @@ pub fn decide(
         .map_or(default, |r| r.allow)
 }
 
-/// One eBPF instruction, `struct bpf_insn` (include/uapi/linux/bpf.h).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BpfInsn {
-    pub code: u8,
-    /// dst_reg in the low nibble, src_reg in the high one (little-endian bitfields).
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
+/// One eBPF instruction (the kernel's `struct bpf_insn`, defined with the bpf(2) calls).
+pub use crate::sys::bpf::BpfInsn;
 
 /// The opcodes used here (include/uapi/linux/bpf_common.h, bpf.h).
 pub mod op {

@@ -1643,6 +1643,8 @@ fn rmdir_tree(dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
+mod tests_bpf_attach;
+#[cfg(test)]
 mod tests_mock;
 #[cfg(test)]
 mod tests_real;

@@ -433,13 +433,8 @@ pub fn parse_device(spec: &str) -> Result<DeviceMapping, PlanError> {
     })
 }
 
-/// Overlay mount options, for the classic `mount(2)` string and for narration.
-pub fn overlay_options(lower_top_first: &[String], upper: &str, work: &str) -> String {
-    format!(
-        "lowerdir={},upperdir={upper},workdir={work},userxattr,index=off,metacopy=off",
-        lower_top_first.join(":")
-    )
-}
+/// Overlay mount options (defined with the overlay mount in `sys::mount`), for narration.
+pub use crate::sys::mount::overlay_options;
 
 #[cfg(test)]
 mod tests {

@@ -352,6 +352,16 @@ fn fsconfig_string(fs: BorrowedFd<'_>, key: &str, value: Option<&str>) -> nix::R
 /// Mounts overlayfs at `target`. Prefers the new mount API with one `lowerdir+` per layer
 /// (Linux ≥ 6.8), which has no length limit up to the kernel's 500 layers; falls back to a
 /// classic `mount(2)` option string, limited to one page.
+/// Overlay mount options, for the classic `mount(2)` string and for narration: the lower layers
+/// top first, and no features that trust what a layer says about itself (user xattrs in a user
+/// namespace, no index, no metacopy: Documentation/filesystems/overlayfs.rst).
+pub fn overlay_options(lower_top_first: &[String], upper: &str, work: &str) -> String {
+    format!(
+        "lowerdir={},upperdir={upper},workdir={work},userxattr,index=off,metacopy=off",
+        lower_top_first.join(":")
+    )
+}
+
 pub fn mount_overlay(
     lower_top_first: &[PathBuf],
     upper: &Path,
@@ -367,7 +377,7 @@ pub fn mount_overlay(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let opts = crate::launch::plan::overlay_options(
+    let opts = overlay_options(
         &lowers,
         &upper.display().to_string(),
         &work.display().to_string(),
