@@ -18,6 +18,9 @@ pub struct Failure {
     pub message: String,
 }
 
+/// What a successful execve returns: nothing, ever (`Result<Never, Failure>` can only be `Err`).
+pub enum Never {}
+
 /// A step that failed for a reason of rcrun's (125): "`step`: `e`".
 pub fn fail(step: &str, e: impl std::fmt::Display) -> Failure {
     Failure {

@@ -1,0 +1,317 @@
+//! The container's first process. It starts as a clone of rcrun already inside the new
+//! namespaces, waits for the parent to write its id maps, builds the root file system, drops
+//! privileges and execs the command. It reads like a table of contents: one call per step, in the
+//! order the reference runtimes converge on (see each comment).
+
+use super::explain::Explain;
+use super::mounts::Mnt;
+use super::{NetSetup, StartupPlan};
+use crate::sys::mount::{self as sm};
+use crate::sys::net;
+use nix::mount::{mount, MsFlags};
+use nix::unistd::{Gid, Uid};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+pub use super::failure::Failure;
+
+mod console;
+mod exec;
+mod rootfs;
+use super::failure::{fail, Never, EXIT_RCRUN_FAILED};
+use console::open_console;
+use exec::{close_fds_on_exec, enter_workdir, exec};
+use rootfs::{apply_mount, mount_rootfs, open_root, pivot_into};
+
+pub struct ChildPipes {
+    /// Parent → child: one byte once the id maps and cgroup are in place.
+    pub go_read: OwnedFd,
+    /// Child → parent (close-on-exec): empty at EOF means execve succeeded; otherwise a failure.
+    pub err_write: OwnedFd,
+    /// With -t: the socket on which the child sends the pty master it opens in its own devpts.
+    pub console: Option<OwnedFd>,
+    /// `--userns` as root: one byte once the child has called unshare(CLONE_NEWUSER), so the
+    /// parent writes the maps (and then a second byte on the go pipe).
+    pub userns_ready: Option<OwnedFd>,
+    /// With --explain: the child's step timings go back to rcrun for the closing summary.
+    pub report: Option<OwnedFd>,
+    /// cgroup v1 `tasks` files (opened by rcrun) the child moves itself into.
+    pub cgroup_tasks: Vec<(PathBuf, OwnedFd)>,
+    /// As root ([`NetSetup::ParentWhileMounting`]): one byte once rcrun, pid `.1` on the host,
+    /// is in the new network namespace the child then joins.
+    pub net_ready: Option<(OwnedFd, u32)>,
+}
+
+/// Entry point of the cloned child. Never returns.
+pub fn child_main(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> ! {
+    // The parent keeps the totals of everything before the fork; ours start from zero.
+    ex.reset_totals();
+    // Our own handle on the error pipe: `run` consumes `pipes`, and dropping them when it returns
+    // closes `err_write` — the failure message would then be lost (write → EBADF).
+    let err_write = pipes.err_write.try_clone().ok();
+    let err_fd = err_write.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let failure = match run(plan, pipes, ex) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let mut msg = vec![failure.code as u8];
+    msg.extend_from_slice(failure.message.as_bytes());
+    // SAFETY: writing our own message to the still-open error pipe, then exiting without
+    // running destructors or atexit handlers of the parent's image (we are a forked copy).
+    unsafe {
+        libc::write(err_fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(failure.code);
+    }
+}
+
+fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Failure> {
+    // If rcrun dies, the container dies with it (prctl(2) PR_SET_PDEATHSIG); re-armed after the
+    // credential change below, which clears it.
+    set_pdeathsig()?;
+    if plan.net_setup() == NetSetup::ChildWhileMapping {
+        // We hold every capability in our new user namespace from the start, maps or not
+        // (user_namespaces(7)), and the namespace costs ~1 ms: made while rcrun maps our ids.
+        ex.timed(
+            "net",
+            "unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — while rcrun writes the id maps",
+            || net::new_namespace_with_loopback().map_err(|e| fail("new network namespace", e)),
+        )?;
+    }
+    wait_for_parent(&pipes.go_read)?;
+    become_namespace_root(plan)?;
+    join_cgroup(&pipes.cgroup_tasks, ex)?;
+    // The cgroup namespace is rooted at the cgroups current when it is created
+    // (cgroup_namespaces(7)), so it is unshared after joining rather than at clone: the container
+    // then sees its own cgroup as "/".
+    ex.timed(
+        "namespaces",
+        "unshare(CLONE_NEWCGROUP) — after joining, so the container's cgroup is its \"/\"",
+        || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| fail("unshare(CLONE_NEWCGROUP)", e))
+        },
+    )?;
+    // Mount propagation first (mount_namespaces(7)): nothing we mount may leak back to the host.
+    ex.timed(
+        "mount",
+        "mount(NULL, \"/\", NULL, MS_REC|MS_SLAVE) — stop propagation to the host",
+        || {
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                None::<&str>,
+            )
+            .map_err(|e| fail("make / rslave", e))
+        },
+    )?;
+    let (newroot, etc_in_upper) = mount_rootfs(plan, ex)?;
+    let root_fd = open_root(&newroot)?;
+    let mut net_ready = pipes.net_ready;
+    for m in &plan.mounts {
+        if etc_in_upper && matches!(m.what, Mnt::HostFile { .. }) {
+            continue;
+        }
+        if m.target.starts_with("/sys") {
+            join_parent_netns(net_ready.take(), ex)?;
+        }
+        ex.timed("mount", &m.describe(), || {
+            apply_mount(plan, root_fd.as_fd(), m)
+        })?;
+    }
+    join_parent_netns(net_ready.take(), ex)?;
+    drop(root_fd);
+    ex.timed(
+        "pivot_root",
+        &format!(
+            "chdir({0}); pivot_root(\".\", \".\"); umount2(\".\", MNT_DETACH)",
+            newroot.display()
+        ),
+        || pivot_into(&newroot),
+    )?;
+    if plan.read_only {
+        ex.timed(
+            "mount",
+            "mount(NULL, \"/\", NULL, MS_REMOUNT|MS_BIND|MS_RDONLY)",
+            || {
+                let root = nix::fcntl::open(
+                    "/",
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| fail("open /", e))?;
+                sm::remount_readonly(root.as_fd()).map_err(|e| fail("remount / read-only", e))
+            },
+        )?;
+    }
+    if !plan.hostname.is_empty() {
+        ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
+            nix::unistd::sethostname(&plan.hostname).map_err(|e| fail("sethostname", e))
+        })?;
+    }
+    if let Some(ready) = &pipes.userns_ready {
+        // The hostname was the last thing needing the initial namespace's privilege.
+        ex.timed("namespaces", "unshare(CLONE_NEWUSER) after the root file system is built; rcrun writes the maps; setresuid/setresgid(0)", || {
+            enter_user_namespace_late(ready, &pipes.go_read)
+        })?;
+    }
+    if let Some(sock) = &pipes.console {
+        ex.timed("tty", "open /dev/ptmx in the container's devpts, send the master to rcrun (SCM_RIGHTS), make the slave our controlling terminal", || open_console(sock))?;
+    }
+    drop(pipes.console);
+    // Until its execve this process is a copy of the host's rcrun: make it non-dumpable, as
+    // runc's nsexec does, so that /proc/PID/exe, mem and fd of it cannot be opened by anyone
+    // without CAP_SYS_PTRACE in the namespace that owns its memory (the host's: the mm was
+    // copied at clone; ptrace(2), "Ptrace access mode checking"), whatever a container process
+    // that joins later may hold. Only now: a non-dumpable process's /proc files belong to root
+    // (proc(5)), so a rootless rcrun or newuidmap could no longer write our id maps, which is
+    // done by here. execve(2) makes the command dumpable again (unless its credentials change).
+    ex.timed(
+        "dumpable",
+        "prctl(PR_SET_DUMPABLE, 0) until execve: /proc/PID/exe of this rcrun copy stays closed (CVE-2019-5736)",
+        || {
+            nix::sys::prctl::set_dumpable(false).map_err(|e| fail("prctl(PR_SET_DUMPABLE, 0)", e))
+        },
+    )?;
+    ex.timed(
+        "cwd",
+        &format!(
+            "mkdir -p + chdir({:?}), then verify getcwd() is inside the root",
+            plan.cwd
+        ),
+        || enter_workdir(plan),
+    )?;
+    // No fd of rcrun's may reach the container (CVE-2024-21626): everything above stdio is
+    // marked close-on-exec (the error pipe must survive until execve itself).
+    ex.timed(
+        "fds",
+        "close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)",
+        close_fds_on_exec,
+    )?;
+    // --init: the copy of rcrun that becomes PID 1 is made while we can still read the binary.
+    let init_image = if plan.init {
+        Some(ex.timed(
+            "init",
+            "memfd_create + write the embedded static init + F_ADD_SEALS: what --init runs as PID 1 (never the host's rcrun binary: CVE-2019-5736)",
+            super::init::SealedInit::create,
+        )?)
+    } else {
+        None
+    };
+    for r in &plan.rlimits {
+        ex.timed(
+            "rlimit",
+            &format!(
+                "setrlimit({:?}, soft {}, hard {})",
+                r.resource, r.soft, r.hard
+            ),
+            || {
+                nix::sys::resource::setrlimit(r.resource, r.soft, r.hard)
+                    .map_err(|e| fail(&format!("setrlimit {:?}", r.resource), e))
+            },
+        )?;
+    }
+    super::security_steps::apply(plan, ex)?;
+    exit_if_rcrun_died(&pipes.err_write)?;
+    exec(plan, ex, pipes.report.as_ref(), init_image)
+}
+
+fn set_pdeathsig() -> Result<(), Failure> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
+    Ok(())
+}
+
+/// The credential change clears the parent-death signal and `security_steps` arms it again; if
+/// rcrun was killed in between, no signal will ever come. rcrun holds the only read end of the
+/// error pipe, so a write end reporting POLLERR (poll(2): "read end closed") means it is gone:
+/// the container must not start without it (and without the cleanup it would do).
+fn exit_if_rcrun_died(err_write: &OwnedFd) -> Result<(), Failure> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(err_write.as_fd(), PollFlags::POLLOUT)];
+    let dead = poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP));
+    if dead {
+        return Err(Failure {
+            code: EXIT_RCRUN_FAILED,
+            message: "rcrun went away while the container was starting".into(),
+        });
+    }
+    Ok(())
+}
+
+fn wait_for_parent(go: &OwnedFd) -> Result<(), Failure> {
+    let mut f = std::fs::File::from(go.try_clone().map_err(|e| fail("dup sync pipe", e))?);
+    let mut b = [0u8; 1];
+    match f.read(&mut b) {
+        Ok(1) => Ok(()),
+        // The parent died or gave up before starting us.
+        _ => Err(Failure {
+            code: EXIT_RCRUN_FAILED,
+            message: "parent went away before the container started".into(),
+        }),
+    }
+}
+
+/// With a user namespace, the child is "root" only once the maps exist; switching to uid/gid 0
+/// makes files it creates owned by the mapped root.
+fn become_namespace_root(plan: &StartupPlan) -> Result<(), Failure> {
+    if plan.mapping.user_namespace() && !plan.mapping.enters_late() {
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .map_err(|e| fail("setresgid(0) in the user namespace", e))?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .map_err(|e| fail("setresuid(0) in the user namespace", e))?;
+    }
+    Ok(())
+}
+
+/// As root: waits for rcrun to have made the network namespace (in parallel with our mounts so
+/// far) and joins it. `None`: nothing to join, or already joined.
+fn join_parent_netns(ready: Option<(OwnedFd, u32)>, ex: &Explain) -> Result<(), Failure> {
+    let Some((ready, rcrun_pid)) = ready else {
+        return Ok(());
+    };
+    wait_for_parent(&ready)?;
+    ex.timed(
+        "net",
+        &format!("setns(/proc/{rcrun_pid}/ns/net, CLONE_NEWNET) — join the namespace rcrun made"),
+        || net::join_namespace_of(rcrun_pid).map_err(|e| fail("join the network namespace", e)),
+    )
+}
+
+/// Moves this process (still single-threaded: a fork-like clone) into its cgroup v1 hierarchies
+/// by writing "0" to each `tasks` file: a thread moving itself skips the global threadgroup lock
+/// whose write side waits for an RCU grace period (see `Cgroup::self_join_files`). Done before
+/// anything forks or allocates much, so all of the container is charged to its cgroup.
+fn join_cgroup(tasks: &[(PathBuf, OwnedFd)], ex: &Explain) -> Result<(), Failure> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = tasks.iter().map(|(p, _)| p.display().to_string()).collect();
+    ex.timed(
+        "cgroup",
+        &format!("write 0 (this process) to {}", names.join(", ")),
+        || {
+            for (path, fd) in tasks {
+                nix::unistd::write(fd, b"0")
+                    .map_err(|e| fail(&format!("join cgroup: write 0 to {}", path.display()), e))?;
+            }
+            Ok(())
+        },
+    )
+}
+
+fn enter_user_namespace_late(ready: &OwnedFd, go: &OwnedFd) -> Result<(), Failure> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| fail("unshare(CLONE_NEWUSER)", e))?;
+    nix::unistd::write(ready, b"u").map_err(|e| fail("tell rcrun to write the id maps", e))?;
+    wait_for_parent(go)?;
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| fail("setresgid(0) in the user namespace", e))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| fail("setresuid(0) in the user namespace", e))
+}
