@@ -1,0 +1,128 @@
+//! Resource limits with Docker's flag semantics, and what each needs from the hierarchy.
+
+use super::devices;
+use super::parse::*;
+use super::types::*;
+
+/// Resource limits for one container, with Docker's flag semantics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// `--memory`: hard limit in bytes.
+    pub memory: Option<u64>,
+    /// `--memory-swap`: memory + swap total in bytes; `-1` = unlimited swap.
+    /// Unset (or 0) with `memory` set means, as in Docker, "as much swap as
+    /// memory" (total 2 × memory) where the kernel accounts swap.
+    pub memory_swap: Option<i64>,
+    /// `--pids-limit`: max number of tasks; 0 or negative = unlimited.
+    pub pids: Option<i64>,
+    /// `--cpus`: CPU bandwidth in CPUs (0.5 = half a CPU).
+    pub cpus: Option<f64>,
+    /// `--cpu-shares`: relative weight (v1 cpu.shares scale, default 1024).
+    pub cpu_shares: Option<u64>,
+    /// `--cpuset-cpus`: CPUs allowed, list format (`0-1,3`).
+    pub cpuset_cpus: Option<String>,
+    /// The device policy ([`devices`]): v1 `devices.deny`/`devices.allow` writes or a v2 BPF
+    /// program. `Some` makes the cgroup mandatory (rcrun sets one whenever it runs as root).
+    pub devices: Option<Vec<devices::DeviceRule>>,
+}
+
+impl Limits {
+    /// True when no limit at all is requested.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none()
+            && self.memory_swap.is_none()
+            && self.pids.is_none()
+            && self.cpus.is_none()
+            && self.cpu_shares.is_none()
+            && self.cpuset_cpus.is_none()
+    }
+
+    /// Checks combinations the kernel would reject or that make no sense.
+    pub fn validate(&self) -> Result<(), CgroupError> {
+        let invalid = |m: String| Err(CgroupError::InvalidLimits(m));
+        if self.memory == Some(0) {
+            return invalid("--memory must be greater than 0".into());
+        }
+        if let Some(m) = self.memory {
+            if m > i64::MAX as u64 {
+                return invalid(format!("--memory {m} is too large"));
+            }
+        }
+        match (self.memory_swap, self.memory) {
+            (Some(s), _) if s < -1 => {
+                return invalid(format!("--memory-swap {s}: use -1 for unlimited swap"))
+            }
+            (Some(s), None) if s > 0 => {
+                return invalid("--memory-swap needs --memory (it is the memory+swap total)".into())
+            }
+            (Some(s), Some(m)) if s > 0 && (s as u64) < m => {
+                return invalid(format!(
+                "--memory-swap ({}) is the memory+swap total and must be at least --memory ({})",
+                format_size(s as u64),
+                format_size(m)
+            ))
+            }
+            _ => {}
+        }
+        if let Some(c) = self.cpus {
+            if !c.is_finite() || c < 0.01 {
+                return invalid(format!("--cpus {c}: must be at least 0.01"));
+            }
+        }
+        if self.cpu_shares == Some(0) {
+            return invalid("--cpu-shares must be greater than 0".into());
+        }
+        if let Some(s) = &self.cpuset_cpus {
+            parse_cpuset(s)?;
+        }
+        Ok(())
+    }
+
+    /// Controllers whose absence makes the requested limits impossible.
+    pub(super) fn required(&self) -> Vec<Controller> {
+        let mut v = Vec::new();
+        if self.devices.is_some() {
+            v.push(Controller::Devices);
+        }
+        if self.memory.is_some() || self.memory_swap.is_some() {
+            v.push(Controller::Memory);
+        }
+        if self.pids.is_some() {
+            v.push(Controller::Pids);
+        }
+        if self.cpus.is_some() || self.cpu_shares.is_some() {
+            v.push(Controller::Cpu);
+        }
+        if self.cpuset_cpus.is_some() {
+            v.push(Controller::Cpuset);
+        }
+        v
+    }
+
+    /// Controllers joined when available: the required ones plus those giving
+    /// statistics and OOM detection. cpuset only when asked for (it has no
+    /// statistics and v1 needs cpus/mems initialised in every new cgroup).
+    pub(super) fn wanted(&self, version: Version) -> Vec<Controller> {
+        let mut v = vec![Controller::Memory, Controller::Pids];
+        if version == Version::V1 && self.devices.is_some() {
+            // v2 has no devices controller: its policy is a BPF program on the cgroup.
+            v.push(Controller::Devices);
+        }
+        if version == Version::V1 {
+            // v1: cpuacct counts CPU time; the cpu hierarchy only enforces quotas and shares, so
+            // without them it would be one more directory to create, join and remove per run.
+            v.push(Controller::Cpuacct);
+            if self.cpus.is_some() || self.cpu_shares.is_some() {
+                v.push(Controller::Cpu);
+            }
+        } else {
+            // v2 has cpu.stat in every cgroup; the controller adds the pressure and throttling
+            // figures and is one write in the same directory.
+            v.push(Controller::Cpu);
+        }
+        if self.cpuset_cpus.is_some() {
+            v.push(Controller::Cpuset);
+        }
+        v
+    }
+}
