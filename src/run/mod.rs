@@ -1,0 +1,410 @@
+//! `rcrun run`: the whole pipeline — image, unpack, plan, launch — for one container.
+
+use crate::cli::RunArgs;
+use crate::launch::explain::Explain;
+use crate::launch::parent::{self};
+use crate::launch::StartupPlan;
+use crate::unpack::{self};
+use crate::Ctx;
+use anyhow::{bail, Context, Result};
+
+mod cgroup;
+mod security;
+mod startup;
+use self::cgroup::{describe_limits, limits, CgroupHook};
+use self::security::{
+    device_policy, seccomp_filter, seccomp_source, security_options, target_arch, SecurityOptions,
+};
+use self::startup::{build_plan, ensure_layers, owner_mode};
+
+pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
+    if let Some(bundle) = &a.bundle {
+        return cmd_run_bundle(ctx, a, bundle);
+    }
+    let ex = Explain::new(a.explain);
+    ex.step(
+        "start",
+        &format!(
+            "rcrun {} as {}",
+            env!("CARGO_PKG_VERSION"),
+            ctx.privilege.describe()
+        ),
+        std::time::Duration::ZERO,
+    );
+    let store = ex.timed(
+        "store",
+        &format!("open layer store {} (mode 0700)", ctx.store_root.display()),
+        || ctx.open_store(),
+    )?;
+    let selection = a.image.selection_key();
+    let reference = selection.as_deref();
+    let cached = ex.timed(
+        "image",
+        &format!(
+            "stat {} and look it up in the image cache; re-hash its manifest and config bytes",
+            a.image.image.display()
+        ),
+        || {
+            Ok::<_, anyhow::Error>(crate::image::cache::load(
+                &store.cache_dir(),
+                &a.image.image,
+                reference,
+            ))
+        },
+    )?;
+    let (mut archive, image) = match cached {
+        Some(image) => {
+            crate::print_warnings(&image);
+            (None, image)
+        }
+        None => {
+            let (archive, image) = ex.timed(
+                "image",
+                &format!(
+                    "read {} (index the tar, parse manifest and config) and select the image",
+                    a.image.image.display()
+                ),
+                || crate::open_image(&store, &a.image),
+            )?;
+            crate::image::cache::save(&store.cache_dir(), reference, &archive, &image);
+            (Some(archive), image)
+        }
+    };
+    ex.step(
+        "image",
+        &format!(
+            "{}: {}{} {} ({} layer(s), id {}){}",
+            a.image.image.display(),
+            image.format,
+            match archive.as_ref().map(|a| a.compression()) {
+                Some(c) if c != crate::image::compression::ArchiveCompression::None => format!(
+                    ", {}-compressed (indexed in one decompressing pass, each layer streamed by another)",
+                    c.name()
+                ),
+                _ => String::new(),
+            },
+            image.name(),
+            image.layers.len(),
+            image.id.short(),
+            if archive.is_none() {
+                ", from the image cache (same file, same manifest and config bytes)"
+            } else {
+                ""
+            }
+        ),
+        std::time::Duration::ZERO,
+    );
+    // Before anything is unpacked: an image of another platform fails here, named, rather than
+    // at exec with ENOEXEC.
+    if let Some(note) = crate::image::platform::check_runnable(&image)? {
+        eprintln!("rcrun: warning: {}", crate::printable(&note));
+    }
+    let mode = owner_mode(ctx, a);
+    let unpack_started = std::time::Instant::now();
+    let layers = match unpack::present_layers(&store, &mode, &image) {
+        Some(l) => l,
+        None => ensure_layers(
+            ctx,
+            &store,
+            match &mut archive {
+                Some(a) => a,
+                opened => opened.insert(crate::image::Archive::open(
+                    &a.image.image,
+                    &store.tmp_dir(),
+                )?),
+            },
+            &image,
+            &mode,
+            !ctx.quiet && !a.explain,
+        )?,
+    };
+    for (i, l) in layers.iter().enumerate() {
+        let how = if l.found {
+            "found in store"
+        } else {
+            "extracted + verified"
+        };
+        // Layers are extracted in parallel: each line shows its own time, the stage total
+        // below the wall-clock time.
+        ex.detail(
+            "layer",
+            &format!(
+                "{}/{} {} {how}: {}",
+                i + 1,
+                layers.len(),
+                l.diff_id,
+                l.dir.display()
+            ),
+            l.took,
+        );
+    }
+    let extracted = layers.iter().filter(|l| !l.found).count();
+    ex.step(
+        "layer",
+        &format!(
+            "{} layer(s) ready: {extracted} extracted, {} found in the store",
+            layers.len(),
+            layers.len() - extracted
+        ),
+        unpack_started.elapsed(),
+    );
+    drop(archive);
+    let sec = security_options(&a.security_opt)?;
+    let mut plan = build_plan(ctx, a, &sec, &image, &layers, &store.run_dir())?;
+    plan.seccomp = seccomp_filter(&store, a, &sec, &plan, &ex)?;
+    ex.step(
+        "plan",
+        &format!(
+            "user {}:{} groups {:?} cwd {} argv {:?}",
+            plan.user.uid, plan.user.gid, plan.user.groups, plan.cwd, plan.argv
+        ),
+        std::time::Duration::ZERO,
+    );
+    if ex.enabled {
+        for e in &plan.env {
+            ex.step("env", e, std::time::Duration::ZERO);
+        }
+    }
+    let mut limits = limits(a)?;
+    limits.devices = device_policy(ctx, a, &plan, &ex);
+    if a.print_spec {
+        print_spec(a, &sec, &plan, &limits)?;
+        return Ok(0);
+    }
+    launch(ctx, a, &ex, &plan, &limits)
+}
+
+/// Cgroup, namespaces, the child's start, the wait, and the cleanup: the same for an image and
+/// for an OCI bundle.
+fn launch(
+    ctx: &Ctx,
+    a: &RunArgs,
+    ex: &Explain,
+    plan: &StartupPlan,
+    limits: &crate::cgroup::Limits,
+) -> Result<i32> {
+    let cg_fs = crate::cgroup::CgroupFs::host();
+    let mut cgroup = if !ctx.privilege.is_real_root() && limits.is_empty() && !a.stats {
+        // Rootless without limits or --stats: nothing to enforce or read, so no cgroup (and no
+        // probing for a delegated subtree on the start path).
+        None
+    } else {
+        ex.timed(
+            "cgroup",
+            &format!(
+                "create cgroup for container {} ({})",
+                plan.id,
+                describe_limits(limits)
+            ),
+            || {
+                crate::cgroup::Cgroup::create(
+                    &cg_fs,
+                    &crate::cgroup::owned_name(&plan.id, crate::cgroup::Owner::current()),
+                    limits,
+                )
+            },
+        )?
+    };
+    if let Some(cg) = &cgroup {
+        for (path, value) in cg.writes() {
+            ex.step(
+                "cgroup",
+                &format!("write {value:?} to {}", path.display()),
+                std::time::Duration::ZERO,
+            );
+        }
+    }
+    let started = parent::start_and_wait(
+        plan,
+        ex,
+        &mut CgroupHook {
+            sweep_stale: (cgroup.is_some() && ctx.privilege.is_real_root()).then_some(&cg_fs),
+            child_joins: false,
+            cgroup: cgroup.as_mut(),
+            ex,
+        },
+    );
+    let mut outcome = match started {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(cg) = cgroup.take() {
+                let _ = cg.remove();
+            }
+            return Err(anyhow::Error::new(e).context("starting the container"));
+        }
+    };
+    if let Some(cg) = cgroup.take() {
+        // The kernel's OOM killer picks any process of the cgroup; a shell as PID 1 then exits 137
+        // itself. Either way the container died of its memory limit.
+        let oom_status =
+            outcome.signaled == Some(nix::sys::signal::Signal::SIGKILL) || outcome.status == 137;
+        if oom_status && cg.oom_killed() {
+            let limit = cg
+                .memory_limit()
+                .map(crate::cgroup::format_size)
+                .unwrap_or_else(|| "?".into());
+            eprintln!(
+                "rcrun: container killed: it exceeded its memory limit of {limit} (--memory)"
+            );
+            outcome.status = 137;
+        }
+        if a.stats {
+            let s = cg.stats();
+            eprintln!(
+                "rcrun: stats: peak memory {}, cpu time {}, pids {}",
+                s.peak_memory_bytes
+                    .map(crate::cgroup::format_size)
+                    .unwrap_or_else(|| "n/a".into()),
+                s.cpu_time
+                    .map(|d| format!("{:.3}s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "n/a".into()),
+                s.pids_peak
+                    .or(s.pids_current)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "n/a".into()),
+            );
+        }
+        let paths: Vec<String> = cg.paths().iter().map(|p| p.display().to_string()).collect();
+        ex.timed("cleanup", &format!("rmdir {}", paths.join(", ")), || {
+            cg.remove()
+        })?;
+    } else if a.stats {
+        eprintln!("rcrun: stats: not available (the container ran without a cgroup)");
+    }
+    if let Some(msg) = &outcome.failure {
+        eprintln!("rcrun: error: {msg}");
+    }
+    ex.step(
+        "exit",
+        &format!("container exited with status {}", outcome.status),
+        std::time::Duration::ZERO,
+    );
+    ex.step("cleanup", "mount namespace gone with its last process: overlay, scratch tmpfs and all mounts released by the kernel", std::time::Duration::ZERO);
+    ex.summary();
+    Ok(outcome.status)
+}
+
+/// `rcrun run --bundle DIR ID`: an OCI bundle, through the same launcher.
+fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i32> {
+    let ex = Explain::new(a.explain);
+    let id = a.image.image.to_string_lossy().into_owned();
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || id.starts_with('.')
+    {
+        bail!("container ID {id:?}: use 1 to 64 of A-Z a-z 0-9 _ - . (not starting with .)");
+    }
+    let bundle =
+        std::fs::canonicalize(bundle).with_context(|| format!("--bundle {}", bundle.display()))?;
+    let store = ex.timed(
+        "store",
+        &format!(
+            "open store {} (scratch and seccomp cache)",
+            ctx.store_root.display()
+        ),
+        || ctx.open_store(),
+    )?;
+    let spec = ex.timed(
+        "spec",
+        &format!("read and parse {}/config.json", bundle.display()),
+        || crate::spec::bundle::load(&bundle),
+    )?;
+    let bp =
+        crate::spec::bundle::plan_from_spec(&spec, &bundle, &ctx.privilege, &id, &store.run_dir())?;
+    let mut plan = bp.plan;
+    ex.step(
+        "spec",
+        &format!(
+            "bundle {}: root {}{}, user {}:{}, argv {:?}, {} mount steps",
+            bundle.display(),
+            plan.rootfs_dir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            if plan.read_only { " (read-only)" } else { "" },
+            plan.user.uid,
+            plan.user.gid,
+            plan.argv,
+            plan.mounts.len()
+        ),
+        std::time::Duration::ZERO,
+    );
+    if let Some(profile) = &bp.seccomp {
+        if !plan.no_new_privs && plan.mapping.user_namespace() {
+            bail!("config.json: a seccomp filter rootless needs process.noNewPrivileges true (seccomp(2))");
+        }
+        let t = std::time::Instant::now();
+        let (filter, cached) = crate::security::seccomp::load_cached(
+            &store.cache_dir(),
+            profile,
+            &plan.caps.bounding,
+            target_arch(),
+        )
+        .map_err(|e| anyhow::anyhow!("config.json linux.seccomp: {e}"))?;
+        ex.step(
+            "seccomp",
+            &format!(
+                "linux.seccomp: {} rules, default action {}, {} BPF instructions{}",
+                filter.rule_count,
+                filter.default_action,
+                filter.bpf_instructions,
+                if cached { ", from the cache" } else { "" }
+            ),
+            t.elapsed(),
+        );
+        plan.seccomp = Some(filter);
+    }
+    if let Some(rules) = &bp.limits.devices {
+        ex.step(
+            "devices",
+            &format!(
+                "device policy from linux.resources.devices (and the default devices): {}",
+                rules
+                    .iter()
+                    .map(|r| r.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            std::time::Duration::ZERO,
+        );
+    }
+    launch(ctx, a, &ex, &plan, &bp.limits)
+}
+
+/// `--print-spec`: the plan as an OCI runtime config.json on stdout.
+fn print_spec(
+    a: &RunArgs,
+    sec: &SecurityOptions,
+    plan: &StartupPlan,
+    limits: &crate::cgroup::Limits,
+) -> Result<()> {
+    let source = seccomp_source(a, sec)?;
+    let parsed = source
+        .as_ref()
+        .map(|(name, bytes)| {
+            crate::security::seccomp::parse_profile(name, bytes).map(|p| (name, p))
+        })
+        .transpose()?;
+    let input = match &parsed {
+        Some((name, profile)) => Some(crate::spec::SeccompInput {
+            name,
+            profile,
+            entries: crate::security::seccomp::applicable_entries(
+                name,
+                profile,
+                &plan.caps.bounding,
+                target_arch(),
+            )?,
+        }),
+        None => None,
+    };
+    let doc = crate::spec::document(plan, limits, input.as_ref())?;
+    // Parse it back into the typed Spec: what is printed is a valid OCI document.
+    let _: oci_spec::runtime::Spec =
+        serde_json::from_value(doc.clone()).map_err(crate::spec::SpecError::from)?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}

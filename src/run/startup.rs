@@ -1,0 +1,249 @@
+//! From an image and the flags to a StartupPlan: the id mapping, the layers in the store, the
+//! user and groups from the image's /etc, mounts, environment and command.
+
+use super::security::SecurityOptions;
+use crate::cli::RunArgs;
+use crate::image::Image;
+use crate::launch::mounts::{plan_mounts, MountInputs};
+use crate::launch::parent::{self};
+use crate::launch::plan::{self, IdMapping};
+use crate::launch::StartupPlan;
+use crate::unpack::{self, ReadyLayer};
+use crate::Ctx;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+/// `--userns` as root: root's own /etc/subuid and /etc/subgid ranges; without one, the first
+/// 65536 ids above every range those files hand out, so the container's ids belong to nobody
+/// else (never a plain user's subordinate ids).
+pub(super) fn root_userns_mapping() -> IdMapping {
+    let range = |f: &str| {
+        let content = std::fs::read_to_string(f).unwrap_or_default();
+        crate::host::parse_subid(&content, Some("root"), 0)
+            .or_else(|| Some((free_range_start(&content), 65536)))
+    };
+    IdMapping::for_root_userns(range("/etc/subuid"), range("/etc/subgid"))
+}
+
+/// The first multiple of 65536 (at least 100000 rounded up) above every range in a subid file.
+pub(super) fn free_range_start(content: &str) -> u32 {
+    let end = content
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':').skip(1);
+            let start: u64 = f.next()?.trim().parse().ok()?;
+            let count: u64 = f.next()?.trim().parse().ok()?;
+            Some(start + count)
+        })
+        .max()
+        .unwrap_or(0)
+        .max(100000);
+    (end.div_ceil(65536) * 65536).min(u32::MAX as u64 - 65536) as u32
+}
+
+/// How layers are stored for this run: as the privilege says, except root with `--userns`,
+/// whose layers are stored with owners shifted into the mapped range.
+pub(super) fn owner_mode(ctx: &Ctx, a: &RunArgs) -> unpack::OwnerMode {
+    if !(ctx.privilege.is_real_root() && a.userns) {
+        return ctx.privilege.owner_mode();
+    }
+    match root_userns_mapping() {
+        IdMapping::Privileged { uid, gid } => unpack::OwnerMode::Shifted {
+            uid: uid.outside,
+            gid: gid.outside,
+            count: uid.count,
+        },
+        _ => ctx.privilege.owner_mode(),
+    }
+}
+
+/// Extracts missing layers. With subordinate ids this happens inside a user namespace holding
+/// the container's id map, so files keep the image's owners (shifted into the subordinate range).
+pub(super) fn ensure_layers(
+    ctx: &Ctx,
+    store: &unpack::Store,
+    archive: &crate::image::Archive,
+    image: &Image,
+    mode: &unpack::OwnerMode,
+    progress: bool,
+) -> Result<Vec<ReadyLayer>> {
+    if !matches!(mode, unpack::OwnerMode::Subid { .. }) {
+        return Ok(unpack::ensure_layers(
+            store, archive, image, mode, progress,
+        )?);
+    }
+    let mapping = IdMapping::for_privilege(&ctx.privilege);
+    let started = std::time::Instant::now();
+    parent::run_in_userns(&mapping, || {
+        unpack::ensure_layers(store, archive, image, mode, progress)
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut layers =
+        unpack::present_layers(store, mode, image).context("layers missing after extraction")?;
+    for l in &mut layers {
+        l.found = false;
+        l.took = started.elapsed();
+    }
+    Ok(layers)
+}
+
+/// The image's copy of `rel` as a table streamed from its layer file (absent if none).
+pub(super) fn layer_table(lowers_top_first: &[PathBuf], rel: &str) -> plan::Table<'static> {
+    plan::find_in_layers(lowers_top_first, rel).map_or(plan::Table::Absent, plan::Table::File)
+}
+
+pub fn build_plan(
+    ctx: &Ctx,
+    a: &RunArgs,
+    sec: &SecurityOptions,
+    image: &Image,
+    layers: &[ReadyLayer],
+    scratch: &std::path::Path,
+) -> Result<StartupPlan> {
+    let lowers_top_first: Vec<PathBuf> = layers.iter().rev().map(|l| l.dir.clone()).collect();
+    let mapping = if ctx.privilege.is_real_root() && !a.userns {
+        IdMapping::None
+    } else if ctx.privilege.is_real_root() {
+        root_userns_mapping()
+    } else {
+        IdMapping::for_privilege(&ctx.privilege)
+    };
+    let argv = plan::compose_argv(
+        &image.entrypoint(),
+        &image.cmd(),
+        a.entrypoint.as_deref(),
+        &a.command,
+    );
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(plan::PlanError::NoCommand.into());
+    }
+    let env_files = a
+        .env_file
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|c| (p.clone(), c))
+                .with_context(|| format!("--env-file {}", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let caller = |k: &str| std::env::var(k).ok();
+    let mut env = plan::merge_env(&image.env(), &env_files, &a.env, &caller)?;
+    let spec = a.user.clone().or_else(|| image.user()).unwrap_or_default();
+    let etc_layer = plan::topmost_with(&lowers_top_first, "etc");
+    let below_etc = etc_layer.map_or(&[][..], |i| &lowers_top_first[i..]);
+    let passwd = layer_table(below_etc, "etc/passwd");
+    let group = layer_table(below_etc, "etc/group");
+    let user = plan::resolve_user(&spec, &passwd, &group)?;
+    if !mapping.maps_uid(user.uid) {
+        bail!(
+            "user {spec:?} (uid {}) does not exist in this user namespace: rootless without subordinate ids maps only container root; add a range for your user to /etc/subuid and /etc/subgid and install newuidmap/newgidmap (package uidmap)",
+            user.uid
+        );
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let cwd = a
+        .workdir
+        .clone()
+        .or_else(|| image.working_dir())
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(plan::PlanError::NotAbsolute {
+            flag: "--workdir",
+            path: cwd,
+        }
+        .into());
+    }
+    let id = container_id();
+    let hostname = a.hostname.clone().unwrap_or_else(|| id.clone());
+    let volumes = a
+        .volume
+        .iter()
+        .map(|v| plan::parse_volume(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    for t in &a.tmpfs {
+        if !t.starts_with('/') {
+            return Err(plan::PlanError::NotAbsolute {
+                flag: "--tmpfs",
+                path: t.clone(),
+            }
+            .into());
+        }
+    }
+    let devices = a
+        .device
+        .iter()
+        .map(|d| plan::parse_device(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let new_netns = a.network != "host";
+    let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mounts = plan_mounts(&MountInputs {
+        can_mknod: !mapping.user_namespace(),
+        mounts_as_host_root: !mapping.user_namespace() || mapping.enters_late(),
+        new_netns,
+        privileged: a.privileged,
+        hostname: &hostname,
+        resolv_conf,
+        volumes: &volumes,
+        tmpfs: &a.tmpfs,
+        devices: &devices,
+    });
+    let user_is_root = user.uid == 0;
+    let caps = crate::security::plan_caps(&a.cap_add, &a.cap_drop, a.privileged, user_is_root)?;
+    Ok(StartupPlan {
+        id,
+        mapping,
+        new_netns,
+        scratch: scratch.to_path_buf(),
+        lowers_top_first,
+        rootfs_dir: None,
+        rlimits: Vec::new(),
+        etc_layer,
+        mounts,
+        devices,
+        read_only: a.read_only,
+        hostname,
+        argv,
+        env,
+        cwd,
+        user,
+        no_new_privs: sec.no_new_privs,
+        caps,
+        seccomp: None,
+        tty: a.tty,
+        interactive: a.interactive,
+        init: a.init,
+    })
+}
+
+/// A short random container id (12 hex digits, like docker's short ids).
+pub(super) fn container_id() -> String {
+    let mut b = [0u8; 6];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        b.copy_from_slice(&(t ^ std::process::id() as u64).to_le_bytes()[..6]);
+    }
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_userns_range_avoids_allocated_subids() {
+        assert_eq!(super::free_range_start(""), 131072);
+        assert_eq!(
+            super::free_range_start("alice:100000:65536\nbob:165536:65536\n"),
+            262144
+        );
+        assert_eq!(super::free_range_start("x:131072:65536\n"), 196608);
+    }
+}
