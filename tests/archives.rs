@@ -282,15 +282,19 @@ fn fix_checksum(header: &mut [u8]) {
     header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
 }
 
+/// Appends a regular file (mode 0644) to a tar being built.
+fn add_file(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, data).unwrap();
+}
+
 /// A tar holding only a manifest.json with these bytes.
 fn manifest_only(manifest: &str) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(manifest.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append_data(&mut h, "manifest.json", manifest.as_bytes())
-        .unwrap();
+    add_file(&mut b, "manifest.json", manifest.as_bytes());
     b.into_inner().unwrap()
 }
 
@@ -632,12 +636,7 @@ fn with_artifact(
         out.append(&h, &data[..]).unwrap();
     }
     for blob in [&config, &layer, &manifest] {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(blob.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        out.append_data(&mut h, format!("blobs/sha256/{}", hex(blob)), &blob[..])
-            .unwrap();
+        add_file(&mut out, &format!("blobs/sha256/{}", hex(blob)), blob);
     }
     out.into_inner().unwrap()
 }
@@ -776,13 +775,7 @@ fn multi_platform(parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     }))
     .unwrap();
     let mut out = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        out.append_data(&mut h, name, data).unwrap();
-    };
+    let mut add = |name: &str, data: &[u8]| add_file(&mut out, name, data);
     for (name, data) in &blobs {
         add(name, data);
     }
