@@ -266,11 +266,11 @@ pub fn print_warnings(image: &Image) {
 fn cmd_inspect(ctx: &Ctx, a: &cli::InspectArgs) -> Result<i32> {
     let store = ctx.open_store()?;
     let archive = Archive::open(&a.image.image, &store.tmp_dir())?;
-    let count = image::list_images(&archive)?.len();
+    let (count, images) = image::image_positions(&archive)?;
     // Without --ref, every image of the archive, as `docker image ls` lists a loaded save.
     let wanted: Vec<Option<ImageRef>> = match a.image.reference.as_deref() {
         Some(r) => vec![Some(ImageRef::parse(r))],
-        None if count > 1 => image::image_positions(&archive)?
+        None if count > 1 => images
             .into_iter()
             .map(|i| Some(ImageRef::Index(i)))
             .collect(),

@@ -73,6 +73,13 @@ fn run_cmd(who: Who, store: &Path, image: &str, args: &[&str]) -> std::process::
     c
 }
 
+/// `rcrun --root STORE ARGS…` as `who`, stdin closed, its output collected.
+fn rcrun_out(who: Who, store: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec![os("--root"), store.as_os_str()];
+    all.extend(args.iter().map(|a| os(a)));
+    rcrun_cmd(who, &all).stdin(Stdio::null()).output().unwrap()
+}
+
 /// Whatever went wrong, the message is text a terminal shows as it is: valid UTF-8, no control
 /// character but the line ends, one error line.
 fn assert_clean_message(stderr: &[u8], what: &str) {
@@ -157,20 +164,11 @@ fn the_cold_start_narrates_the_compression() {
         let store = case_dir("archives-explain", who);
         let plain = saved(Format::DockerLegacy, "explained");
         let path = file("archives-explained.tar.zst", &compress("zstd", &plain));
-        let o = rcrun_cmd(
+        let o = rcrun_out(
             who,
-            &[
-                os("--root"),
-                store.as_os_str(),
-                os("run"),
-                os("--explain"),
-                path.as_os_str(),
-                os("true"),
-            ],
-        )
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+            &store,
+            &["run", "--explain", path.to_str().unwrap(), "true"],
+        );
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             o.status.success() && err.contains("zstd-compressed"),
@@ -298,32 +296,54 @@ fn manifest_only(manifest: &str) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-/// `tar` with the member `name` passed through `edit` (its header's size set to match).
-fn edit_member(tar_bytes: &[u8], name: &str, edit: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
-    let mut out = tar::Builder::new(Vec::new());
+/// Every member of a tar: its header, its name (without a leading `./`) and its bytes.
+fn members(tar_bytes: &[u8]) -> Vec<(tar::Header, String, Vec<u8>)> {
     let mut input = tar::Archive::new(tar_bytes);
-    for entry in input.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
-        let mut header = entry.header().clone();
-        if path.trim_start_matches("./") == name {
-            data = edit(data);
-        }
+    input
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let name = path.trim_start_matches("./").to_string();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            (e.header().clone(), name, data)
+        })
+        .collect()
+}
+
+/// A tar of `members`, each under its name with its header's size set to its bytes.
+fn tar_of(members: Vec<(tar::Header, String, Vec<u8>)>) -> Vec<u8> {
+    let mut out = tar::Builder::new(Vec::new());
+    for (mut header, name, data) in members {
         header.set_size(data.len() as u64);
-        header.set_cksum();
-        out.append(&header, &data[..]).unwrap();
+        out.append_data(&mut header, name, &data[..]).unwrap();
     }
     out.into_inner().unwrap()
 }
 
-fn tar_member_names(tar_bytes: &[u8]) -> Vec<String> {
-    tar::Archive::new(tar_bytes)
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-        .collect()
+/// `tar` with the member `name` passed through `edit`.
+fn edit_member(tar_bytes: &[u8], name: &str, edit: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    let edited = members(tar_bytes)
+        .into_iter()
+        .map(|(h, n, d)| {
+            let d = if n == name { edit(d) } else { d };
+            (h, n, d)
+        })
+        .collect();
+    tar_of(edited)
+}
+
+fn member_names(tar_bytes: &[u8]) -> Vec<String> {
+    members(tar_bytes).into_iter().map(|(_, n, _)| n).collect()
+}
+
+fn member(tar_bytes: &[u8], name: &str) -> Vec<u8> {
+    members(tar_bytes)
+        .into_iter()
+        .find_map(|(_, n, d)| (n == name).then_some(d))
+        .unwrap_or_else(|| panic!("no member {name}"))
 }
 
 /// Two busybox images in one save, each with its own marker.
@@ -352,22 +372,12 @@ fn two_images(format: Format, tags: [&str; 2], name: &str) -> PathBuf {
 }
 
 fn run_ref(who: Who, store: &Path, image: &Path, reference: &str) -> std::process::Output {
-    rcrun_cmd(
+    let image = image.to_str().unwrap();
+    rcrun_out(
         who,
-        &[
-            os("--root"),
-            store.as_os_str(),
-            os("run"),
-            os("--ref"),
-            os(reference),
-            image.as_os_str(),
-            os("cat"),
-            os("/marker"),
-        ],
+        store,
+        &["run", "--ref", reference, image, "cat", "/marker"],
     )
-    .stdin(Stdio::null())
-    .output()
-    .unwrap()
 }
 
 /// References as Docker's grammar reads them; a name an index lists twice; a bad reference.
@@ -379,7 +389,7 @@ fn references_are_read_as_docker_reads_them() {
         "refs",
     );
     let dup = two_images(Format::OciArchive, ["dup:1.0.0", "dup:1.0.0"], "dup");
-    let names = tar_member_names(&std::fs::read(&img).unwrap());
+    let names = member_names(&std::fs::read(&img).unwrap());
     let config_hex = names
         .iter()
         .filter_map(|n| n.strip_suffix(".json"))
@@ -433,35 +443,14 @@ fn references_are_read_as_docker_reads_them() {
             text(&o)
         );
         // inspect without --ref shows every image.
-        let o = rcrun_cmd(
-            who,
-            &[
-                os("--root"),
-                store.as_os_str(),
-                os("inspect"),
-                img.as_os_str(),
-            ],
-        )
-        .output()
-        .unwrap();
+        let o = rcrun_out(who, &store, &["inspect", img.to_str().unwrap()]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
             o.status.success() && out.contains("@0 test_image_1") && out.contains("@1 lab/other:2"),
             "{who:?} inspect of two images: {}",
             text(&o)
         );
-        let o = rcrun_cmd(
-            who,
-            &[
-                os("--root"),
-                store.as_os_str(),
-                os("inspect"),
-                os("--json"),
-                img.as_os_str(),
-            ],
-        )
-        .output()
-        .unwrap();
+        let o = rcrun_out(who, &store, &["inspect", "--json", img.to_str().unwrap()]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v.as_array().map(Vec::len), Some(2), "{}", text(&o));
     }
@@ -478,23 +467,14 @@ fn a_legacy_config_edited_after_the_save() {
         serde_json::to_vec(&v).unwrap()
     };
     let legacy = saved(Format::DockerLegacy, "renamed");
-    let config = tar_member_names(&legacy)
+    let config = member_names(&legacy)
         .into_iter()
         .find(|n| n.ends_with(".json") && n.len() == 69)
         .unwrap();
     let legacy = file("archives-renamed.tar", &edit_member(&legacy, &config, edit));
     let d25 = saved(Format::Docker25, "renamed25");
-    let manifest: serde_json::Value = tar::Archive::new(&d25[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap())
-        .find(|e| e.path().unwrap().to_string_lossy() == "manifest.json")
-        .map(|mut e| {
-            let mut b = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
-            serde_json::from_slice(&b).unwrap()
-        })
-        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&member(&d25, "manifest.json")).unwrap();
     let config25 = manifest[0]["Config"].as_str().unwrap().to_string();
     let d25 = file(
         "archives-renamed25.tar",
@@ -616,29 +596,24 @@ fn with_artifact(
         "digest": format!("sha256:{}", hex(&manifest)), "size": manifest.len(),
         "annotations": {"org.opencontainers.image.ref.name": name},
     });
-    let edited = edit_member(oci_tar, "index.json", |json| {
-        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        let list = v["manifests"].as_array_mut().unwrap();
-        if !keep_images {
-            list.clear();
+    let mut all = members(oci_tar);
+    for (_, name, data) in &mut all {
+        if name == "index.json" {
+            let mut v: serde_json::Value = serde_json::from_slice(data).unwrap();
+            let list = v["manifests"].as_array_mut().unwrap();
+            if !keep_images {
+                list.clear();
+            }
+            list.push(entry.clone());
+            *data = serde_json::to_vec(&v).unwrap();
         }
-        list.push(entry.clone());
-        serde_json::to_vec(&v).unwrap()
-    });
-    // Drop the end-of-archive blocks, append the three blobs, end the archive again.
-    let mut out = tar::Builder::new(Vec::new());
-    let mut input = tar::Archive::new(&edited[..]);
-    for e in input.entries().unwrap() {
-        let mut e = e.unwrap();
-        let h = e.header().clone();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
-        out.append(&h, &data[..]).unwrap();
     }
-    for blob in [&config, &layer, &manifest] {
-        add_file(&mut out, &format!("blobs/sha256/{}", hex(blob)), blob);
+    for blob in [config, layer, manifest] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        all.push((h, format!("blobs/sha256/{}", hex(&blob)), blob));
     }
-    out.into_inner().unwrap()
+    tar_of(all)
 }
 
 /// A Helm chart or an SBOM in an OCI layout is an artifact, not an image: said so, and listed
@@ -699,17 +674,7 @@ fn oci_artifacts_are_named_as_such() {
             "{who:?} only an SBOM: {}",
             text(&o)
         );
-        let o = rcrun_cmd(
-            who,
-            &[
-                os("--root"),
-                store.as_os_str(),
-                os("inspect"),
-                mixed.as_os_str(),
-            ],
-        )
-        .output()
-        .unwrap();
+        let o = rcrun_out(who, &store, &["inspect", mixed.to_str().unwrap()]);
         assert!(o.status.success(), "{who:?} inspect: {}", text(&o));
     }
 }
@@ -741,11 +706,7 @@ fn multi_platform(parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut descriptors = Vec::new();
     for (arch, tar_bytes) in parts {
         let mut index = None;
-        for e in tar::Archive::new(&tar_bytes[..]).entries().unwrap() {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().to_string_lossy().into_owned();
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        for (_, name, data) in members(tar_bytes) {
             if name.starts_with("blobs/sha256/") && !data.is_empty() {
                 blobs.insert(name, data);
             } else if name == "index.json" {
@@ -782,12 +743,6 @@ fn multi_platform(parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     add("index.json", &top);
     out.into_inner().unwrap()
-}
-
-fn rcrun_out(who: Who, store: &Path, args: &[&str]) -> std::process::Output {
-    let mut all = vec![os("--root"), store.as_os_str()];
-    all.extend(args.iter().map(|a| os(a)));
-    rcrun_cmd(who, &all).stdin(Stdio::null()).output().unwrap()
 }
 
 /// An image of another platform is refused by `run` before anything is unpacked, with both

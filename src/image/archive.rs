@@ -298,18 +298,9 @@ impl Archive {
             .map_err(|e| self.not_tar(format!("after the last member: {e}")))?;
         drop(rest);
         let mut st = state.into_inner().unwrap_or_else(|e| e.into_inner());
-        let mut buf = vec![0u8; 1 << 20];
-        while st.pos < self.file_size {
-            let n = self
-                .file
-                .read_at(&mut buf, st.pos)
-                .map_err(|e| self.not_tar(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            st.hasher.update(&buf[..n]);
-            st.pos += n as u64;
-        }
+        let rest = self.file_size.saturating_sub(st.pos);
+        st.pos += hash_range(&self.file, &mut st.hasher, st.pos, rest)
+            .map_err(|e| self.not_tar(e.to_string()))?;
         self.whole_file = Some(DocumentRead {
             offset: 0,
             len: st.pos,
@@ -469,6 +460,28 @@ fn member_of<R: Read>(entry: &tar::Entry<'_, R>) -> Option<(String, MemberKind)>
     Some((name, kind))
 }
 
+/// Feeds up to `len` bytes of `file` from `offset` into `hasher`, streamed; returns how many
+/// there were (fewer at the end of the file).
+pub(crate) fn hash_range(
+    file: &File,
+    hasher: &mut Sha256,
+    offset: u64,
+    len: u64,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; (1usize << 20).min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        let n = file.read_at(&mut buf[..want], offset + done)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(done)
+}
+
 /// Up to `buf.len()` bytes from the start of the file.
 fn read_head(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -481,38 +494,20 @@ fn read_head(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Whether a block starts a tar: zeros (the end marker), or a header whose checksum field (octal, at 148..156) equals the sum of
-/// the header's bytes with that field counted as spaces (POSIX ustar, also GNU and v7 tar).
+/// Whether a block starts a tar: zeros (the end marker; a tar of nothing is only them and is
+/// refused later as empty, with that reason), or a header whose checksum is right (the tar
+/// crate's own check: set it afresh on a copy and compare).
 fn looks_like_tar(head: &[u8]) -> bool {
     if head.len() < 512 {
         return false;
     }
-    // Zero blocks are how a tar ends; a tar of nothing is only them (and is refused later as
-    // empty, with that reason).
     if head[..512].iter().all(|&b| b == 0) {
         return true;
     }
-    let field = &head[148..156];
-    let digits: String = field
-        .iter()
-        .map(|&b| b as char)
-        .filter(|c| c.is_ascii_digit())
-        .collect();
-    let Ok(stored) = u32::from_str_radix(&digits, 8) else {
-        return false;
-    };
-    let sum: u32 = head[..512]
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                b as u32
-            }
-        })
-        .sum();
-    stored == sum
+    let header = tar::Header::from_byte_slice(&head[..512]);
+    let mut recomputed = header.clone();
+    recomputed.set_cksum();
+    matches!((header.cksum(), recomputed.cksum()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// The first bytes as hex, for a message about a file that is not what it should be.

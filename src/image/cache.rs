@@ -12,7 +12,7 @@
 
 use super::archive::DocumentRead;
 use super::{Archive, Image};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// What is stored per archive.
@@ -62,19 +62,12 @@ fn documents_unchanged(file: &std::fs::File, documents: &[DocumentRead]) -> bool
         .all(|d| range_sha256(file, d.offset, d.len).is_some_and(|h| h == d.sha256))
 }
 
-/// The sha256 of `len` bytes at `offset`, streamed (a compressed archive can be large).
+/// The sha256 of `len` bytes at `offset`, or `None` if the file holds fewer.
 fn range_sha256(file: &std::fs::File, offset: u64, len: u64) -> Option<String> {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; (1usize << 20).min(len as usize)];
-    let mut done = 0u64;
-    while done < len {
-        let want = buf.len().min((len - done) as usize);
-        file.read_exact_at(&mut buf[..want], offset + done).ok()?;
-        hasher.update(&buf[..want]);
-        done += want as u64;
-    }
-    Some(hex::encode(hasher.finalize()))
+    let read = super::archive::hash_range(file, &mut hasher, offset, len).ok()?;
+    (read == len).then(|| hex::encode(hasher.finalize()))
 }
 
 /// The cached image for this archive and reference, if the file is unchanged: same identity and
@@ -128,6 +121,7 @@ mod tests {
         write_archive_to_file, ConfigSpec, Entry as Layered, Format, ImageSpec, LayerSpec,
         WriteOptions,
     };
+    use std::os::unix::fs::FileExt;
 
     fn image_with_marker(path: &Path, marker: &str) {
         let spec = ImageSpec {
@@ -192,7 +186,8 @@ mod tests {
             archive.compression() != crate::image::compression::ArchiveCompression::None,
             gzip
         );
-        let image = crate::image::select(&archive, None).unwrap();
+        let host = crate::image::platform::Platform::host();
+        let image = crate::image::select_for(&archive, None, &host).unwrap();
         save(&cache, None, &archive, &image);
         drop(archive);
         let hit = load(&cache, &a, None).expect("unchanged archive: a hit");

@@ -8,6 +8,7 @@
 //! the blob digest and size and the diff_id.
 
 use super::archive::{Archive, MemberReader};
+use super::compression::ArchiveCompression;
 use super::digest::HashingReader;
 use super::{Digest, ImageError, LayerSource};
 use std::io::{self, BufRead, BufReader, Read};
@@ -83,9 +84,11 @@ impl<'a> LayerStream<'a> {
             source: e,
         };
         let head = buffered.fill_buf().map_err(read_err)?;
-        let compression = match head {
-            [0x1f, 0x8b, ..] => Compression::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+        // A layer is plain, gzip or zstd (the image spec's media types); anything else is read
+        // as a plain tar and fails as one.
+        let compression = match ArchiveCompression::detect(head) {
+            ArchiveCompression::Gzip => Compression::Gzip,
+            ArchiveCompression::Zstd => Compression::Zstd,
             _ => Compression::None,
         };
         let decoder = match compression {

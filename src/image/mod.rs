@@ -272,22 +272,8 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-/// Lists the images an archive holds (tags per image), for messages and `inspect`.
-pub fn list_images(archive: &Archive) -> Result<Vec<Vec<String>>, ImageError> {
-    Ok(formats::candidates(archive)?
-        .1
-        .into_iter()
-        .map(|c| c.tags)
-        .collect())
-}
-
 /// Reads the archive's manifests and returns the image chosen by `wanted` (or the only one),
-/// for this host's platform.
-pub fn select(archive: &Archive, wanted: Option<&ImageRef>) -> Result<Image, ImageError> {
-    select_for(archive, wanted, &platform::Platform::host())
-}
-
-/// [`select`], with the manifest of a multi-platform index picked for `platform`.
+/// with the manifest of a multi-platform index picked for `platform`.
 pub fn select_for(
     archive: &Archive,
     wanted: Option<&ImageRef>,
@@ -420,12 +406,14 @@ pub fn select_for(
     formats::load(archive, format, index, &candidates[index], platform)
 }
 
-/// Positions of the archive's container images (its OCI artifacts left out), for `inspect`.
-pub fn image_positions(archive: &Archive) -> Result<Vec<usize>, ImageError> {
+/// How many entries the archive lists, and the positions of its container images among them
+/// (its OCI artifacts left out), for `inspect`.
+pub fn image_positions(archive: &Archive) -> Result<(usize, Vec<usize>), ImageError> {
     let (_, candidates) = formats::candidates(archive)?;
-    Ok((0..candidates.len())
+    let images = (0..candidates.len())
         .filter(|&i| candidates[i].artifact.is_none())
-        .collect())
+        .collect();
+    Ok((candidates.len(), images))
 }
 
 #[cfg(test)]
