@@ -175,7 +175,7 @@ impl Ctx {
         let before = if with_subids { list() } else { Vec::new() };
         if !before.is_empty() {
             let mapping = launch::plan::IdMapping::for_privilege(&self.privilege);
-            let _ = launch::parent::run_in_userns(&mapping, || {
+            let _ = launch::idmap::run_in_userns(&mapping, || {
                 store.reclaim_tmp();
                 Ok(())
             });
@@ -319,7 +319,7 @@ fn cmd_unpack(ctx: &Ctx, a: &cli::UnpackArgs) -> Result<i32> {
         // ours, but only a namespace root has CAP_DAC_OVERRIDE to read them: copy from inside a
         // user namespace that maps just us, so everything written is still owned by us.
         let mapping = launch::plan::IdMapping::single_for(&ctx.privilege);
-        launch::parent::run_in_userns(&mapping, || {
+        launch::idmap::run_in_userns(&mapping, || {
             unpack::flatten::flatten(&dirs, &a.dir, false).map_err(|e| e.to_string())
         })
         .map_err(|e| anyhow::anyhow!("{e}"))

@@ -168,10 +168,12 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             v.push(&["] cgroup ", "write \"", "memory.limit_in_bytes|memory.max"]);
             v.push(&["] cgroup ", "write \"64\"", "pids.max"]);
         }
+        v.push(&["══ spawn: ", "start gate"]);
         v.push(&["] namespaces ", "clone(", "CLONE_NEWNS|", "CLONE_NEWPID"]);
         // v1: the child writes "0" to each hierarchy's `tasks`; v2: rcrun writes the pid.
         v.push(&["] cgroup ", "write ", "/tasks|cgroup.procs"]);
     } else {
+        v.push(&["══ spawn: ", "start gate"]);
         v.push(&[
             "] namespaces ",
             "clone(CLONE_NEWUSER|CLONE_NEWNS|",
@@ -185,7 +187,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         }
     }
     v.push(&["] namespaces ", "unshare(CLONE_NEWCGROUP)"]);
-    v.extend::<[Step; 17]>([
+    v.extend::<[Step; 19]>([
         &["] mount ", "MS_REC|MS_SLAVE"],
         &["] mount ", "mount(\"tmpfs\"", "scratch for upper/work"],
         &["] mount ", "write /etc/hostname (", "into the upper dir"],
@@ -214,6 +216,8 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             "ambient cleared",
         ],
         &["] nnp ", "prctl(PR_SET_NO_NEW_PRIVS, 1)"],
+        &["] gate ", "blocks until rcrun starts the container"],
+        &["══ start: ", "open the start gate"],
         &[
             "] seccomp ",
             "seccomp(SECCOMP_SET_MODE_FILTER)",
@@ -229,6 +233,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         v.insert(sysfs, &["] net ", "setns(/proc/", "/ns/net, CLONE_NEWNET)"]);
     }
     v.push(&["] exec ", "execve(", "[\"true\"]"]);
+    v.push(&["══ wait: ", "reap it"]);
     if kind == "root" {
         v.push(&["] cleanup ", "rmdir /sys/fs/cgroup"]);
     }

@@ -491,37 +491,28 @@ impl Cgroup {
     /// `cgroup.procs` of every directory (v1: one per hierarchy). Call before
     /// the container execs so that all its memory is charged here.
     pub fn add_process(&mut self, pid: i32) -> Result<(), CgroupError> {
-        let files: Vec<PathBuf> = self
-            .dirs
+        let files = self.procs_files();
+        move_process(&files, pid)?;
+        let value = pid.to_string();
+        self.writes
+            .extend(files.into_iter().map(|f| (f, value.clone())));
+        Ok(())
+    }
+
+    fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs
             .iter()
             .map(|d| d.path.join("cgroup.procs"))
-            .collect();
-        let value = pid.to_string();
-        // One write per v1 hierarchy, in parallel: each migration waits for an RCU grace period
-        // (cgroup_threadgroup_rwsem), ~3 ms here, so four in a row cost ~13 ms on the start path
-        // and four at once ~1.5 ms.
-        let results: Vec<Result<(), io::Error>> = std::thread::scope(|s| {
-            let handles: Vec<_> = files
-                .iter()
-                .map(|f| s.spawn(|| write_procs(f, &value)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("writer panicked")))
-                })
-                .collect()
-        });
-        for (f, r) in files.into_iter().zip(results) {
-            r.map_err(|source| CgroupError::Write {
-                path: f.clone(),
-                value: value.clone(),
-                source,
-            })?;
-            self.writes.push((f, value.clone()));
+            .collect()
+    }
+
+    /// How the container's first process enters this cgroup (the launcher's plan field).
+    pub fn join(&self) -> Join {
+        Join {
+            clone_into: self.clone_into_dir().map(Path::to_path_buf),
+            self_join_tasks: self.self_join_files(),
+            procs: self.procs_files(),
         }
-        Ok(())
     }
 
     /// v1: the `tasks` file of every hierarchy, for the container's first process to write "0"
@@ -753,6 +744,37 @@ fn io_cause(e: &cgroups_rs::error::Error) -> io::Error {
         return io::Error::new(io.kind(), io.to_string());
     }
     io::Error::other(e.to_string())
+}
+
+/// Moves process `pid` (all its threads) into a cgroup: writes it to each `cgroup.procs` file
+/// (v1: one per hierarchy). Called before the container execs, so that all its memory is charged
+/// there.
+pub fn move_process(procs_files: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
+    let value = pid.to_string();
+    // One write per v1 hierarchy, in parallel: each migration waits for an RCU grace period
+    // (cgroup_threadgroup_rwsem), ~3 ms here, so four in a row cost ~13 ms on the start path
+    // and four at once ~1.5 ms.
+    let results: Vec<Result<(), io::Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = procs_files
+            .iter()
+            .map(|f| s.spawn(|| write_procs(f, &value)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("writer panicked")))
+            })
+            .collect()
+    });
+    for (f, r) in procs_files.iter().zip(results) {
+        r.map_err(|source| CgroupError::Write {
+            path: f.clone(),
+            value: value.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

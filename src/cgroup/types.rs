@@ -133,3 +133,25 @@ pub enum CgroupError {
         source: crate::sys::bpf::BpfError,
     },
 }
+
+/// How a container's first process enters its cgroup, decided before clone: a field of the
+/// launcher's plan (`launch::spawn` carries it out), in the order it tries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Join {
+    /// v2: the directory to start the process in with clone3(CLONE_INTO_CGROUP), so that it is
+    /// never migrated (cgroup-v2.rst). Kernels without it fall back on `procs`.
+    pub clone_into: Option<PathBuf>,
+    /// v1: the `tasks` file of every hierarchy; rcrun opens them before clone and the process
+    /// writes "0" into each (see [`crate::cgroup::Cgroup::self_join_files`]). A delegation that
+    /// lets rcrun write only `cgroup.procs` falls back on `procs`.
+    pub self_join_tasks: Vec<PathBuf>,
+    /// `cgroup.procs` of every directory, which rcrun writes the process's pid into when neither
+    /// of the above placed it ([`crate::cgroup::move_process`]).
+    pub procs: Vec<PathBuf>,
+}
+
+impl Join {
+    pub fn is_empty(&self) -> bool {
+        self.clone_into.is_none() && self.self_join_tasks.is_empty() && self.procs.is_empty()
+    }
+}

@@ -47,6 +47,16 @@ impl Explain {
         }
     }
 
+    /// Heads the steps of one of the launcher's three calls (spawn, start, wait): a line of its
+    /// own, not a step, so it counts in no stage.
+    pub fn phase(&self, name: &str, what: &str) {
+        if self.enabled {
+            let at = self.start.elapsed().as_secs_f64() * 1000.0;
+            let line = format!("rcrun: [{at:9.3} ms] ══ {name}: {what}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    }
+
     /// Runs `f`, then narrates it with its duration (also when it fails, marked FAILED).
     pub fn timed<T, E>(
         &self,

@@ -38,3 +38,36 @@ pub const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
 ];
+
+/// What the launcher's parent side (spawn, start, wait) reports when rcrun itself fails.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{step}: {source}")]
+    Sys {
+        step: &'static str,
+        source: nix::errno::Errno,
+    },
+    #[error("{0}")]
+    Child(String),
+    #[error("{step}: {detail}")]
+    IdMap { step: &'static str, detail: String },
+}
+
+/// How a container ended.
+pub struct Outcome {
+    /// Exit status docker-style: code, or 128+signal.
+    pub status: i32,
+    /// Set when the child failed before execve (rcrun's own message, exit code 125/126/127).
+    pub failure: Option<String>,
+    pub signaled: Option<Signal>,
+}
+
+/// The step named in a failed clone's error: EPERM and friends mostly mean user namespaces are
+/// off for unprivileged users.
+pub fn clone_step(e: nix::errno::Errno) -> &'static str {
+    use nix::errno::Errno;
+    match e {
+        Errno::EPERM | Errno::ENOSPC | Errno::EUSERS => "clone: cannot create namespaces (are unprivileged user namespaces enabled? sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces)",
+        _ => "clone",
+    }
+}

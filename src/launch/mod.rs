@@ -1,30 +1,47 @@
-//! Stage 4, **launch**: namespaces, id maps, then the child builds the root and execs.
+//! Stage 4, **launch**: namespaces, id maps, then the child builds the root and execs. The
+//! launcher is three calls, cut where runc and crun cut theirs: [`spawn`] (everything up to the
+//! child's start gate), [`start`] (open the gate: the child execs), [`wait`] (signals, terminal,
+//! exit status). `rcrun run` makes them in a row; the OCI `create`/`start` commands split them.
 //!
 //! Parent (rcrun)                               Child (clone of rcrun, inside new namespaces)
 //! ──────────────                               ──────────────────────────────────────────────
+//! ══ spawn
 //! block forwarded signals, signalfd
-//! cgroup: create (v1: open each `tasks`)
+//! cgroup: open v1 `tasks` / the v2 dir
 //! clone(CLONE_NEWUSER?|NEWNS|NEWPID|NEWUTS|    userns: unshare(CLONE_NEWNET), lo up
-//!       NEWIPC)                                waits on the sync pipe
+//!       NEWIPC)  (v2: clone3 INTO_CGROUP)      waits on the go pipe
 //! write uid_map/gid_map (or newuidmap)
-//! cgroup v2: write pid to cgroup.procs
-//! write 1 byte on the sync pipe ─────────────▶ v1: write "0" to each `tasks` (joins itself),
+//! cgroup: write pid to cgroup.procs (if the
+//!         child was not born in / cannot join)
+//! write 1 byte on the go pipe ───────────────▶ v1: write "0" to each `tasks` (joins itself),
 //! root: unshare(CLONE_NEWNET), lo up,          unshare(CLONE_NEWCGROUP), mounts,
 //!       1 byte on the net pipe ──────────────▶ root: setns(rcrun's net namespace), /sys,
-//!                                              pivot_root, hostname, cwd, fds,
-//!                                              user, caps, no_new_privs, seccomp, execve
+//! (caller: housekeeping while it builds)       pivot_root, hostname, cwd, fds,
+//!                                              user, caps, no_new_privs;
+//! ══ start                                     the start gate: 0 byte on the error pipe,
+//! 0 byte read = created ◀───────────────────── then blocks reading the go pipe
+//! write 1 byte on the go pipe ───────────────▶ seccomp, execve
 //! error pipe EOF = exec happened ◀──────────── (or a failure message + exit code)
-//! forward signals, wait, exit with its status
+//! ══ wait
+//! forward signals, relay the pty, reap, report the status
 
 pub mod child;
 pub mod explain;
 pub mod failure;
+pub mod idmap;
 pub mod init;
 pub mod mounts;
-pub mod parent;
 pub mod plan;
 pub mod security_steps;
+pub mod spawn;
+pub mod start;
 pub mod user;
+pub mod wait;
+
+pub use failure::{LaunchError, Outcome};
+pub use spawn::{spawn, Spawned};
+pub use start::{start, Running};
+pub use wait::wait;
 
 use plan::{IdMapping, ResolvedUser};
 use std::path::PathBuf;
@@ -65,6 +82,11 @@ pub struct StartupPlan {
     pub tty: bool,
     pub interactive: bool,
     pub init: bool,
+    /// How the first process enters its cgroup (empty: no cgroup).
+    pub cgroup: crate::cgroup::Join,
+    /// The container is killed when rcrun dies (prctl PR_SET_PDEATHSIG, re-armed after the
+    /// credential change): `rcrun run`. An OCI `create` leaves it to outlive rcrun.
+    pub die_with_rcrun: bool,
 }
 
 /// One `process.rlimits` entry of an OCI spec.

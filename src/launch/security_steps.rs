@@ -1,14 +1,20 @@
 //! The last steps before execve, in the order that matters (capabilities(7), seccomp(2)):
 //! drop the bounding set while still privileged → switch groups and user → set the remaining
 //! capability sets → no_new_privs → re-arm the parent-death signal (a credential change clears
-//! it) → seccomp, last, because the filter would otherwise forbid the calls above.
+//! it) → the start gate (wait for the launcher's `start`) → seccomp, last, because the filter
+//! would otherwise forbid the calls above (runc's init waits on its exec fifo at the same point
+//! when the filter is applied late).
 
 use super::explain::Explain;
 use super::failure::{fail, Failure};
 use super::StartupPlan;
 use nix::unistd::{Gid, Uid};
 
-pub fn apply(plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
+pub fn apply(
+    plan: &StartupPlan,
+    ex: &Explain,
+    start_gate: &mut dyn FnMut() -> Result<(), Failure>,
+) -> Result<(), Failure> {
     use crate::security;
     let u = &plan.user;
     // Bounding set first: dropping from it needs CAP_SETPCAP, which we still have.
@@ -58,8 +64,11 @@ pub fn apply(plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
             nix::sys::prctl::set_no_new_privs().map_err(|e| fail("prctl(PR_SET_NO_NEW_PRIVS)", e))
         })?;
     }
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
+    if plan.die_with_rcrun {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
+    }
+    start_gate()?;
     // Last before execve: the filter forbids several of the calls above.
     if let Some(f) = &plan.seccomp {
         ex.timed(

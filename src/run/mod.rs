@@ -2,7 +2,6 @@
 
 use crate::cli::RunArgs;
 use crate::launch::explain::Explain;
-use crate::launch::parent::{self};
 use crate::launch::StartupPlan;
 use crate::unpack::{self};
 use crate::Ctx;
@@ -11,7 +10,7 @@ use anyhow::{bail, Context, Result};
 mod cgroup;
 mod security;
 mod startup;
-use self::cgroup::{describe_limits, limits, CgroupHook};
+use self::cgroup::{describe_limits, limits, sweep_stale};
 use self::security::{
     device_policy, seccomp_filter, seccomp_source, security_options, target_arch, SecurityOptions,
 };
@@ -171,7 +170,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         print_spec(a, &sec, &plan, &limits)?;
         return Ok(0);
     }
-    launch(ctx, a, &ex, &plan, &limits)
+    launch(ctx, a, &ex, &mut plan, &limits)
 }
 
 /// Cgroup, namespaces, the child's start, the wait, and the cleanup: the same for an image and
@@ -180,7 +179,7 @@ fn launch(
     ctx: &Ctx,
     a: &RunArgs,
     ex: &Explain,
-    plan: &StartupPlan,
+    plan: &mut StartupPlan,
     limits: &crate::cgroup::Limits,
 ) -> Result<i32> {
     let cg_fs = crate::cgroup::CgroupFs::host();
@@ -214,16 +213,18 @@ fn launch(
             );
         }
     }
-    let started = parent::start_and_wait(
-        plan,
-        ex,
-        &mut CgroupHook {
-            sweep_stale: (cgroup.is_some() && ctx.privilege.is_real_root()).then_some(&cg_fs),
-            child_joins: false,
-            cgroup: cgroup.as_mut(),
-            ex,
-        },
-    );
+    if let Some(cg) = &cgroup {
+        plan.cgroup = cg.join();
+    }
+    // The launcher's three calls: spawn (namespaces, id maps, cgroup; the child builds the
+    // container up to its start gate), start (the child execs the command), wait.
+    let started = crate::launch::spawn(plan, ex).and_then(|spawned| {
+        if cgroup.is_some() && ctx.privilege.is_real_root() {
+            sweep_stale(&cg_fs, ex);
+        }
+        let running = crate::launch::start(spawned, ex)?;
+        crate::launch::wait(running, ex)
+    });
     let mut outcome = match started {
         Ok(o) => o,
         Err(e) => {
@@ -371,7 +372,7 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
             std::time::Duration::ZERO,
         );
     }
-    launch(ctx, a, &ex, &plan, &bp.limits)
+    launch(ctx, a, &ex, &mut plan, &bp.limits)
 }
 
 /// `--print-spec`: the plan as an OCI runtime config.json on stdout.

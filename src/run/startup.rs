@@ -5,7 +5,6 @@ use super::security::SecurityOptions;
 use crate::cli::RunArgs;
 use crate::image::Image;
 use crate::launch::mounts::{plan_mounts, MountInputs};
-use crate::launch::parent::{self};
 use crate::launch::plan::{self, IdMapping};
 use crate::launch::StartupPlan;
 use crate::unpack::{self, ReadyLayer};
@@ -74,7 +73,7 @@ pub(super) fn ensure_layers(
     }
     let mapping = IdMapping::for_privilege(&ctx.privilege);
     let started = std::time::Instant::now();
-    parent::run_in_userns(&mapping, || {
+    crate::launch::idmap::run_in_userns(&mapping, || {
         unpack::ensure_layers(store, archive, image, mode, progress)
             .map(drop)
             .map_err(|e| format!("{e:#}"))
@@ -216,6 +215,8 @@ pub fn build_plan(
         tty: a.tty,
         interactive: a.interactive,
         init: a.init,
+        cgroup: Default::default(),
+        die_with_rcrun: true,
     })
 }
 

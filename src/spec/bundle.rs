@@ -258,6 +258,8 @@ pub fn plan_from_spec(
         tty: process.terminal().unwrap_or(false),
         interactive: process.terminal().unwrap_or(false),
         init: false,
+        cgroup: Default::default(),
+        die_with_rcrun: true,
     };
     Ok(BundlePlan {
         plan,

@@ -58,6 +58,8 @@ fn plan(mapping: IdMapping, new_netns: bool) -> StartupPlan {
         tty: false,
         interactive: false,
         init: false,
+        cgroup: Default::default(),
+        die_with_rcrun: true,
     }
 }
 

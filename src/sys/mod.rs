@@ -2,6 +2,7 @@
 //! mount options, id maps, the startup plan) is plain data, unit-tested without privileges.
 
 pub mod bpf;
+pub mod clone;
 pub mod fs;
 pub mod mount;
 pub mod net;

@@ -25,7 +25,8 @@ use exec::{close_fds_on_exec, enter_workdir, exec};
 use rootfs::{apply_mount, mount_rootfs, open_root, pivot_into};
 
 pub struct ChildPipes {
-    /// Parent → child: one byte once the id maps and cgroup are in place.
+    /// Parent → child: one byte once the id maps and cgroup are in place; with `--userns` as
+    /// root one more once the late maps are written; and the last one opens the start gate.
     pub go_read: OwnedFd,
     /// Child → parent (close-on-exec): empty at EOF means execve succeeded; otherwise a failure.
     pub err_write: OwnedFd,
@@ -68,7 +69,9 @@ pub fn child_main(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> ! {
 fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Failure> {
     // If rcrun dies, the container dies with it (prctl(2) PR_SET_PDEATHSIG); re-armed after the
     // credential change below, which clears it.
-    set_pdeathsig()?;
+    if plan.die_with_rcrun {
+        set_pdeathsig()?;
+    }
     if plan.net_setup() == NetSetup::ChildWhileMapping {
         // We hold every capability in our new user namespace from the start, maps or not
         // (user_namespaces(7)), and the namespace costs ~1 ms: made while rcrun maps our ids.
@@ -213,9 +216,26 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
             },
         )?;
     }
-    super::security_steps::apply(plan, ex)?;
+    super::security_steps::apply(plan, ex, &mut || {
+        wait_at_start_gate(&pipes.err_write, &pipes.go_read, ex)
+    })?;
     exit_if_rcrun_died(&pipes.err_write)?;
     exec(plan, ex, pipes.report.as_ref(), init_image)
+}
+
+/// The start gate: everything but seccomp and execve is done. Tells rcrun so (a 0 byte on the
+/// error pipe, which otherwise carries only failures, whose codes are never 0) and blocks until
+/// rcrun's `start` writes one more byte on the go pipe. EOF there means rcrun went away: the
+/// command never runs without it.
+fn wait_at_start_gate(err_write: &OwnedFd, go: &OwnedFd, ex: &Explain) -> Result<(), Failure> {
+    ex.detail(
+        "gate",
+        "write 0 on the error pipe (\"created\"), then read the go pipe: blocks until rcrun starts the container",
+        std::time::Duration::ZERO,
+    );
+    ex.flush();
+    nix::unistd::write(err_write, &[0u8]).map_err(|e| fail("report the start gate to rcrun", e))?;
+    wait_for_parent(go)
 }
 
 fn set_pdeathsig() -> Result<(), Failure> {

@@ -1,0 +1,427 @@
+//! *spawn*, the launcher's first call: the container's first process is cloned into its new
+//! namespaces, its id maps are written, it is placed in its cgroup, and it is released to build
+//! the container up to its start gate, where it waits for [`super::start::start`]. Nothing of
+//! the command has run yet: the process is still a copy of rcrun (non-dumpable from the id maps
+//! on).
+//!
+//! spawn returns as soon as the child is released; it is building the root file system then
+//! (the caller may do housekeeping meanwhile). [`Spawned::until_created`] waits until it sits at
+//! the gate.
+
+use super::child::{self, ChildPipes};
+use super::explain::Explain;
+use super::failure::{clone_step, LaunchError, FORWARDED};
+use super::idmap::write_id_maps;
+use super::StartupPlan;
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+fn sys(step: &'static str) -> impl Fn(Errno) -> LaunchError {
+    move |source| LaunchError::Sys { step, source }
+}
+
+/// The container's first process, built (or being built) up to its start gate.
+pub struct Spawned {
+    pid: Option<Pid>,
+    /// The write end of the child's go pipe: one more byte opens the start gate.
+    pub(super) gate: Option<OwnedFd>,
+    /// Child → rcrun, close-on-exec: a 0 byte when the child reached the gate, then EOF at
+    /// execve, or a failure (exit code byte + message) at any point.
+    pub(super) err_read: Option<std::fs::File>,
+    /// With --explain: the child's stage totals, written just before execve.
+    pub(super) report: Option<(OwnedFd, OwnedFd)>,
+    /// With -t: the socket on which the child sends the pty master.
+    console: Option<OwnedFd>,
+    pub(super) master: Option<OwnedFd>,
+    pub(super) sfd: Option<SignalFd>,
+    pub(super) old_mask: SigSet,
+    pub(super) interactive: bool,
+    /// Set by [`Spawned::until_created`]: None while not asked yet, Some(None) at the gate,
+    /// Some(Some(failure)) when the child failed before it.
+    pub(super) created: Option<Option<(i32, String)>>,
+}
+
+impl Spawned {
+    /// The container's first process (its pid on the host).
+    pub fn pid(&self) -> Pid {
+        self.pid
+            .expect("a Spawned always holds its child until start takes it")
+    }
+
+    /// Waits until the child sits at its start gate, everything but seccomp and execve done
+    /// (its terminal's master, if any, is ours then), or has failed on its way there (the
+    /// failure is kept for `start`, which then does not open the gate, and for `wait`).
+    pub fn until_created(&mut self) -> Result<(), LaunchError> {
+        if self.created.is_some() {
+            return Ok(());
+        }
+        if let Some(sock) = self.console.take() {
+            self.master = receive_master(&sock);
+            if let (Some(m), Some(ws)) = (&self.master, super::wait::winsize()) {
+                // SAFETY: TIOCSWINSZ with a valid winsize on our pty master.
+                unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+        }
+        let pipe = self.err_read.as_mut().expect("err pipe held until start");
+        let mut first = [0u8; 1];
+        let got = loop {
+            match pipe.read(&mut first) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        self.created = Some(match got {
+            Ok(1) if first[0] == 0 => None,
+            Ok(1) => {
+                let mut rest = Vec::new();
+                let _ = pipe.read_to_end(&mut rest);
+                Some((first[0] as i32, String::from_utf8_lossy(&rest).into_owned()))
+            }
+            // EOF without a word: the child was killed; `wait` reports how.
+            _ => None,
+        });
+        Ok(())
+    }
+
+    /// Hands the child over to `start`: this Spawned no longer kills it when dropped.
+    pub(super) fn take_pid(&mut self) -> Pid {
+        self.pid.take().expect("start takes the child once")
+    }
+}
+
+impl Drop for Spawned {
+    /// A container spawned but never started (rcrun failed in between): killed and reaped, and
+    /// rcrun's signal mask restored, so nothing is left behind.
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            let _ = self.old_mask.thread_set_mask();
+        }
+    }
+}
+
+/// The cgroup placement of the plan, opened before clone.
+struct Placement {
+    /// cgroup v1 `tasks` files the child writes "0" into.
+    self_join: Vec<(PathBuf, OwnedFd)>,
+    /// cgroup v2: (path for the narration, directory fd) for clone3(CLONE_INTO_CGROUP).
+    clone_into: Option<(String, OwnedFd)>,
+}
+
+fn open_placement(join: &crate::cgroup::Join) -> Result<Placement, LaunchError> {
+    let opened: Result<Vec<_>, std::io::Error> = join
+        .self_join_tasks
+        .iter()
+        .map(|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map(|f| (p.clone(), OwnedFd::from(f)))
+        })
+        .collect();
+    let self_join = match opened {
+        Ok(files) => files,
+        // A delegation that chowned cgroup.procs but not tasks: rcrun moves the child then.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Vec::new(),
+        Err(e) => {
+            return Err(LaunchError::Child(format!(
+                "open the cgroup's tasks files for writing: {e}"
+            )))
+        }
+    };
+    let clone_into = match &join.clone_into {
+        None => None,
+        Some(dir) => {
+            let fd = nix::fcntl::open(
+                dir,
+                nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| LaunchError::Child(format!("open {}: {e}", dir.display())))?;
+            Some((dir.display().to_string(), fd))
+        }
+    };
+    Ok(Placement {
+        self_join,
+        clone_into,
+    })
+}
+
+/// Clones the container's first process into its namespaces (and cgroup), maps its ids, and
+/// releases it to build the container up to its start gate. rcrun must be single-threaded here:
+/// the child is a fork-like clone that keeps running Rust code (allocations included) until
+/// execve. From here until `wait` ends, the signals rcrun forwards are blocked and queued.
+pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
+    ex.phase(
+        "spawn",
+        "namespaces, id maps, cgroup; the child builds the container up to its start gate",
+    );
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(s);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGWINCH);
+    let old_mask = mask
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(sys("block signals"))?;
+    let prepared = prepare(plan, ex);
+    let (pipes, placement) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = old_mask.thread_set_mask();
+            return Err(e);
+        }
+    };
+    let Parts {
+        go_read,
+        go_write,
+        err_read,
+        err_write,
+        console,
+        userns_ready,
+        report,
+        net_ready,
+    } = pipes;
+    let flags = plan.clone_flags();
+    // Captured before clone: in the child, which is PID 1 of its own namespace, getpid() says 1.
+    let rcrun_pid = std::process::id();
+
+    let t = std::time::Instant::now();
+    let mut born_inside = None;
+    let forked = match &placement.clone_into {
+        Some((path, dir)) => match crate::sys::clone::fork_into_cgroup(flags, dir.as_fd()) {
+            // clone3 is Linux >= 5.3 and CLONE_INTO_CGROUP >= 5.7: older kernels say so this way,
+            // and the parent moves the child instead.
+            Err(Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL) => {
+                crate::sys::clone::fork_into_namespaces(flags).map_err(|source| LaunchError::Sys {
+                    step: clone_step(source),
+                    source,
+                })
+            }
+            r => {
+                born_inside = Some(path.as_str());
+                r.map_err(|source| LaunchError::Sys {
+                    step: "clone3(CLONE_INTO_CGROUP)",
+                    source,
+                })
+            }
+        },
+        None => crate::sys::clone::fork_into_namespaces(flags).map_err(|source| LaunchError::Sys {
+            step: clone_step(source),
+            source,
+        }),
+    };
+    let child = match forked {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = old_mask.thread_set_mask();
+            return Err(e);
+        }
+    };
+    let Some(pid) = child else {
+        // Child. Restore the signal mask the command should start with.
+        let _ = old_mask.thread_set_mask();
+        drop(go_write);
+        drop(err_read);
+        let console = console.map(|(ours, theirs)| {
+            drop(ours);
+            theirs
+        });
+        child::child_main(
+            plan,
+            ChildPipes {
+                go_read,
+                err_write,
+                console,
+                report: report.map(|(_, w)| w),
+                userns_ready: userns_ready.map(|(_, w)| w),
+                cgroup_tasks: placement.self_join,
+                net_ready: net_ready.map(|(r, _)| (r, rcrun_pid)),
+            },
+            ex,
+        );
+    };
+    ex.step(
+        "namespaces",
+        &match born_inside {
+            None => format!(
+                "clone({}|SIGCHLD) → pid {pid}",
+                super::describe_flags(flags)
+            ),
+            Some(cg) => format!(
+                "clone3({}|CLONE_INTO_CGROUP, cgroup = {cg}) → pid {pid}, born inside its cgroup",
+                super::describe_flags(flags)
+            ),
+        },
+        t.elapsed(),
+    );
+    let born_inside = born_inside.is_some();
+    let child_joins = !placement.self_join.is_empty();
+    drop(placement);
+    drop(go_read);
+    drop(err_write);
+    // From here on, a failure kills and reaps the child (Spawned's Drop).
+    let mut spawned = Spawned {
+        pid: Some(pid),
+        gate: None,
+        err_read: Some(std::fs::File::from(err_read)),
+        report,
+        console: console.map(|(ours, theirs)| {
+            drop(theirs);
+            ours
+        }),
+        master: None,
+        sfd: None,
+        old_mask,
+        interactive: plan.interactive,
+        created: None,
+    };
+
+    if !plan.mapping.enters_late() {
+        write_id_maps(pid, &plan.mapping, ex)?;
+    }
+    if !born_inside && !child_joins && !plan.cgroup.procs.is_empty() {
+        ex.timed(
+            "cgroup",
+            &format!(
+                "write {pid} to {}",
+                plan.cgroup
+                    .procs
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            || crate::cgroup::move_process(&plan.cgroup.procs, pid.as_raw()),
+        )
+        .map_err(|e| LaunchError::Child(e.to_string()))?;
+    }
+    spawned.sfd = Some(
+        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(sys("signalfd"))?,
+    );
+    let _ = nix::unistd::write(&go_write, b"1");
+    if let Some((r, w)) = net_ready {
+        drop(r);
+        // The child mounts meanwhile, and joins this namespace before /sys (see NetSetup). rcrun
+        // itself has no use for the host network from here on.
+        // Narrated but not counted in the closing per-stage shares: it overlaps the child's steps.
+        let t = std::time::Instant::now();
+        let made =
+            crate::sys::net::new_namespace_with_loopback().map_err(sys("new network namespace"));
+        ex.detail(
+            "net",
+            &format!(
+                "{}unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts (overlaps it: not in the shares)",
+                if made.is_err() { "FAILED: " } else { "" }
+            ),
+            t.elapsed(),
+        );
+        made?;
+        let _ = nix::unistd::write(&w, b"1");
+    }
+    if let Some((ready, w)) = userns_ready {
+        // --userns as root: the child unshares its user namespace once the root file system is
+        // built; map it and let it go on. EOF means it failed before (the error pipe says why).
+        drop(w);
+        let mut b = [0u8; 1];
+        if matches!(nix::unistd::read(&ready, &mut b), Ok(1)) {
+            write_id_maps(pid, &plan.mapping, ex)?;
+            let _ = nix::unistd::write(&go_write, b"1");
+        }
+    }
+    spawned.gate = Some(go_write);
+    Ok(spawned)
+}
+
+/// The pipes and sockets between rcrun and its child, made before clone.
+struct Parts {
+    /// rcrun → child: one byte per release (id maps and cgroup done; with `--userns` as root,
+    /// the late maps written; the start gate opened).
+    go_read: OwnedFd,
+    go_write: OwnedFd,
+    err_read: OwnedFd,
+    err_write: OwnedFd,
+    console: Option<(OwnedFd, OwnedFd)>,
+    userns_ready: Option<(OwnedFd, OwnedFd)>,
+    report: Option<(OwnedFd, OwnedFd)>,
+    net_ready: Option<(OwnedFd, OwnedFd)>,
+}
+
+fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), LaunchError> {
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"));
+    let (go_read, go_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let console = if plan.tty {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        Some(
+            socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(sys("socketpair"))?,
+        )
+    } else {
+        None
+    };
+    let userns_ready = if plan.mapping.enters_late() {
+        Some(pipe()?)
+    } else {
+        None
+    };
+    let report = if ex.enabled { Some(pipe()?) } else { None };
+    let net_ready = if plan.net_setup() == super::NetSetup::ParentWhileMounting {
+        Some(pipe()?)
+    } else {
+        None
+    };
+    let placement = open_placement(&plan.cgroup)?;
+    Ok((
+        Parts {
+            go_read,
+            go_write,
+            err_read,
+            err_write,
+            console,
+            userns_ready,
+            report,
+            net_ready,
+        },
+        placement,
+    ))
+}
+
+/// Receives the pty master the child opened (None if it failed before sending one).
+fn receive_master(sock: &OwnedFd) -> Option<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this fd in our table for us.
+            return fds.first().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    None
+}

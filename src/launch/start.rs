@@ -1,0 +1,74 @@
+//! *start*, the launcher's second call: opens the start gate of a spawned container. Its first
+//! process then installs its seccomp filter and execs the command; start returns once execve
+//! happened (the close-on-exec error pipe reaches EOF) or failed.
+
+use super::explain::Explain;
+use super::failure::LaunchError;
+use super::spawn::Spawned;
+use nix::sys::signal::SigSet;
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::Pid;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+
+/// A started container, for [`super::wait::wait`].
+pub struct Running {
+    pub pid: Pid,
+    pub(super) sfd: SignalFd,
+    pub(super) master: Option<OwnedFd>,
+    pub(super) interactive: bool,
+    /// The child's own report of a failed step (exit code 125/126/127, message): before the
+    /// gate, or its execve.
+    pub(super) failure: Option<(i32, String)>,
+    pub(super) old_mask: SigSet,
+}
+
+/// Opens the gate of `spawned` (waiting first until it is there) and waits for its execve.
+pub fn start(mut spawned: Spawned, ex: &Explain) -> Result<Running, LaunchError> {
+    spawned.until_created()?;
+    let mut failure = spawned.created.take().flatten();
+    let gate = spawned.gate.take();
+    if failure.is_none() {
+        ex.phase(
+            "start",
+            "open the start gate: the child installs seccomp and execs the command",
+        );
+        if let Some(gate) = &gate {
+            let _ = nix::unistd::write(gate, b"1");
+        }
+    }
+    drop(gate);
+    // The error pipe closes on execve (close-on-exec) or carries the child's failure.
+    let mut rest = Vec::new();
+    if let Some(mut pipe) = spawned.err_read.take() {
+        let _ = pipe.read_to_end(&mut rest);
+    }
+    if failure.is_none() && !rest.is_empty() {
+        failure = Some((
+            rest[0] as i32,
+            String::from_utf8_lossy(&rest[1..]).into_owned(),
+        ));
+    }
+    if let Some((r, w)) = spawned.report.take() {
+        drop(w);
+        let mut text = String::new();
+        let _ = std::fs::File::from(r).read_to_string(&mut text);
+        ex.absorb_totals(&text);
+    }
+    let sfd = spawned
+        .sfd
+        .take()
+        .expect("spawn made the signalfd before it returned");
+    let master = spawned.master.take();
+    let interactive = spawned.interactive;
+    let old_mask = spawned.old_mask;
+    let pid = spawned.take_pid();
+    Ok(Running {
+        pid,
+        sfd,
+        master,
+        interactive,
+        failure,
+        old_mask,
+    })
+}

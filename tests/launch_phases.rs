@@ -1,0 +1,145 @@
+//! The launcher's three calls driven one at a time, through the library: `spawn` builds the
+//! container up to its start gate and the command has not run (the process is still a copy of
+//! this program, blocked); `start` opens the gate and the command runs; `wait` reports its exit
+//! status. A container spawned but never started is killed and reaped when dropped.
+//!
+//! Its own `main` (harness = false): the launcher clones a fork-like child that keeps running
+//! Rust code, which is only safe from a single-threaded process, and the test harness runs tests
+//! on threads.
+
+use rcrun::host::Privilege;
+use rcrun::launch::explain::Explain;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn main() {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        eprintln!(
+            "\n*** SKIPPED launch_phases: no /bin/busybox (apt-get install busybox-static) ***"
+        );
+        return;
+    }
+    let scratch = tempdir("scratch");
+    let bundle = tempdir("bundle");
+    make_rootfs(&bundle.join("rootfs"), busybox);
+
+    println!("test spawn_builds_up_to_the_gate_and_start_runs_the_command ...");
+    spawn_builds_up_to_the_gate_and_start_runs_the_command(&bundle, &scratch);
+    println!("ok");
+    println!("test a_spawned_container_never_started_is_killed_when_dropped ...");
+    a_spawned_container_never_started_is_killed_when_dropped(&bundle, &scratch);
+    println!("ok");
+    println!("test a_failure_before_the_gate_reaches_start_and_wait ...");
+    a_failure_before_the_gate_reaches_start_and_wait(&bundle, &scratch);
+    println!("ok");
+
+    let _ = std::fs::remove_dir_all(&bundle);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+fn spawn_builds_up_to_the_gate_and_start_runs_the_command(bundle: &Path, scratch: &Path) {
+    let plan = plan(bundle, scratch, &["/bin/busybox", "sh", "-c", "exit 7"]);
+    let ex = Explain::new(false);
+    let mut spawned = rcrun::launch::spawn(&plan, &ex).expect("spawn");
+    spawned.until_created().expect("until_created");
+    let pid = spawned.pid();
+
+    // At the gate: still a copy of this test program, asleep, and it stays there.
+    let ours = std::fs::read("/proc/self/cmdline").unwrap();
+    for _ in 0..5 {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert_eq!(
+            cmdline, ours,
+            "before start, pid {pid} must not run the container's command yet"
+        );
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let state = stat.rsplit_once(") ").unwrap().1.chars().next().unwrap();
+        assert_eq!(
+            state, 'S',
+            "pid {pid} should be blocked at its start gate: {stat}"
+        );
+        if let Ok(wchan) = std::fs::read_to_string(format!("/proc/{pid}/wchan")) {
+            // Readable with ptrace access (root here); "0" when the kernel hides it.
+            if wchan != "0" {
+                // pipe_read, or anon_pipe_read since Linux 6.16.
+                assert!(
+                    wchan.ends_with("pipe_read"),
+                    "pid {pid} should wait on its go pipe, waits in {wchan}"
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+
+    let running = rcrun::launch::start(spawned, &ex).expect("start");
+    assert_eq!(running.pid, pid);
+    let outcome = rcrun::launch::wait(running, &ex).expect("wait");
+    assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    assert_eq!(outcome.status, 7, "the command's own exit status");
+}
+
+fn a_spawned_container_never_started_is_killed_when_dropped(bundle: &Path, scratch: &Path) {
+    let plan = plan(bundle, scratch, &["/bin/busybox", "true"]);
+    let ex = Explain::new(false);
+    let mut spawned = rcrun::launch::spawn(&plan, &ex).expect("spawn");
+    spawned.until_created().expect("until_created");
+    let pid = spawned.pid();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    drop(spawned);
+    // Killed and reaped, not left running or as a zombie.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} left behind after its Spawned was dropped"
+    );
+}
+
+fn a_failure_before_the_gate_reaches_start_and_wait(bundle: &Path, scratch: &Path) {
+    let mut plan = plan(bundle, scratch, &["/bin/busybox", "true"]);
+    plan.cwd = "/bin/busybox/not-a-dir".into();
+    let ex = Explain::new(false);
+    let mut spawned = rcrun::launch::spawn(&plan, &ex).expect("spawn");
+    spawned.until_created().expect("until_created");
+    let running = rcrun::launch::start(spawned, &ex).expect("start");
+    let outcome = rcrun::launch::wait(running, &ex).expect("wait");
+    let msg = outcome.failure.expect("the cwd failure is reported");
+    assert_eq!(outcome.status, rcrun::EXIT_RCRUN_FAILED, "{msg}");
+    assert!(msg.contains("not-a-dir"), "{msg}");
+}
+
+fn plan(bundle: &Path, scratch: &Path, argv: &[&str]) -> rcrun::launch::StartupPlan {
+    let privilege = Privilege::detect();
+    let rootless = (!privilege.is_real_root()).then(|| {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    });
+    let mut spec = rcrun::spec::starter(rootless);
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(argv.iter().map(|s| s.to_string()).collect()));
+    process.set_terminal(Some(false));
+    spec.set_process(Some(process));
+    let mut root = spec.root().clone().unwrap();
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
+    let id = format!("phases-{}", std::process::id());
+    rcrun::spec::bundle::plan_from_spec(&spec, bundle, &privilege, &id, scratch)
+        .expect("plan from the starter spec")
+        .plan
+}
+
+fn make_rootfs(rootfs: &Path, busybox: &Path) {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+}
+
+fn tempdir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rcrun-phases-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
