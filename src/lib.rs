@@ -9,7 +9,6 @@ pub mod cgroup;
 pub mod cli;
 pub mod host;
 pub mod image;
-pub mod imagebuild;
 pub mod inspect;
 pub mod launch;
 pub mod layers_view;

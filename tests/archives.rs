@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-use rcrun::imagebuild::{
+use rcrun_imagebuild::{
     busybox_entries, layer_tar, write_archive_to_file, ConfigSpec, Entry, Format, ImageSpec,
     LayerSpec, WriteOptions, BUSYBOX_PATH,
 };
@@ -536,8 +536,8 @@ fn a_broken_layer_fails_the_same_way_every_time() {
     };
     let path = staging().join("archives-broken-layer.tar");
     let opts = WriteOptions {
-        compression: rcrun::imagebuild::Compression::Gzip,
-        tamper: vec![rcrun::imagebuild::Tamper::WrongDiffId { image: 0, layer: 0 }],
+        compression: rcrun_imagebuild::Compression::Gzip,
+        tamper: vec![rcrun_imagebuild::Tamper::WrongDiffId { image: 0, layer: 0 }],
         ..Default::default()
     };
     write_archive_to_file(&path, &[spec], Format::OciArchive, &opts).unwrap();

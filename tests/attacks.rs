@@ -404,7 +404,7 @@ fn image_symlinks_never_redirect_rcrun_to_the_host() {
 /// only makes valid JSON): manifest.json, <sha256>.json, one layer.
 fn raw_config_archive(name: &str, config: &[u8]) -> PathBuf {
     let layer = match base_layer().source {
-        rcrun::imagebuild::LayerSource::Bytes(b) => b,
+        rcrun_imagebuild::LayerSource::Bytes(b) => b,
         _ => unreachable!(),
     };
     let config_name = format!("{}.json", sha256(config));
@@ -431,12 +431,12 @@ fn raw_config_archive(name: &str, config: &[u8]) -> PathBuf {
 
 fn raw_config(env: &str) -> Vec<u8> {
     let layer = match base_layer().source {
-        rcrun::imagebuild::LayerSource::Bytes(b) => b,
+        rcrun_imagebuild::LayerSource::Bytes(b) => b,
         _ => unreachable!(),
     };
     format!(
         r#"{{"architecture":"{}","os":"linux","config":{{"Env":["PATH=/bin",{env}],"Cmd":["true"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
-        rcrun::imagebuild::host_arch(),
+        rcrun_imagebuild::host_arch(),
         sha256(&layer)
     )
     .into_bytes()

@@ -6,7 +6,7 @@
 //! Cases that need root (a tmpfs store) or the plain user `rcrun-test` (rootless, `unshare -Ur`)
 //! are skipped LOUDLY, with the reason, when those are not available.
 
-use rcrun::imagebuild::{
+use rcrun_imagebuild::{
     busybox_entries, layer_tar, write_archive_to_file, ConfigSpec, Format, ImageSpec, LayerSpec,
     WriteOptions, BUSYBOX_PATH,
 };

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use rcrun::imagebuild::{
+use rcrun_imagebuild::{
     busybox_entries, layer_tar, write_archive_to_file, ConfigSpec, Entry, Format, ImageSpec,
     LayerSpec, WriteOptions, BUSYBOX_PATH,
 };

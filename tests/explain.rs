@@ -5,7 +5,7 @@
 //! the previous one. Durations are printed but never asserted. Rootless and `unshare -Ur` runs need
 //! root (to switch users) and the user `rcrun-test` (.ci/run creates it); they skip LOUDLY.
 
-use rcrun::imagebuild::{
+use rcrun_imagebuild::{
     busybox_entries, layer_tar, write_archive_to_file, ConfigSpec, Entry, Format, ImageSpec,
     LayerSpec, WriteOptions, BUSYBOX_PATH,
 };

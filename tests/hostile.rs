@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 
-use rcrun::imagebuild::{
+use rcrun_imagebuild::{
     layer_tar, write_archive, write_archive_to_file, ConfigSpec, Doc, Entry, Format, ImageSpec,
     LayerSpec, MemberBody, Tamper, WriteOptions,
 };
@@ -943,7 +943,7 @@ fn huge_pax_header_is_refused_without_allocating_it() {
         "huge-pax-header",
         &layer,
         WriteOptions {
-            compression: rcrun::imagebuild::Compression::Gzip,
+            compression: rcrun_imagebuild::Compression::Gzip,
             ..Default::default()
         },
         &["PAX extended header ('x')", "1073741824", "blobs/sha256/"],
@@ -961,7 +961,7 @@ fn gzip_bomb_streams_and_fails_on_diff_id() {
         "gzip-bomb",
         &layer,
         WriteOptions {
-            compression: rcrun::imagebuild::Compression::Gzip,
+            compression: rcrun_imagebuild::Compression::Gzip,
             tamper: vec![Tamper::WrongDiffId { image: 0, layer: 0 }],
             ..Default::default()
         },

@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 
-use rcrun::imagebuild::{
+use rcrun_imagebuild::{
     write_archive_to_file, Compression, ConfigSpec, Entry, Format, ImageSpec, LayerSpec,
     WriteOptions,
 };
@@ -472,7 +472,7 @@ fn image(tags: &[&str], layers: &[Vec<u8>]) -> ImageSpec {
 fn tars(layers: &[Vec<Entry>]) -> Vec<Vec<u8>> {
     layers
         .iter()
-        .map(|l| rcrun::imagebuild::layer_tar(l).unwrap())
+        .map(|l| rcrun_imagebuild::layer_tar(l).unwrap())
         .collect()
 }
 

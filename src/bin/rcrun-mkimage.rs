@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use rcrun::imagebuild::{
+use rcrun_imagebuild::{
     busybox_entries, layer_from_dir_to_file, layer_tar, split_top_level, write_archive_to_file,
     BuildError, Compression, ConfigSpec, Entry, Format, ImageSpec, LayerSpec, WriteOptions,
     BUSYBOX_PATH,

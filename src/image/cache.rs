@@ -117,7 +117,7 @@ pub fn save(cache_dir: &Path, reference: Option<&str>, archive: &Archive, image:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imagebuild::{
+    use rcrun_imagebuild::{
         write_archive_to_file, ConfigSpec, Entry as Layered, Format, ImageSpec, LayerSpec,
         WriteOptions,
     };

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 pub use crate::common::*;
-pub use rcrun::imagebuild::{
+pub use rcrun_imagebuild::{
     busybox_entries, layer_tar, write_archive_to_file, ConfigSpec, Entry, Format, ImageSpec,
     LayerSpec, WriteOptions, BUSYBOX_PATH,
 };

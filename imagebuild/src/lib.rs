@@ -1,10 +1,12 @@
 //! Image-archive *writer*: builds real `docker save` / `oci-archive` tarballs in
 //! code, for tests, the demo image and benchmarks.
 //!
-//! Self-contained on purpose (no other `crate::` module is used) so the reader
-//! side of rcrun can be tested against archives it did not produce itself, and
-//! so hostile archives can be forged precisely (see [`Tamper`] and the JSON /
-//! member hooks in [`WriteOptions`]).
+//! A crate of its own, independent of rcrun on purpose (it uses nothing of
+//! rcrun, and the runtime library does not ship it), so the reader side of
+//! rcrun can be tested against archives it did not produce itself, and so
+//! hostile archives can be forged precisely (see [`Tamper`] and the JSON /
+//! member hooks in [`WriteOptions`]). Its users: the `rcrun-mkimage` binary,
+//! rcrun's tests and benchmarks.
 //!
 //! Layout:
 //! - [`layer`]: layer tarballs from [`Entry`] lists or from a directory tree.
