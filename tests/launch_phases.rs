@@ -124,9 +124,18 @@ fn plan(bundle: &Path, scratch: &Path, argv: &[&str]) -> rcrun::launch::StartupP
     root.set_readonly(Some(false));
     spec.set_root(Some(root));
     let id = format!("phases-{}", std::process::id());
-    rcrun::spec::bundle::plan_from_spec(&spec, bundle, &privilege, &id, scratch)
-        .expect("plan from the starter spec")
-        .plan
+    rcrun::launch::plan::compile(
+        &spec,
+        &rcrun::launch::plan::Extras::default(),
+        &rcrun::launch::plan::HostFacts {
+            privilege: &privilege,
+            bundle,
+            id: &id,
+            scratch,
+        },
+    )
+    .expect("plan from the starter spec")
+    .plan
 }
 
 fn make_rootfs(rootfs: &Path, busybox: &Path) {

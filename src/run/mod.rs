@@ -313,8 +313,16 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         &format!("read and parse {}/config.json", bundle.display()),
         || crate::spec::bundle::load(&bundle),
     )?;
-    let bp =
-        crate::spec::bundle::plan_from_spec(&spec, &bundle, &ctx.privilege, &id, &store.run_dir())?;
+    let bp = crate::launch::plan::compile(
+        &spec,
+        &crate::launch::plan::Extras::default(),
+        &crate::launch::plan::HostFacts {
+            privilege: &ctx.privilege,
+            bundle: &bundle,
+            id: &id,
+            scratch: &store.run_dir(),
+        },
+    )?;
     let mut plan = bp.plan;
     ex.step(
         "spec",

@@ -37,10 +37,6 @@ pub enum SpecError {
         path: std::path::PathBuf,
         source: serde_json::Error,
     },
-    #[error("config.json asks for {0}, which rcrun does not support yet")]
-    Unsupported(String),
-    #[error("config.json: {0}")]
-    Bundle(String),
 }
 
 /// The seccomp profile of the run, already narrowed to the entries that apply (capabilities,

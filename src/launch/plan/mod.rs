@@ -1,6 +1,9 @@
 //! The startup plan: plain data computed before any namespace exists, so it can be printed
 //! (`--explain`) and unit-tested without privileges. The child executes it step by step.
 
+pub mod compile;
+pub use compile::{compile, CompileError, Compiled, Extras, HostFacts};
+
 pub use super::user::{resolve_user, ResolvedUser, Table};
 use crate::host::Privilege;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,518 @@
+//! The one compiler: an OCI runtime [`Spec`] (a bundle's config.json, or the one an image and
+//! the flags make) plus the few [`Extras`] OCI cannot say, and the [`HostFacts`] of this
+//! machine, → the [`StartupPlan`] the launcher runs. Pure: no file is read and nothing is
+//! changed; the only place where the rules about namespaces, id maps, capabilities, rlimits,
+//! mounts, devices and masked paths are decided.
+//!
+//! What rcrun cannot do yet is refused by name (exit 125) rather than ignored: a runtime that
+//! silently drops a namespace path or a hook runs something other than what was asked.
+
+use crate::cgroup::devices::{Access, DeviceKind, DeviceRule};
+use crate::cgroup::Limits;
+use crate::host::Privilege;
+use crate::launch::mounts::{Mnt, MountStep};
+use crate::launch::plan::{IdMapping, IdRange};
+use crate::launch::user::ResolvedUser;
+use crate::launch::{Rlimit, StartupPlan};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("config.json asks for {0}, which rcrun does not support yet")]
+    Unsupported(String),
+    #[error("config.json: {0}")]
+    Spec(String),
+    #[error("the OCI runtime spec does not convert: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// What a start needs that the OCI runtime spec cannot say.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {}
+
+/// Facts of this machine and this start, not of the container.
+pub struct HostFacts<'a> {
+    /// Who runs rcrun: decides who writes the id maps, whether device nodes can be made, and
+    /// whether the device cgroup applies.
+    pub privilege: &'a Privilege,
+    /// Relative paths of the spec (root.path, bind sources) are relative to it.
+    pub bundle: &'a Path,
+    /// The container's ID.
+    pub id: &'a str,
+    /// The store's run dir, where the child mounts its private scratch tmpfs.
+    pub scratch: &'a Path,
+}
+
+/// A compiled start: the plan, its cgroup limits, and the seccomp object of the spec (JSON in
+/// the OCI format, which rcrun's profile compiler reads; compiled and cached by the caller, who
+/// has the store).
+pub struct Compiled {
+    pub plan: StartupPlan,
+    pub limits: Limits,
+    pub seccomp: Option<Vec<u8>>,
+}
+
+fn unsupported(what: impl Into<String>) -> CompileError {
+    CompileError::Unsupported(what.into())
+}
+
+/// Compiles `spec` into the plan the launcher runs.
+pub fn compile(
+    spec: &Spec,
+    _extras: &Extras,
+    host: &HostFacts<'_>,
+) -> Result<Compiled, CompileError> {
+    let HostFacts {
+        privilege,
+        bundle,
+        id,
+        scratch,
+    } = *host;
+    if spec.hooks().is_some() {
+        return Err(unsupported("hooks (prestart, createRuntime, …)"));
+    }
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| unsupported("a spec without root"))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    if !rootfs.is_dir() {
+        return Err(CompileError::Spec(format!(
+            "root.path {} is not a directory",
+            rootfs.display()
+        )));
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| unsupported("a spec without process"))?;
+    let argv = process.args().clone().unwrap_or_default();
+    if argv.is_empty() {
+        return Err(CompileError::Spec("process.args is empty".into()));
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(unsupported("linux.sysctl"));
+    }
+
+    // Namespaces: rcrun always makes mount, pid, uts, ipc and cgroup namespaces; the network
+    // namespace is the spec's choice, the user namespace follows the spec and who runs rcrun.
+    let mut new_netns = false;
+    let mut userns = false;
+    for ns in linux.namespaces().iter().flatten() {
+        if let Some(p) = ns.path() {
+            return Err(unsupported(format!(
+                "joining a namespace by path ({:?} at {})",
+                ns.typ(),
+                p.display()
+            )));
+        }
+        match ns.typ() {
+            LinuxNamespaceType::Network => new_netns = true,
+            LinuxNamespaceType::User => userns = true,
+            _ => {}
+        }
+    }
+    let uids = ranges(linux.uid_mappings());
+    let gids = ranges(linux.gid_mappings());
+    let mapping = mapping(privilege, userns, uids, gids)?;
+
+    // Capabilities: rcrun's launcher sets bounding, effective and permitted; inheritable and
+    // ambient stay empty.
+    let caps = match process.capabilities() {
+        Some(c) => {
+            if c.inheritable().as_ref().is_some_and(|s| !s.is_empty())
+                || c.ambient().as_ref().is_some_and(|s| !s.is_empty())
+            {
+                return Err(unsupported("inheritable or ambient capabilities"));
+            }
+            let set = |s: &Option<oci_spec::runtime::Capabilities>| -> Result<::caps::CapsHashSet, CompileError> {
+                s.iter()
+                    .flatten()
+                    .map(|c| {
+                        let name = serde_json::to_value(c)?;
+                        crate::security::parse_cap(name.as_str().unwrap_or_default())
+                            .map_err(|e| CompileError::Spec(e.to_string()))
+                    })
+                    .collect()
+            };
+            crate::security::CapPlan {
+                bounding: set(c.bounding())?,
+                effective: set(c.effective())?,
+                permitted: set(c.permitted())?,
+            }
+        }
+        None => crate::security::CapPlan {
+            bounding: Default::default(),
+            effective: Default::default(),
+            permitted: Default::default(),
+        },
+    };
+
+    let u = process.user();
+    let user = ResolvedUser {
+        uid: u.uid(),
+        gid: u.gid(),
+        groups: u.additional_gids().clone().unwrap_or_default(),
+        home: String::new(),
+        name: u.username().clone(),
+    };
+    if !mapping.maps_uid(user.uid) {
+        return Err(CompileError::Spec(format!(
+            "process.user.uid {} is not mapped by linux.uidMappings",
+            user.uid
+        )));
+    }
+
+    let mut rlimits = Vec::new();
+    for r in process.rlimits().iter().flatten() {
+        let name = serde_json::to_value(r.typ())?;
+        let name = name.as_str().unwrap_or_default();
+        rlimits.push(Rlimit {
+            resource: rlimit_resource(name).ok_or_else(|| unsupported(format!("rlimit {name}")))?,
+            soft: r.soft(),
+            hard: r.hard(),
+        });
+    }
+
+    let can_mknod = !mapping.user_namespace() || mapping.enters_late();
+    let mut mounts = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        mounts.push(mount_step(m, bundle)?);
+    }
+    // The devices every OCI container gets (runtime-spec config-linux.md, "Default Devices"),
+    // then the spec's own, then the /dev symlinks runc and crun make (/dev/core theirs only).
+    let mut nodes: Vec<(String, bool, u64, u64, u32)> = [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .iter()
+    .map(|(n, a, b)| (format!("/dev/{n}"), false, *a, *b, 0o666))
+    .collect();
+    for d in linux.devices().iter().flatten() {
+        let block = matches!(d.typ(), oci_spec::runtime::LinuxDeviceType::B);
+        nodes.push((
+            d.path().display().to_string(),
+            block,
+            d.major() as u64,
+            d.minor() as u64,
+            d.file_mode().unwrap_or(0o666),
+        ));
+    }
+    for (path, block, major, minor, mode) in &nodes {
+        mounts.push(MountStep {
+            target: path.clone(),
+            what: if can_mknod {
+                Mnt::Device {
+                    block: *block,
+                    major: *major,
+                    minor: *minor,
+                    mode: *mode,
+                }
+            } else {
+                Mnt::Bind {
+                    source: PathBuf::from(path),
+                    recursive: false,
+                    read_only: false,
+                }
+            },
+        });
+    }
+    for (l, t) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/core", "/proc/kcore"),
+    ] {
+        mounts.push(MountStep {
+            target: l.into(),
+            what: Mnt::Symlink { to: t.into() },
+        });
+    }
+    for p in linux.masked_paths().iter().flatten() {
+        mounts.push(MountStep {
+            target: p.clone(),
+            what: Mnt::Mask,
+        });
+    }
+    for p in linux.readonly_paths().iter().flatten() {
+        mounts.push(MountStep {
+            target: p.clone(),
+            what: Mnt::ReadOnly,
+        });
+    }
+
+    let limits = limits(&linux, privilege)?;
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(serde_json::to_vec)
+        .transpose()?;
+    let plan = StartupPlan {
+        id: id.to_string(),
+        mapping,
+        new_netns,
+        scratch: scratch.to_path_buf(),
+        lowers_top_first: Vec::new(),
+        rootfs_dir: Some(rootfs),
+        rlimits,
+        etc_layer: None,
+        mounts,
+        devices: Vec::new(),
+        read_only: root.readonly().unwrap_or(false),
+        hostname: spec.hostname().clone().unwrap_or_default(),
+        argv,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().display().to_string(),
+        user,
+        no_new_privs: process.no_new_privileges().unwrap_or(false),
+        caps,
+        seccomp: None,
+        tty: process.terminal().unwrap_or(false),
+        interactive: process.terminal().unwrap_or(false),
+        init: false,
+        cgroup: Default::default(),
+        die_with_rcrun: true,
+    };
+    Ok(Compiled {
+        plan,
+        limits,
+        seccomp,
+    })
+}
+
+fn ranges(m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>) -> Vec<IdRange> {
+    m.iter()
+        .flatten()
+        .map(|r| IdRange {
+            inside: r.container_id(),
+            outside: r.host_id(),
+            count: r.size(),
+        })
+        .collect()
+}
+
+/// Who writes which id maps: root may write any single range itself (entered after the root is
+/// built, as `--userns`); a plain user writes its own id, and the setuid helpers the rest.
+fn mapping(
+    privilege: &Privilege,
+    userns: bool,
+    uids: Vec<IdRange>,
+    gids: Vec<IdRange>,
+) -> Result<IdMapping, CompileError> {
+    if !userns {
+        if !uids.is_empty() || !gids.is_empty() {
+            return Err(CompileError::Spec(
+                "linux.uidMappings/gidMappings given without a user namespace".into(),
+            ));
+        }
+        return match privilege {
+            Privilege::Root => Ok(IdMapping::None),
+            _ => Err(CompileError::Spec(
+                "rootless, the spec needs a user namespace with uid/gid mappings (rcrun spec --rootless writes one)".into(),
+            )),
+        };
+    }
+    if uids.is_empty() || gids.is_empty() {
+        return Err(CompileError::Spec(
+            "a user namespace needs linux.uidMappings and linux.gidMappings".into(),
+        ));
+    }
+    match privilege {
+        Privilege::Root if uids.len() == 1 && gids.len() == 1 => Ok(IdMapping::Privileged {
+            uid: uids[0],
+            gid: gids[0],
+        }),
+        Privilege::Root => Err(unsupported(
+            "more than one uid or gid mapping range as root",
+        )),
+        Privilege::FakeRoot | Privilege::Rootless { .. } => {
+            let (own_uid, own_gid) = match privilege {
+                Privilege::Rootless { uid, gid, .. } => (*uid, *gid),
+                _ => (0, 0),
+            };
+            let single =
+                |r: &[IdRange], own: u32| r.len() == 1 && r[0].outside == own && r[0].count == 1;
+            if single(&uids, own_uid) && single(&gids, own_gid) {
+                return Ok(IdMapping::Single {
+                    uid: uids[0],
+                    gid: gids[0],
+                });
+            }
+            match privilege {
+                Privilege::Rootless {
+                    subids: Some(s), ..
+                } => Ok(IdMapping::Helpers {
+                    uids,
+                    gids,
+                    newuidmap: s.newuidmap.clone(),
+                    newgidmap: s.newgidmap.clone(),
+                }),
+                _ => Err(CompileError::Spec(format!(
+                    "these id mappings need newuidmap/newgidmap and a range in /etc/subuid and /etc/subgid; without them only your own ids ({own_uid}:{own_gid}) can be mapped, with size 1"
+                ))),
+            }
+        }
+    }
+}
+
+/// An OCI mount → rcrun's mount step.
+fn mount_step(m: &oci_spec::runtime::Mount, bundle: &Path) -> Result<MountStep, CompileError> {
+    use nix::mount::MsFlags as F;
+    let target = m.destination().display().to_string();
+    if !target.starts_with('/') {
+        return Err(CompileError::Spec(format!(
+            "mount destination {target:?} is not absolute"
+        )));
+    }
+    let options: Vec<String> = m.options().clone().unwrap_or_default();
+    let has = |o: &str| options.iter().any(|x| x == o);
+    let typ = m.typ().clone().unwrap_or_default();
+    let what = if has("bind") || has("rbind") || typ == "bind" {
+        let source = m
+            .source()
+            .clone()
+            .ok_or_else(|| CompileError::Spec(format!("bind mount {target} has no source")))?;
+        Mnt::Bind {
+            source: if source.is_absolute() {
+                source
+            } else {
+                bundle.join(source)
+            },
+            recursive: has("rbind"),
+            read_only: has("ro"),
+        }
+    } else {
+        match typ.as_str() {
+            "proc" => Mnt::Proc,
+            "sysfs" => Mnt::Sysfs,
+            "devpts" => Mnt::Devpts,
+            "mqueue" => Mnt::Mqueue,
+            "tmpfs" => {
+                let mut flags = F::empty();
+                let mut data = Vec::new();
+                for o in &options {
+                    match o.as_str() {
+                        "ro" => flags |= F::MS_RDONLY,
+                        "nosuid" => flags |= F::MS_NOSUID,
+                        "nodev" => flags |= F::MS_NODEV,
+                        "noexec" => flags |= F::MS_NOEXEC,
+                        "noatime" => flags |= F::MS_NOATIME,
+                        "strictatime" => flags |= F::MS_STRICTATIME,
+                        "rw" | "suid" | "dev" | "exec" | "relatime" => {}
+                        other => data.push(other.to_string()),
+                    }
+                }
+                Mnt::Tmpfs {
+                    data: data.join(","),
+                    flags: flags.bits(),
+                }
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "mount type {other:?} at {target} (rcrun mounts proc, sysfs, tmpfs, devpts, mqueue and bind)"
+                )))
+            }
+        }
+    };
+    Ok(MountStep { target, what })
+}
+
+fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    Some(match name {
+        "RLIMIT_AS" => R::RLIMIT_AS,
+        "RLIMIT_CORE" => R::RLIMIT_CORE,
+        "RLIMIT_CPU" => R::RLIMIT_CPU,
+        "RLIMIT_DATA" => R::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => R::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => R::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => R::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => R::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => R::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => R::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => R::RLIMIT_NPROC,
+        "RLIMIT_RSS" => R::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => R::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => R::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => R::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => R::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// linux.resources → cgroup limits; as root the device rules always (the spec's, or the OCI
+/// default when it gives none: a bundle run as root is not left unconfined).
+fn limits(linux: &oci_spec::runtime::Linux, privilege: &Privilege) -> Result<Limits, CompileError> {
+    let mut l = Limits::default();
+    let r = linux.resources().clone().unwrap_or_default();
+    if let Some(m) = r.memory() {
+        l.memory = m.limit().filter(|v| *v > 0).map(|v| v as u64);
+        l.memory_swap = m.swap();
+    }
+    if let Some(p) = r.pids() {
+        l.pids = Some(p.limit());
+    }
+    if let Some(c) = r.cpu() {
+        if let (Some(q), Some(p)) = (c.quota(), c.period()) {
+            if q > 0 && p > 0 {
+                l.cpus = Some(q as f64 / p as f64);
+            }
+        }
+        l.cpu_shares = c.shares();
+        l.cpuset_cpus = c.cpus().clone();
+    }
+    if matches!(privilege, Privilege::Root) {
+        let rules: Vec<DeviceRule> = r
+            .devices()
+            .iter()
+            .flatten()
+            .map(|d| {
+                let access = match d.access() {
+                    Some(a) => Access::parse(a).map_err(|e| CompileError::Spec(e.to_string()))?,
+                    None => Access::RWM,
+                };
+                Ok(DeviceRule {
+                    allow: d.allow(),
+                    kind: match d.typ() {
+                        Some(oci_spec::runtime::LinuxDeviceType::C) => DeviceKind::Char,
+                        Some(oci_spec::runtime::LinuxDeviceType::B) => DeviceKind::Block,
+                        _ => DeviceKind::All,
+                    },
+                    major: d.major().map(|v| v as u32),
+                    minor: d.minor().map(|v| v as u32),
+                    access,
+                })
+            })
+            .collect::<Result<_, CompileError>>()?;
+        // The default devices stay usable whatever the spec's rules say (runc appends them the
+        // same way): only their specific allows, after the spec's own rules.
+        l.devices = Some(if rules.is_empty() {
+            crate::cgroup::devices::oci_default_rules()
+        } else {
+            let mut rules = rules;
+            rules.extend(
+                crate::cgroup::devices::oci_default_rules()
+                    .into_iter()
+                    .filter(|r| r.allow && r.major.is_some()),
+            );
+            rules
+        });
+    }
+    Ok(l)
+}
+
+#[cfg(test)]
+#[path = "tests_compile.rs"]
+mod tests;

@@ -1,0 +1,198 @@
+//! The compiler on OCI bundles' specs: runc's starter spec as root and rootless, refusals by
+//! name, the device policy.
+
+use super::{compile, CompileError, Compiled, Extras, HostFacts};
+use crate::host::Privilege;
+use crate::launch::mounts::Mnt;
+use crate::launch::plan::IdMapping;
+use crate::spec::starter;
+use std::path::{Path, PathBuf};
+
+/// A bundle dir with an empty rootfs (compile checks that root.path is a directory).
+fn bundle(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rcrun-bundle-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(d.join("rootfs")).unwrap();
+    d
+}
+
+fn spec_json(rootless: Option<(u32, u32)>) -> serde_json::Value {
+    serde_json::to_value(starter(rootless)).unwrap()
+}
+
+fn plan(v: serde_json::Value, p: &Privilege, b: &Path) -> Result<Compiled, CompileError> {
+    let spec: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
+    compile(
+        &spec,
+        &Extras::default(),
+        &HostFacts {
+            privilege: p,
+            bundle: b,
+            id: "c1",
+            scratch: Path::new("/store/run"),
+        },
+    )
+}
+
+#[test]
+fn starter_spec_as_root() {
+    let b = bundle("root");
+    let bp = plan(spec_json(None), &Privilege::Root, &b).unwrap();
+    let p = &bp.plan;
+    assert_eq!(p.rootfs_dir.as_deref(), Some(b.join("rootfs").as_path()));
+    assert!(p.read_only, "runc's example root is read-only");
+    assert_eq!(p.argv, vec!["sh"]);
+    assert_eq!(p.mapping, IdMapping::None);
+    assert!(p.new_netns);
+    assert_eq!(p.hostname, "rcrun");
+    assert_eq!(p.rlimits.len(), 1, "RLIMIT_NOFILE 1024");
+    // The spec's mounts, then the default devices made with mknod, masks, read-only paths.
+    assert!(p
+        .mounts
+        .iter()
+        .any(|m| m.target == "/proc" && m.what == Mnt::Proc));
+    assert!(p.mounts.iter().any(|m| m.target == "/dev/null"
+        && matches!(
+            m.what,
+            Mnt::Device {
+                major: 1,
+                minor: 3,
+                ..
+            }
+        )));
+    assert!(p
+        .mounts
+        .iter()
+        .any(|m| m.target == "/proc/kcore" && m.what == Mnt::Mask));
+    assert!(p
+        .mounts
+        .iter()
+        .any(|m| m.target == "/proc/sys" && m.what == Mnt::ReadOnly));
+    let tmpfs_dev = p.mounts.iter().find(|m| m.target == "/dev").unwrap();
+    match &tmpfs_dev.what {
+        Mnt::Tmpfs { data, flags } => {
+            assert_eq!(data, "mode=755,size=65536k");
+            assert_ne!(flags & nix::mount::MsFlags::MS_NOSUID.bits(), 0);
+        }
+        other => panic!("/dev is {other:?}"),
+    }
+    // As root the device policy is always set.
+    assert!(bp.limits.devices.as_ref().is_some_and(|r| !r.is_empty()));
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn rootless_maps_and_binds() {
+    let b = bundle("rootless");
+    let me = Privilege::Rootless {
+        uid: 1000,
+        gid: 1000,
+        subids: None,
+    };
+    let bp = plan(spec_json(Some((1000, 1000))), &me, &b).unwrap();
+    assert!(matches!(bp.plan.mapping, IdMapping::Single { .. }));
+    assert!(bp.limits.devices.is_none(), "no device cgroup rootless");
+    assert!(bp
+        .plan
+        .mounts
+        .iter()
+        .any(|m| m.target == "/dev/null" && matches!(m.what, Mnt::Bind { .. })));
+    // Someone else's ids without helpers: refused with the reason.
+    let e = plan(spec_json(Some((0, 0))), &me, &b)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("newuidmap"), "{e}");
+    // Rootless without a user namespace: refused.
+    let e = plan(spec_json(None), &me, &b).err().unwrap().to_string();
+    assert!(e.contains("user namespace"), "{e}");
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn what_rcrun_cannot_do_is_refused_by_name() {
+    let b = bundle("refuse");
+    let mut v = spec_json(None);
+    v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
+    assert!(plan(v, &Privilege::Root, &b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("hooks"));
+    let mut v = spec_json(None);
+    v["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into();
+    assert!(plan(v, &Privilege::Root, &b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("joining a namespace"));
+    let mut v = spec_json(None);
+    v["mounts"].as_array_mut().unwrap().push(
+        serde_json::json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}),
+    );
+    assert!(plan(v, &Privilege::Root, &b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("\"cgroup\""));
+    let mut v = spec_json(None);
+    v["root"]["path"] = "no-such-dir".into();
+    assert!(plan(v, &Privilege::Root, &b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("no-such-dir"));
+    let mut v = spec_json(None);
+    v["process"]["capabilities"]["ambient"] = serde_json::json!(["CAP_KILL"]);
+    assert!(plan(v, &Privilege::Root, &b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("ambient"));
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn spec_device_rules_keep_the_default_devices() {
+    let b = bundle("devices");
+    let mut v = spec_json(None);
+    v["linux"]["resources"] = serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let rules = plan(v, &Privilege::Root, &b)
+        .unwrap()
+        .limits
+        .devices
+        .unwrap();
+    assert!(!rules[0].allow);
+    let null = crate::cgroup::devices::decide(
+        &rules,
+        crate::cgroup::devices::DeviceKind::Char,
+        1,
+        3,
+        crate::cgroup::devices::Access::RWM,
+    );
+    let kmsg = crate::cgroup::devices::decide(
+        &rules,
+        crate::cgroup::devices::DeviceKind::Char,
+        1,
+        11,
+        crate::cgroup::devices::Access::RWM,
+    );
+    assert!(null && !kmsg, "null allowed, kmsg denied");
+    let mut v = spec_json(None);
+    v["linux"]["resources"] = serde_json::json!({"devices": [{"allow": true, "access": "rwm"}]});
+    let rules = plan(v, &Privilege::Root, &b)
+        .unwrap()
+        .limits
+        .devices
+        .unwrap();
+    assert!(
+        crate::cgroup::devices::decide(
+            &rules,
+            crate::cgroup::devices::DeviceKind::Char,
+            1,
+            11,
+            crate::cgroup::devices::Access::RWM
+        ),
+        "allow-all stays allow-all"
+    );
+    let _ = std::fs::remove_dir_all(&b);
+}
