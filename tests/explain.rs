@@ -202,8 +202,9 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         &["] mount ", "mount(\"proc\", /proc"],
         &["] mount ", "/dev"],
         &["] mount ", "mount(\"devpts\", /dev/pts"],
-        &["] mount ", "mask /proc/kcore"],
         &["] mount ", "mount(\"sysfs\", /sys"],
+        // Masked paths after every mount, as runc and crun apply them.
+        &["] mount ", "mask /proc/kcore"],
         &["] pivot_root ", "pivot_root(\".\", \".\")", "MNT_DETACH"],
         &["] dumpable ", "prctl(PR_SET_DUMPABLE, 0) until execve"],
         &["] cwd ", "chdir(\"/\")"],

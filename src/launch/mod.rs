@@ -64,8 +64,6 @@ pub struct StartupPlan {
     /// Index in `lowers_top_first` of the topmost layer with an `etc` entry (its /etc decides).
     pub etc_layer: Option<usize>,
     pub mounts: Vec<mounts::MountStep>,
-    /// `--device` nodes (their rules join the device policy as root).
-    pub devices: Vec<plan::DeviceMapping>,
     pub read_only: bool,
     /// Set with sethostname(2) in the new uts namespace; empty = keep the copy of the host's
     /// (an OCI spec without `hostname`).

@@ -11,10 +11,8 @@ mod cgroup;
 mod security;
 mod startup;
 use self::cgroup::{describe_limits, limits, sweep_stale};
-use self::security::{
-    device_policy, seccomp_filter, seccomp_source, security_options, target_arch, SecurityOptions,
-};
-use self::startup::{build_plan, ensure_layers, owner_mode};
+use self::security::{device_policy, load_seccomp, security_options, target_arch};
+use self::startup::{decide, ensure_layers, owner_mode};
 
 pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     if let Some(bundle) = &a.bundle {
@@ -149,8 +147,27 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     );
     drop(archive);
     let sec = security_options(&a.security_opt)?;
-    let mut plan = build_plan(ctx, a, &sec, &image, &layers, &store.run_dir())?;
-    plan.seccomp = seccomp_filter(&store, a, &sec, &plan, &ex)?;
+    let run = decide(ctx, a, &sec, &image, &layers, &store.run_dir())?;
+    let mut limits = limits(a)?;
+    limits.devices = device_policy(ctx, a, &run, &ex);
+    if a.print_spec {
+        print_spec(&run, &limits)?;
+        return Ok(0);
+    }
+    // The one front door: the run written as an OCI Spec, compiled as a bundle's is.
+    let (spec, extras) = crate::spec::image::image_spec(&run, &limits, None)?;
+    let compiled = crate::launch::plan::compile(
+        &spec,
+        &extras,
+        &crate::launch::plan::HostFacts {
+            privilege: &ctx.privilege,
+            bundle: std::path::Path::new("/"),
+            id: &run.id,
+            scratch: &run.scratch,
+        },
+    )?;
+    let mut plan = compiled.plan;
+    plan.seccomp = load_seccomp(&store, compiled.seccomp.as_ref(), &plan, &ex)?;
     ex.step(
         "plan",
         &format!(
@@ -164,13 +181,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             ex.step("env", e, std::time::Duration::ZERO);
         }
     }
-    let mut limits = limits(a)?;
-    limits.devices = device_policy(ctx, a, &plan, &ex);
-    if a.print_spec {
-        print_spec(a, &sec, &plan, &limits)?;
-        return Ok(0);
-    }
-    launch(ctx, a, &ex, &mut plan, &limits)
+    launch(ctx, a, &ex, &mut plan, &compiled.limits)
 }
 
 /// Cgroup, namespaces, the child's start, the wait, and the cleanup: the same for an image and
@@ -341,31 +352,10 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         ),
         std::time::Duration::ZERO,
     );
-    if let Some(profile) = &bp.seccomp {
-        if !plan.no_new_privs && plan.mapping.user_namespace() {
-            bail!("config.json: a seccomp filter rootless needs process.noNewPrivileges true (seccomp(2))");
-        }
-        let t = std::time::Instant::now();
-        let (filter, cached) = crate::security::seccomp::load_cached(
-            &store.cache_dir(),
-            profile,
-            &plan.caps.bounding,
-            target_arch(),
-        )
-        .map_err(|e| anyhow::anyhow!("config.json linux.seccomp: {e}"))?;
-        ex.step(
-            "seccomp",
-            &format!(
-                "linux.seccomp: {} rules, default action {}, {} BPF instructions{}",
-                filter.rule_count,
-                filter.default_action,
-                filter.bpf_instructions,
-                if cached { ", from the cache" } else { "" }
-            ),
-            t.elapsed(),
-        );
-        plan.seccomp = Some(filter);
+    if bp.seccomp.is_some() && !plan.no_new_privs && plan.mapping.user_namespace() {
+        bail!("config.json: a seccomp filter rootless needs process.noNewPrivileges true (seccomp(2))");
     }
+    plan.seccomp = load_seccomp(&store, bp.seccomp.as_ref(), &plan, &ex)?;
     if let Some(rules) = &bp.limits.devices {
         ex.step(
             "devices",
@@ -383,15 +373,11 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
     launch(ctx, a, &ex, &mut plan, &bp.limits)
 }
 
-/// `--print-spec`: the plan as an OCI runtime config.json on stdout.
-fn print_spec(
-    a: &RunArgs,
-    sec: &SecurityOptions,
-    plan: &StartupPlan,
-    limits: &crate::cgroup::Limits,
-) -> Result<()> {
-    let source = seccomp_source(a, sec)?;
-    let parsed = source
+/// `--print-spec`: the run's OCI Spec, the one a run compiles, on stdout; its seccomp profile
+/// written in OCI's format (the entries that apply to this run) as `linux.seccomp`.
+fn print_spec(run: &crate::spec::image::ImageRun, limits: &crate::cgroup::Limits) -> Result<()> {
+    let parsed = run
+        .seccomp
         .as_ref()
         .map(|(name, bytes)| {
             crate::security::seccomp::parse_profile(name, bytes).map(|p| (name, p))
@@ -404,13 +390,13 @@ fn print_spec(
             entries: crate::security::seccomp::applicable_entries(
                 name,
                 profile,
-                &plan.caps.bounding,
+                &run.caps.bounding,
                 target_arch(),
             )?,
         }),
         None => None,
     };
-    let doc = crate::spec::document(plan, limits, input.as_ref())?;
+    let doc = crate::spec::image::document(run, limits, input.as_ref())?;
     // Parse it back into the typed Spec: what is printed is a valid OCI document.
     let _: oci_spec::runtime::Spec =
         serde_json::from_value(doc.clone()).map_err(crate::spec::SpecError::from)?;

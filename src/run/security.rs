@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub(super) fn device_policy(
     ctx: &Ctx,
     a: &RunArgs,
-    plan: &StartupPlan,
+    plan: &crate::spec::image::ImageRun,
     ex: &Explain,
 ) -> Option<Vec<crate::cgroup::devices::DeviceRule>> {
     use crate::cgroup::devices;
@@ -123,15 +123,15 @@ pub(super) fn seccomp_source(
     }))
 }
 
-/// Compiles (or loads from the cache) the seccomp filter for this container.
-pub(super) fn seccomp_filter(
+/// Compiles (or loads from the cache) the seccomp filter of a compiled start, an image's or a
+/// bundle's.
+pub(super) fn load_seccomp(
     store: &unpack::Store,
-    a: &RunArgs,
-    sec: &SecurityOptions,
+    source: Option<&crate::launch::plan::SeccompSource>,
     plan: &StartupPlan,
     ex: &Explain,
 ) -> Result<Option<crate::security::CompiledFilter>> {
-    let Some((name, profile)) = seccomp_source(a, sec)? else {
+    let Some(source) = source else {
         ex.step(
             "seccomp",
             "no filter (unconfined)",
@@ -139,23 +139,20 @@ pub(super) fn seccomp_filter(
         );
         return Ok(None);
     };
-    if !plan.no_new_privs && plan.mapping.user_namespace() {
-        // Unprivileged seccomp needs no_new_privs (seccomp(2)); root in the initial namespace does not.
-        bail!("--security-opt no-new-privileges=false needs seccomp=unconfined when rootless: the kernel only lets an unprivileged process install a seccomp filter with no_new_privs set");
-    }
     let arch = target_arch();
     let t = std::time::Instant::now();
     let (filter, cached) = crate::security::seccomp::load_cached(
         &store.cache_dir(),
-        &profile,
+        &source.bytes,
         &plan.caps.bounding,
         arch,
     )
-    .map_err(|e| anyhow::anyhow!("seccomp profile {name}: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("seccomp profile {}: {e}", source.name))?;
     ex.step(
         "seccomp",
         &format!(
-            "{name}: {} rules, default action {}, {} BPF instructions in {} program(s), {}",
+            "{}: {} rules, default action {}, {} BPF instructions in {} program(s), {}",
+            source.name,
             filter.rule_count,
             filter.default_action,
             filter.bpf_instructions,

@@ -1,12 +1,12 @@
-//! From an image and the flags to a StartupPlan: the id mapping, the layers in the store, the
-//! user and groups from the image's /etc, mounts, environment and command.
+//! From an image and the flags to what the run is ([`ImageRun`], which becomes its OCI Spec): the
+//! id mapping, the layers in the store, the user and groups from the image's /etc, environment,
+//! command, volumes and devices.
 
 use super::security::SecurityOptions;
 use crate::cli::RunArgs;
 use crate::image::Image;
-use crate::launch::mounts::{plan_mounts, MountInputs};
 use crate::launch::plan::{self, IdMapping};
-use crate::launch::StartupPlan;
+use crate::spec::image::ImageRun;
 use crate::unpack::{self, ReadyLayer};
 use crate::Ctx;
 use anyhow::{bail, Context, Result};
@@ -93,14 +93,15 @@ pub(super) fn layer_table(lowers_top_first: &[PathBuf], rel: &str) -> plan::Tabl
     plan::find_in_layers(lowers_top_first, rel).map_or(plan::Table::Absent, plan::Table::File)
 }
 
-pub fn build_plan(
+/// Everything rcrun decides for an image run, before it is written as a Spec.
+pub fn decide(
     ctx: &Ctx,
     a: &RunArgs,
     sec: &SecurityOptions,
     image: &Image,
     layers: &[ReadyLayer],
     scratch: &std::path::Path,
-) -> Result<StartupPlan> {
+) -> Result<ImageRun> {
     let lowers_top_first: Vec<PathBuf> = layers.iter().rev().map(|l| l.dir.clone()).collect();
     let mapping = if ctx.privilege.is_real_root() && !a.userns {
         IdMapping::None
@@ -179,44 +180,37 @@ pub fn build_plan(
         .collect::<Result<Vec<_>, _>>()?;
     let new_netns = a.network != "host";
     let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let mounts = plan_mounts(&MountInputs {
-        can_mknod: !mapping.user_namespace(),
-        mounts_as_host_root: !mapping.user_namespace() || mapping.enters_late(),
-        new_netns,
-        privileged: a.privileged,
-        hostname: &hostname,
-        resolv_conf,
-        volumes: &volumes,
-        tmpfs: &a.tmpfs,
-        devices: &devices,
-    });
     let user_is_root = user.uid == 0;
     let caps = crate::security::plan_caps(&a.cap_add, &a.cap_drop, a.privileged, user_is_root)?;
-    Ok(StartupPlan {
+    let seccomp = super::security::seccomp_source(a, sec)?;
+    if seccomp.is_some() && !sec.no_new_privs && mapping.user_namespace() {
+        // Unprivileged seccomp needs no_new_privs (seccomp(2)); root in the initial namespace does not.
+        bail!("--security-opt no-new-privileges=false needs seccomp=unconfined when rootless: the kernel only lets an unprivileged process install a seccomp filter with no_new_privs set");
+    }
+    Ok(ImageRun {
         id,
         mapping,
         new_netns,
+        privileged: a.privileged,
         scratch: scratch.to_path_buf(),
         lowers_top_first,
-        rootfs_dir: None,
-        rlimits: Vec::new(),
         etc_layer,
-        mounts,
-        devices,
         read_only: a.read_only,
         hostname,
+        resolv_conf,
         argv,
         env,
         cwd,
         user,
         no_new_privs: sec.no_new_privs,
         caps,
-        seccomp: None,
         tty: a.tty,
         interactive: a.interactive,
         init: a.init,
-        cgroup: Default::default(),
-        die_with_rcrun: true,
+        volumes,
+        tmpfs: a.tmpfs.clone(),
+        devices,
+        seccomp,
     })
 }
 

@@ -1,47 +1,28 @@
-//! Plan → OCI Spec, without privileges: the typed Spec must parse, and each part of the plan
-//! must land where the runtime spec puts it.
+//! Image run → OCI Spec, without privileges: the typed Spec must parse, and each decision of the
+//! run must land where the runtime spec puts it.
 
 use super::*;
 use crate::cgroup::devices::oci_default_rules;
-use crate::launch::mounts::{plan_mounts, MountInputs};
 use crate::launch::plan::{IdMapping, IdRange, Volume};
 use crate::launch::user::ResolvedUser;
+use image::{image_spec, ImageRun};
 use std::path::PathBuf;
 
-fn plan(mapping: IdMapping, new_netns: bool) -> StartupPlan {
-    let volumes = vec![Volume {
-        source: PathBuf::from("/srv/data"),
-        target: "/data".into(),
-        read_only: true,
-    }];
-    let tmpfs = vec!["/scratch".to_string()];
-    let mounts = plan_mounts(&MountInputs {
-        can_mknod: !mapping.user_namespace(),
-        mounts_as_host_root: !mapping.user_namespace(),
-        new_netns,
-        privileged: false,
-        hostname: "box",
-        resolv_conf: "nameserver 10.0.0.1\n".into(),
-        volumes: &volumes,
-        tmpfs: &tmpfs,
-        devices: &[],
-    });
-    StartupPlan {
+fn run(mapping: IdMapping, new_netns: bool) -> ImageRun {
+    ImageRun {
         id: "abc".into(),
         mapping,
         new_netns,
+        privileged: false,
         scratch: PathBuf::from("/store/run"),
         lowers_top_first: vec![
             PathBuf::from("/store/layers/root/b/fs"),
             PathBuf::from("/store/layers/root/a/fs"),
         ],
-        rootfs_dir: None,
-        rlimits: vec![],
         etc_layer: Some(1),
-        mounts,
-        devices: vec![],
         read_only: true,
         hostname: "box".into(),
+        resolv_conf: "nameserver 10.0.0.1\n".into(),
         argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
         env: vec!["PATH=/bin".into(), "HOME=/root".into()],
         cwd: "/work".into(),
@@ -54,13 +35,26 @@ fn plan(mapping: IdMapping, new_netns: bool) -> StartupPlan {
         },
         no_new_privs: true,
         caps: crate::security::plan_caps(&[], &["NET_RAW".into()], false, true).unwrap(),
-        seccomp: None,
         tty: false,
         interactive: false,
         init: false,
-        cgroup: Default::default(),
-        die_with_rcrun: true,
+        volumes: vec![Volume {
+            source: PathBuf::from("/srv/data"),
+            target: "/data".into(),
+            read_only: true,
+        }],
+        tmpfs: vec!["/scratch".to_string()],
+        devices: vec![],
+        seccomp: None,
     }
+}
+
+fn spec_of(
+    r: &ImageRun,
+    l: &Limits,
+    seccomp: Option<&SeccompInput<'_>>,
+) -> oci_spec::runtime::Spec {
+    image_spec(r, l, seccomp).expect("a valid OCI Spec").0
 }
 
 fn limits() -> Limits {
@@ -76,9 +70,9 @@ fn limits() -> Limits {
 }
 
 #[test]
-fn root_plan_becomes_a_valid_spec() {
-    let p = plan(IdMapping::None, true);
-    let spec = from_plan(&p, &limits(), None).expect("a valid OCI Spec");
+fn root_run_becomes_a_valid_spec() {
+    let p = run(IdMapping::None, true);
+    let spec = spec_of(&p, &limits(), None);
     let process = spec.process().as_ref().unwrap();
     assert_eq!(process.args().as_ref().unwrap(), &p.argv);
     assert_eq!(process.cwd(), &PathBuf::from("/work"));
@@ -188,7 +182,7 @@ fn root_plan_becomes_a_valid_spec() {
 }
 
 #[test]
-fn rootless_plan_has_a_user_namespace_and_its_maps() {
+fn rootless_run_has_a_user_namespace_and_its_maps() {
     let mapping = IdMapping::Helpers {
         uids: vec![
             IdRange {
@@ -212,8 +206,8 @@ fn rootless_plan_has_a_user_namespace_and_its_maps() {
     };
     let mut l = limits();
     l = Limits { devices: None, ..l };
-    let p = plan(mapping, false);
-    let spec = from_plan(&p, &l, None).unwrap();
+    let p = run(mapping, false);
+    let spec = spec_of(&p, &l, None);
     let linux = spec.linux().as_ref().unwrap();
     let ns: Vec<_> = linux
         .namespaces()
@@ -253,7 +247,7 @@ fn docker_profile_becomes_oci_seccomp() {
     let profile =
         crate::security::seccomp::parse_profile(name, crate::security::DEFAULT_PROFILE.as_bytes())
             .unwrap();
-    let p = plan(IdMapping::None, true);
+    let p = run(IdMapping::None, true);
     let entries = crate::security::seccomp::applicable_entries(
         name,
         &profile,
@@ -272,7 +266,7 @@ fn docker_profile_becomes_oci_seccomp() {
         profile: &profile,
         entries,
     };
-    let spec = from_plan(&p, &Limits::default(), Some(&input)).unwrap();
+    let spec = spec_of(&p, &Limits::default(), Some(&input));
     let sc = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
     use oci_spec::runtime::{Arch, LinuxSeccompAction as A};
     assert_eq!(sc.default_action(), A::ScmpActErrno);
@@ -312,4 +306,207 @@ fn actions_with_an_errno_are_split() {
         split_action("SCMP_ACT_ALLOW", None),
         ("SCMP_ACT_ALLOW".into(), None)
     );
+}
+
+/// An image run's Spec through the one compiler: the mount table the child executes.
+mod compiled {
+    use super::*;
+    use crate::host::Privilege;
+    use crate::launch::mounts::{Mnt, MountStep};
+    use crate::launch::plan::{compile, DeviceMapping, HostFacts};
+    use crate::launch::StartupPlan;
+
+    fn compiled(r: &ImageRun, privilege: &Privilege) -> StartupPlan {
+        let (spec, extras) = image_spec(r, &Limits::default(), None).unwrap();
+        compile(
+            &spec,
+            &extras,
+            &HostFacts {
+                privilege,
+                bundle: std::path::Path::new("/"),
+                id: &r.id,
+                scratch: &r.scratch,
+            },
+        )
+        .expect("an image run's spec compiles")
+        .plan
+    }
+
+    fn rootless() -> Privilege {
+        Privilege::Rootless {
+            uid: 1000,
+            gid: 1000,
+            subids: None,
+        }
+    }
+
+    fn own_ids() -> IdMapping {
+        IdMapping::for_privilege(&rootless())
+    }
+
+    /// Rootless with only our own id mapped: the command runs as the container's root.
+    fn run_rootless(new_netns: bool) -> ImageRun {
+        let mut r = run(own_ids(), new_netns);
+        r.user = ResolvedUser {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+            home: "/root".into(),
+            name: Some("root".into()),
+        };
+        r
+    }
+
+    fn mounts(p: &StartupPlan) -> &[MountStep] {
+        &p.mounts
+    }
+
+    #[test]
+    fn rootless_binds_devices_and_root_creates_them() {
+        let rootless_plan = compiled(&run_rootless(true), &rootless());
+        assert!(mounts(&rootless_plan)
+            .iter()
+            .any(|m| m.target == "/dev/null" && matches!(m.what, Mnt::Bind { .. })));
+        let root = compiled(&run(IdMapping::None, true), &Privilege::Root);
+        assert!(mounts(&root).iter().any(|m| m.target == "/dev/null"
+            && m.what
+                == Mnt::Device {
+                    block: false,
+                    major: 1,
+                    minor: 3,
+                    mode: 0o666
+                }));
+    }
+
+    #[test]
+    fn proc_first_masks_after_proc_and_sys() {
+        let p = compiled(&run_rootless(true), &rootless());
+        let m = mounts(&p);
+        assert_eq!(m[0].what, Mnt::Proc);
+        let pos = |t: &str| m.iter().position(|s| s.target == t).unwrap();
+        assert!(pos("/proc/kcore") > pos("/proc") && pos("/sys/firmware") > pos("/sys"));
+        assert!(m
+            .iter()
+            .any(|s| s.target == "/proc/sysrq-trigger" && s.what == Mnt::ReadOnly));
+        // As runc and crun: after every mount, so no volume or tmpfs can cover a masked path.
+        assert!(pos("/proc/kcore") > pos("/data") && pos("/proc/kcore") > pos("/scratch"));
+    }
+
+    /// With the host's network, real root still mounts a fresh sysfs (no host submounts such as
+    /// /sys/fs/cgroup/*); only a user namespace binds the host's /sys.
+    #[test]
+    fn host_network_as_root_mounts_fresh_sysfs() {
+        let p = compiled(&run(IdMapping::None, false), &Privilege::Root);
+        assert!(mounts(&p)
+            .iter()
+            .any(|s| s.target == "/sys" && s.what == Mnt::Sysfs));
+    }
+
+    #[test]
+    fn privileged_has_no_masks_and_host_net_binds_sys() {
+        let mut r = run_rootless(false);
+        r.privileged = true;
+        let p = compiled(&r, &rootless());
+        assert!(!mounts(&p).iter().any(|s| s.what == Mnt::Mask));
+        assert!(mounts(&p).iter().any(|s| s.target == "/sys"
+            && matches!(
+                s.what,
+                Mnt::Bind {
+                    read_only: true,
+                    ..
+                }
+            )));
+    }
+
+    /// What OCI cannot say reaches the plan through Extras: the layers, the /etc files' contents,
+    /// -i and --init; the rest through the Spec.
+    #[test]
+    fn an_image_run_compiles_to_its_decisions() {
+        let mut r = run(IdMapping::None, true);
+        r.interactive = true;
+        r.init = true;
+        r.seccomp = Some(("built-in".into(), b"{}".to_vec()));
+        let p = compiled(&r, &Privilege::Root);
+        assert_eq!(p.lowers_top_first, r.lowers_top_first);
+        assert_eq!(p.etc_layer, Some(1));
+        assert_eq!(p.rootfs_dir, None);
+        assert_eq!(
+            (p.argv.clone(), p.env.clone(), p.cwd.clone()),
+            (r.argv.clone(), r.env.clone(), r.cwd.clone())
+        );
+        assert_eq!(
+            (p.user.uid, p.user.gid, p.user.groups.clone()),
+            (1000, 100, vec![100, 27])
+        );
+        assert_eq!(p.caps, r.caps);
+        assert_eq!((p.hostname.as_str(), p.read_only), ("box", true));
+        assert!(p.interactive && !p.tty && p.init && p.no_new_privs);
+        let hostname = mounts(&p)
+            .iter()
+            .find(|m| m.target == "/etc/hostname")
+            .unwrap();
+        assert_eq!(
+            hostname.what,
+            Mnt::HostFile {
+                contents: "box\n".into()
+            }
+        );
+        let resolv = mounts(&p)
+            .iter()
+            .find(|m| m.target == "/etc/resolv.conf")
+            .unwrap();
+        assert_eq!(
+            resolv.what,
+            Mnt::HostFile {
+                contents: "nameserver 10.0.0.1\n".into()
+            }
+        );
+        let dev = mounts(&p).iter().find(|m| m.target == "/dev").unwrap();
+        assert_eq!(
+            dev.what,
+            Mnt::Tmpfs {
+                data: "mode=755,size=65536k".into(),
+                flags: (nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_STRICTATIME)
+                    .bits(),
+            }
+        );
+    }
+
+    /// `--device`: real root makes the node at the container path; in a user namespace the
+    /// host's node (its own path) is bound there.
+    #[test]
+    fn devices_are_nodes_as_root_and_binds_of_the_host_node_rootless() {
+        let sda = DeviceMapping {
+            host: PathBuf::from("/dev/sda"),
+            container: "/dev/xvda".into(),
+            block: true,
+            major: 8,
+            minor: 0,
+            mode: 0o660,
+            access: crate::cgroup::devices::Access::RWM,
+        };
+        let mut r = run(IdMapping::None, true);
+        r.devices = vec![sda.clone()];
+        let root = compiled(&r, &Privilege::Root);
+        assert!(mounts(&root).iter().any(|m| m.target == "/dev/xvda"
+            && m.what
+                == Mnt::Device {
+                    block: true,
+                    major: 8,
+                    minor: 0,
+                    mode: 0o660
+                }));
+        let mut r = run_rootless(true);
+        r.devices = vec![sda];
+        let rootless_plan = compiled(&r, &rootless());
+        assert!(mounts(&rootless_plan)
+            .iter()
+            .any(|m| m.target == "/dev/xvda"
+                && m.what
+                    == Mnt::Bind {
+                        source: PathBuf::from("/dev/sda"),
+                        recursive: false,
+                        read_only: false
+                    }));
+    }
 }

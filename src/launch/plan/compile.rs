@@ -27,9 +27,62 @@ pub enum CompileError {
     Json(#[from] serde_json::Error),
 }
 
-/// What a start needs that the OCI runtime spec cannot say.
+/// What a start needs that the OCI runtime spec cannot say. Empty for a bundle.
 #[derive(Debug, Clone, Default)]
-pub struct Extras {}
+pub struct Extras {
+    /// An image run: the root is an overlay of these store layers on a private upper dir
+    /// (`root.path` only names where it is mounted); a bundle's root is its `root.path`.
+    pub layers: Option<ImageLayers>,
+    /// Files rcrun writes for the container (destination, contents): a bind mount of the spec at
+    /// one of these paths becomes a [`Mnt::HostFile`] (written into the overlay's upper dir when
+    /// the image's /etc is a directory, else bound from the scratch tmpfs).
+    pub host_files: Vec<(String, String)>,
+    /// An image run's seccomp profile in Docker's format, whose includes and excludes by
+    /// capability and kernel the profile compiler evaluates (OCI's `linux.seccomp` has none).
+    pub seccomp: Option<SeccompSource>,
+    /// `-i` without `-t` or the reverse; None: as `process.terminal` says.
+    pub interactive: Option<bool>,
+    /// `--init`: rcrun's static init runs as PID 1 and starts `process.args`.
+    pub init: bool,
+}
+
+/// The store layers an image run's root is made of.
+#[derive(Debug, Clone)]
+pub struct ImageLayers {
+    /// Layer dirs, top layer first (overlayfs lowerdir order).
+    pub lowers_top_first: Vec<PathBuf>,
+    /// Index of the topmost layer with an `etc` entry (its /etc decides).
+    pub etc_layer: Option<usize>,
+}
+
+/// A seccomp profile to compile: its name for messages, and its bytes (Docker's format or OCI's
+/// `linux.seccomp` object; the profile compiler reads both).
+#[derive(Debug, Clone)]
+pub struct SeccompSource {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The device nodes every container gets (runtime-spec config-linux.md, "Default Devices"):
+/// name under /dev, major, minor.
+pub const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// The /dev symlinks runc and crun make (/dev/core theirs only): link, target.
+pub const DEV_SYMLINKS: &[(&str, &str)] = &[
+    ("/dev/ptmx", "pts/ptmx"),
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+    ("/dev/core", "/proc/kcore"),
+];
 
 /// Facts of this machine and this start, not of the container.
 pub struct HostFacts<'a> {
@@ -50,7 +103,7 @@ pub struct HostFacts<'a> {
 pub struct Compiled {
     pub plan: StartupPlan,
     pub limits: Limits,
-    pub seccomp: Option<Vec<u8>>,
+    pub seccomp: Option<SeccompSource>,
 }
 
 fn unsupported(what: impl Into<String>) -> CompileError {
@@ -60,7 +113,7 @@ fn unsupported(what: impl Into<String>) -> CompileError {
 /// Compiles `spec` into the plan the launcher runs.
 pub fn compile(
     spec: &Spec,
-    _extras: &Extras,
+    extras: &Extras,
     host: &HostFacts<'_>,
 ) -> Result<Compiled, CompileError> {
     let HostFacts {
@@ -76,17 +129,24 @@ pub fn compile(
         .root()
         .as_ref()
         .ok_or_else(|| unsupported("a spec without root"))?;
-    let rootfs = if root.path().is_absolute() {
-        root.path().clone()
-    } else {
-        bundle.join(root.path())
+    // An image run's root is the overlay of its layers; a bundle's, its root.path.
+    let rootfs = match &extras.layers {
+        Some(_) => None,
+        None => {
+            let rootfs = if root.path().is_absolute() {
+                root.path().clone()
+            } else {
+                bundle.join(root.path())
+            };
+            if !rootfs.is_dir() {
+                return Err(CompileError::Spec(format!(
+                    "root.path {} is not a directory",
+                    rootfs.display()
+                )));
+            }
+            Some(rootfs)
+        }
     };
-    if !rootfs.is_dir() {
-        return Err(CompileError::Spec(format!(
-            "root.path {} is not a directory",
-            rootfs.display()
-        )));
-    }
     let process = spec
         .process()
         .as_ref()
@@ -183,21 +243,26 @@ pub fn compile(
     let can_mknod = !mapping.user_namespace() || mapping.enters_late();
     let mut mounts = Vec::new();
     for m in spec.mounts().iter().flatten() {
-        mounts.push(mount_step(m, bundle)?);
+        mounts.push(mount_step(m, bundle, &extras.host_files)?);
     }
-    // The devices every OCI container gets (runtime-spec config-linux.md, "Default Devices"),
-    // then the spec's own, then the /dev symlinks runc and crun make (/dev/core theirs only).
-    let mut nodes: Vec<(String, bool, u64, u64, u32)> = [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ]
-    .iter()
-    .map(|(n, a, b)| (format!("/dev/{n}"), false, *a, *b, 0o666))
-    .collect();
+    // After every mount of the spec, as runc and crun order them (createDevices, then the
+    // symlinks, then the masked and read-only paths, so that no mount of the spec can cover
+    // them): the devices every OCI container gets, then the spec's own, then the /dev symlinks.
+    // A default node the spec lists (as a device, or bound as a mount) is made once, as listed
+    // (runc merges them by path the same way).
+    let listed = |path: &str| {
+        linux
+            .devices()
+            .iter()
+            .flatten()
+            .any(|d| d.path() == Path::new(path))
+            || mounts.iter().any(|m: &MountStep| m.target == path)
+    };
+    let mut nodes: Vec<(String, bool, u64, u64, u32)> = DEFAULT_DEVICES
+        .iter()
+        .map(|(n, a, b)| (format!("/dev/{n}"), false, *a, *b, 0o666))
+        .filter(|(path, ..)| !listed(path))
+        .collect();
     for d in linux.devices().iter().flatten() {
         let block = matches!(d.typ(), oci_spec::runtime::LinuxDeviceType::B);
         nodes.push((
@@ -227,17 +292,10 @@ pub fn compile(
             },
         });
     }
-    for (l, t) in [
-        ("/dev/ptmx", "pts/ptmx"),
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
-        ("/dev/core", "/proc/kcore"),
-    ] {
+    for (l, t) in DEV_SYMLINKS {
         mounts.push(MountStep {
-            target: l.into(),
-            what: Mnt::Symlink { to: t.into() },
+            target: l.to_string(),
+            what: Mnt::Symlink { to: t.to_string() },
         });
     }
     for p in linux.masked_paths().iter().flatten() {
@@ -254,22 +312,29 @@ pub fn compile(
     }
 
     let limits = limits(&linux, privilege)?;
-    let seccomp = linux
-        .seccomp()
-        .as_ref()
-        .map(serde_json::to_vec)
-        .transpose()?;
+    let seccomp = match (&extras.seccomp, linux.seccomp()) {
+        (Some(source), _) => Some(source.clone()),
+        (None, Some(s)) => Some(SeccompSource {
+            name: "config.json linux.seccomp".into(),
+            bytes: serde_json::to_vec(s)?,
+        }),
+        (None, None) => None,
+    };
+    let terminal = process.terminal().unwrap_or(false);
     let plan = StartupPlan {
         id: id.to_string(),
         mapping,
         new_netns,
         scratch: scratch.to_path_buf(),
-        lowers_top_first: Vec::new(),
-        rootfs_dir: Some(rootfs),
+        lowers_top_first: extras
+            .layers
+            .as_ref()
+            .map(|l| l.lowers_top_first.clone())
+            .unwrap_or_default(),
+        rootfs_dir: rootfs,
         rlimits,
-        etc_layer: None,
+        etc_layer: extras.layers.as_ref().and_then(|l| l.etc_layer),
         mounts,
-        devices: Vec::new(),
         read_only: root.readonly().unwrap_or(false),
         hostname: spec.hostname().clone().unwrap_or_default(),
         argv,
@@ -279,9 +344,9 @@ pub fn compile(
         no_new_privs: process.no_new_privileges().unwrap_or(false),
         caps,
         seccomp: None,
-        tty: process.terminal().unwrap_or(false),
-        interactive: process.terminal().unwrap_or(false),
-        init: false,
+        tty: terminal,
+        interactive: extras.interactive.unwrap_or(terminal),
+        init: extras.init,
         cgroup: Default::default(),
         die_with_rcrun: true,
     };
@@ -368,7 +433,11 @@ fn mapping(
 }
 
 /// An OCI mount → rcrun's mount step.
-fn mount_step(m: &oci_spec::runtime::Mount, bundle: &Path) -> Result<MountStep, CompileError> {
+fn mount_step(
+    m: &oci_spec::runtime::Mount,
+    bundle: &Path,
+    host_files: &[(String, String)],
+) -> Result<MountStep, CompileError> {
     use nix::mount::MsFlags as F;
     let target = m.destination().display().to_string();
     if !target.starts_with('/') {
@@ -379,7 +448,13 @@ fn mount_step(m: &oci_spec::runtime::Mount, bundle: &Path) -> Result<MountStep, 
     let options: Vec<String> = m.options().clone().unwrap_or_default();
     let has = |o: &str| options.iter().any(|x| x == o);
     let typ = m.typ().clone().unwrap_or_default();
-    let what = if has("bind") || has("rbind") || typ == "bind" {
+    let is_bind = has("bind") || has("rbind") || typ == "bind";
+    let host_file = host_files.iter().find(|(dest, _)| *dest == target);
+    let what = if let (true, Some((_, contents))) = (is_bind, host_file) {
+        Mnt::HostFile {
+            contents: contents.clone(),
+        }
+    } else if is_bind {
         let source = m
             .source()
             .clone()
@@ -502,11 +577,12 @@ fn limits(linux: &oci_spec::runtime::Linux, privilege: &Privilege) -> Result<Lim
             crate::cgroup::devices::oci_default_rules()
         } else {
             let mut rules = rules;
-            rules.extend(
-                crate::cgroup::devices::oci_default_rules()
-                    .into_iter()
-                    .filter(|r| r.allow && r.major.is_some()),
-            );
+            // Once each: an image run's spec already lists them.
+            for r in crate::cgroup::devices::oci_default_rules() {
+                if r.allow && r.major.is_some() && !rules.contains(&r) {
+                    rules.push(r);
+                }
+            }
             rules
         });
     }

@@ -2,7 +2,7 @@
 //! (`--explain`) and unit-tested without privileges. The child executes it step by step.
 
 pub mod compile;
-pub use compile::{compile, CompileError, Compiled, Extras, HostFacts};
+pub use compile::{compile, CompileError, Compiled, Extras, HostFacts, ImageLayers, SeccompSource};
 
 pub use super::user::{resolve_user, ResolvedUser, Table};
 use crate::host::Privilege;
