@@ -5,6 +5,9 @@
 //! ```
 //! Each stage consumes only the previous stage's output; `main_with` below is the pipeline.
 
+// Every `unsafe` block says why it is sound, in a `// SAFETY:` line above it.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod cgroup;
 pub mod cli;
 pub mod host;

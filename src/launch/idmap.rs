@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::io::Read;
+use std::os::fd::AsFd;
 
 /// user_namespaces(7): writing "deny" to setgroups must precede an unprivileged gid_map write.
 pub(super) fn write_id_maps(
@@ -145,36 +146,22 @@ pub fn run_in_userns(
     let Some(pid) = child else {
         drop(go_write);
         drop(res_read);
-        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        let _ = crate::sys::process::die_with_parent();
         let mut b = [0u8; 1];
         let ok = matches!(nix::unistd::read(&go_read, &mut b), Ok(1));
         let result = if !ok {
             Err("parent went away".to_string())
         } else {
-            nix::unistd::setresgid(
-                nix::unistd::Gid::from_raw(0),
-                nix::unistd::Gid::from_raw(0),
-                nix::unistd::Gid::from_raw(0),
-            )
-            .and_then(|_| {
-                nix::unistd::setresuid(
-                    nix::unistd::Uid::from_raw(0),
-                    nix::unistd::Uid::from_raw(0),
-                    nix::unistd::Uid::from_raw(0),
-                )
-            })
-            .map_err(|e| format!("become root in the user namespace: {e}"))
-            .and_then(|_| f())
+            crate::sys::process::become_root()
+                .map_err(|e| format!("become root in the user namespace: {e}"))
+                .and_then(|_| f())
         };
-        let code = match result {
-            Ok(()) => 0,
+        match result {
+            Ok(()) => crate::sys::process::write_and_exit(None, &[], 0),
             Err(msg) => {
-                let _ = nix::unistd::write(&res_write, msg.as_bytes());
-                1
+                crate::sys::process::write_and_exit(Some(res_write.as_fd()), msg.as_bytes(), 1)
             }
-        };
-        // SAFETY: leave the forked copy without running the parent's destructors.
-        unsafe { libc::_exit(code) };
+        }
     };
     drop(go_read);
     drop(res_write);

@@ -8,7 +8,7 @@
 use super::explain::Explain;
 use super::failure::{fail, Failure};
 use super::StartupPlan;
-use nix::unistd::{Gid, Uid};
+use crate::sys;
 
 pub fn apply(
     plan: &StartupPlan,
@@ -33,22 +33,8 @@ pub fn apply(
             u.groups, u.gid, u.uid
         ),
         || {
-            if plan.mapping.setgroups_allowed() {
-                let groups: Vec<Gid> = u.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-                nix::unistd::setgroups(&groups).map_err(|e| fail("setgroups", e))?;
-            }
-            nix::unistd::setresgid(
-                Gid::from_raw(u.gid),
-                Gid::from_raw(u.gid),
-                Gid::from_raw(u.gid),
-            )
-            .map_err(|e| fail(&format!("setresgid({})", u.gid), e))?;
-            nix::unistd::setresuid(
-                Uid::from_raw(u.uid),
-                Uid::from_raw(u.uid),
-                Uid::from_raw(u.uid),
-            )
-            .map_err(|e| fail(&format!("setresuid({})", u.uid), e))
+            let groups = plan.mapping.setgroups_allowed().then_some(&u.groups[..]);
+            sys::process::set_credentials(u.uid, u.gid, groups).map_err(|(call, e)| fail(&call, e))
         },
     )?;
     ex.timed(
@@ -61,12 +47,11 @@ pub fn apply(
     )?;
     if plan.no_new_privs {
         ex.timed("nnp", "prctl(PR_SET_NO_NEW_PRIVS, 1)", || {
-            nix::sys::prctl::set_no_new_privs().map_err(|e| fail("prctl(PR_SET_NO_NEW_PRIVS)", e))
+            sys::process::set_no_new_privs().map_err(|e| fail("prctl(PR_SET_NO_NEW_PRIVS)", e))
         })?;
     }
     if plan.die_with_rcrun {
-        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-            .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
+        sys::process::die_with_parent().map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
     }
     start_gate()?;
     // Last before execve: the filter forbids several of the calls above.

@@ -63,9 +63,11 @@ impl Spawned {
         }
         if let Some(sock) = self.console.take() {
             self.master = receive_master(&sock);
-            if let (Some(m), Some(ws)) = (&self.master, super::wait::winsize()) {
-                // SAFETY: TIOCSWINSZ with a valid winsize on our pty master.
-                unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            if let (Some(m), Some(ws)) = (
+                &self.master,
+                crate::sys::terminal::window_size(std::io::stdin().as_fd()),
+            ) {
+                crate::sys::terminal::set_window_size(m.as_fd(), &ws);
             }
         }
         let pipe = self.err_read.as_mut().expect("err pipe held until start");

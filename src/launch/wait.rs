@@ -9,7 +9,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 /// Waits for the started container: forwards rcrun's signals to it, relays its terminal (raw
 /// mode for `-it`), reaps it, and restores rcrun's signal mask.
@@ -137,8 +137,7 @@ fn wait_loop(
                     Signal::SIGCHLD => {}
                     Signal::SIGWINCH => {
                         if let (Some(m), Some(ws)) = (master, winsize()) {
-                            // SAFETY: TIOCSWINSZ with a valid winsize on our pty master.
-                            unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                            crate::sys::terminal::set_window_size(m.as_fd(), &ws);
                         }
                     }
                     s => {
@@ -216,13 +215,5 @@ impl Drop for RawMode {
 
 /// The size of rcrun's own terminal (stdin), for the container's pty.
 pub(super) fn winsize() -> Option<nix::pty::Winsize> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills the winsize struct we own; failure (not a tty) is handled.
-    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0).then_some(ws)
+    crate::sys::terminal::window_size(std::io::stdin().as_fd())
 }

@@ -6,3 +6,5 @@ pub mod clone;
 pub mod fs;
 pub mod mount;
 pub mod net;
+pub mod process;
+pub mod terminal;

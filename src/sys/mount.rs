@@ -450,6 +450,44 @@ fn mount_overlay_new_api(
     Errno::result(rc).map(drop)
 }
 
+/// `mount(NULL, "/", NULL, MS_REC|MS_SLAVE)`: nothing mounted in this mount namespace from here
+/// on propagates back to the host's (mount_namespaces(7)), while the host's unmounts still reach
+/// us.
+pub fn stop_propagation() -> nix::Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+}
+
+/// A tmpfs at `target` with `flags` and mount data `data`.
+pub fn mount_tmpfs(target: &Path, flags: MsFlags, data: &str) -> nix::Result<()> {
+    mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(data))
+}
+
+/// A bind mount of `source` at `target`, with its submounts when `recursive` (MS_REC).
+pub fn bind(source: &Path, target: &Path, recursive: bool) -> nix::Result<()> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(Some(source), target, None::<&str>, flags, None::<&str>)
+}
+
+/// pivot_root(2) NOTES: `pivot_root(".", ".")` stacks the old root on top of the new one at
+/// "/", and the detaching unmount then removes it — no temporary directory needed. Errors name
+/// the step.
+pub fn pivot_into(newroot: &Path) -> Result<(), (&'static str, nix::Error)> {
+    nix::unistd::chdir(newroot).map_err(|e| ("chdir new root", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| ("pivot_root", e))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| ("detach old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| ("chdir /", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,7 @@
 //! `-t`: a pseudo-terminal from the container's own devpts, its master handed to rcrun.
 
 use crate::launch::failure::{fail, Failure};
-use nix::errno::Errno;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// The terminal must come from the container's own devpts instance (a host pty would be
 /// invisible in /dev/pts inside, so `tty` would fail); the master goes back to rcrun, which
@@ -36,14 +35,5 @@ pub(super) fn open_console(sock: &OwnedFd) -> Result<(), Failure> {
 }
 
 fn attach_terminal(slave: &OwnedFd) -> Result<(), Failure> {
-    nix::unistd::setsid().map_err(|e| fail("setsid", e))?;
-    // SAFETY: TIOCSCTTY on our pty slave fd, argument 0 (do not steal).
-    Errno::result(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) })
-        .map_err(|e| fail("ioctl(TIOCSCTTY)", e))?;
-    for target in 0..3 {
-        // SAFETY: dup2 onto stdio fds 0-2 from our slave fd.
-        Errno::result(unsafe { libc::dup2(slave.as_raw_fd(), target) })
-            .map_err(|e| fail("dup2 pty", e))?;
-    }
-    Ok(())
+    crate::sys::terminal::attach(slave.as_fd()).map_err(|(call, e)| fail(call, e))
 }

@@ -71,29 +71,7 @@ pub(super) fn enter_workdir(plan: &StartupPlan) -> Result<(), Failure> {
 }
 
 pub(super) fn close_fds_on_exec() -> Result<(), Failure> {
-    // SAFETY: close_range(2) with the CLOEXEC flag only changes fd flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    // Pre-5.11 kernels: walk /proc/self/fd.
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map_err(|e| fail("list fds", e))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
-        .collect();
-    for fd in fds {
-        // SAFETY: setting FD_CLOEXEC on fds we may not own is harmless (EBADF ignored).
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    Ok(())
+    crate::sys::process::cloexec_from_3().map_err(|e| fail("mark fds close-on-exec", e))
 }
 
 /// execve with a `$PATH` search in the container's environment (execvpe semantics): 127 when the

@@ -7,11 +7,9 @@ use super::explain::Explain;
 use super::mounts::Mnt;
 use super::{NetSetup, StartupPlan};
 use crate::sys::mount::{self as sm};
-use crate::sys::net;
-use nix::mount::{mount, MsFlags};
-use nix::unistd::{Gid, Uid};
+use crate::sys::{self, net};
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 pub use super::failure::Failure;
@@ -51,19 +49,13 @@ pub fn child_main(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> ! {
     // Our own handle on the error pipe: `run` consumes `pipes`, and dropping them when it returns
     // closes `err_write` — the failure message would then be lost (write → EBADF).
     let err_write = pipes.err_write.try_clone().ok();
-    let err_fd = err_write.as_ref().map_or(-1, |f| f.as_raw_fd());
     let failure = match run(plan, pipes, ex) {
         Ok(never) => match never {},
         Err(f) => f,
     };
     let mut msg = vec![failure.code as u8];
     msg.extend_from_slice(failure.message.as_bytes());
-    // SAFETY: writing our own message to the still-open error pipe, then exiting without
-    // running destructors or atexit handlers of the parent's image (we are a forked copy).
-    unsafe {
-        libc::write(err_fd, msg.as_ptr().cast(), msg.len());
-        libc::_exit(failure.code);
-    }
+    sys::process::write_and_exit(err_write.as_ref().map(|f| f.as_fd()), &msg, failure.code)
 }
 
 fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Failure> {
@@ -91,7 +83,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         "namespaces",
         "unshare(CLONE_NEWCGROUP) — after joining, so the container's cgroup is its \"/\"",
         || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            sys::process::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
                 .map_err(|e| fail("unshare(CLONE_NEWCGROUP)", e))
         },
     )?;
@@ -99,16 +91,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     ex.timed(
         "mount",
         "mount(NULL, \"/\", NULL, MS_REC|MS_SLAVE) — stop propagation to the host",
-        || {
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_SLAVE,
-                None::<&str>,
-            )
-            .map_err(|e| fail("make / rslave", e))
-        },
+        || sm::stop_propagation().map_err(|e| fail("make / rslave", e)),
     )?;
     let (newroot, etc_in_upper) = mount_rootfs(plan, ex)?;
     let root_fd = open_root(&newroot)?;
@@ -151,7 +134,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     }
     if !plan.hostname.is_empty() {
         ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
-            nix::unistd::sethostname(&plan.hostname).map_err(|e| fail("sethostname", e))
+            sys::process::set_hostname(&plan.hostname).map_err(|e| fail("sethostname", e))
         })?;
     }
     if let Some(ready) = &pipes.userns_ready {
@@ -175,7 +158,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         "dumpable",
         "prctl(PR_SET_DUMPABLE, 0) until execve: /proc/PID/exe of this rcrun copy stays closed (CVE-2019-5736)",
         || {
-            nix::sys::prctl::set_dumpable(false).map_err(|e| fail("prctl(PR_SET_DUMPABLE, 0)", e))
+            sys::process::set_dumpable(false).map_err(|e| fail("prctl(PR_SET_DUMPABLE, 0)", e))
         },
     )?;
     ex.timed(
@@ -239,9 +222,7 @@ fn wait_at_start_gate(err_write: &OwnedFd, go: &OwnedFd, ex: &Explain) -> Result
 }
 
 fn set_pdeathsig() -> Result<(), Failure> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))?;
-    Ok(())
+    sys::process::die_with_parent().map_err(|e| fail("prctl(PR_SET_PDEATHSIG)", e))
 }
 
 /// The credential change clears the parent-death signal and `security_steps` arms it again; if
@@ -281,10 +262,8 @@ fn wait_for_parent(go: &OwnedFd) -> Result<(), Failure> {
 /// makes files it creates owned by the mapped root.
 fn become_namespace_root(plan: &StartupPlan) -> Result<(), Failure> {
     if plan.mapping.user_namespace() && !plan.mapping.enters_late() {
-        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-            .map_err(|e| fail("setresgid(0) in the user namespace", e))?;
-        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-            .map_err(|e| fail("setresuid(0) in the user namespace", e))?;
+        sys::process::become_root()
+            .map_err(|e| fail("setresgid/setresuid(0) in the user namespace", e))?;
     }
     Ok(())
 }
@@ -326,12 +305,9 @@ fn join_cgroup(tasks: &[(PathBuf, OwnedFd)], ex: &Explain) -> Result<(), Failure
 }
 
 fn enter_user_namespace_late(ready: &OwnedFd, go: &OwnedFd) -> Result<(), Failure> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+    sys::process::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
         .map_err(|e| fail("unshare(CLONE_NEWUSER)", e))?;
     nix::unistd::write(ready, b"u").map_err(|e| fail("tell rcrun to write the id maps", e))?;
     wait_for_parent(go)?;
-    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .map_err(|e| fail("setresgid(0) in the user namespace", e))?;
-    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .map_err(|e| fail("setresuid(0) in the user namespace", e))
+    sys::process::become_root().map_err(|e| fail("setresgid/setresuid(0) in the user namespace", e))
 }

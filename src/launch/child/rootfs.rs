@@ -7,7 +7,7 @@ use crate::launch::mounts::{Mnt, MountStep};
 use crate::launch::StartupPlan;
 use crate::sys::mount::{self as sm, Create};
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use nix::unistd::{Gid, Uid};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub(super) fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<(PathBuf, bool), Failure> {
     let scratch = &plan.scratch;
     ex.timed("mount", &format!("mount(\"tmpfs\", {}, \"tmpfs\", \"mode=0700\") — scratch for upper/work, private to this mount namespace", scratch.display()), || {
-        mount(Some("tmpfs"), scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700")).map_err(|e| fail("mount scratch tmpfs", e))
+        sm::mount_tmpfs(scratch, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=0700").map_err(|e| fail("mount scratch tmpfs", e))
     })?;
     let upper = scratch.join("upper");
     let work = scratch.join("work");
@@ -47,14 +47,8 @@ pub(super) fn mount_rootfs(plan: &StartupPlan, ex: &Explain) -> Result<(PathBuf,
                 merged.display()
             ),
             || {
-                mount(
-                    Some(rootfs.as_path()),
-                    &merged,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .map_err(|e| fail(&format!("bind the bundle's rootfs {}", rootfs.display()), e))
+                sm::bind(rootfs, &merged, true)
+                    .map_err(|e| fail(&format!("bind the bundle's rootfs {}", rootfs.display()), e))
             },
         )?;
         return Ok((merged, false));
@@ -387,14 +381,7 @@ pub(super) fn apply_mount(
                 return Ok(());
             };
             let p = sm::fd_path(t.as_fd());
-            mount(
-                Some(&p),
-                &p,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(f)?;
+            sm::bind(&p, &p, true).map_err(f)?;
             let t = sm::mountpoint(root, &m.target, Create::Nothing)
                 .map_err(f)?
                 .expect("exists");
@@ -436,11 +423,7 @@ fn parent_dir_in_root(
     Ok((dir, name))
 }
 
-/// pivot_root(2) NOTES: `pivot_root(".", ".")` stacks the old root on top of the new one at
-/// "/", and the detaching unmount then removes it — no temporary directory needed.
+/// Into the new root (see [`sm::pivot_into`]).
 pub(super) fn pivot_into(newroot: &Path) -> Result<(), Failure> {
-    nix::unistd::chdir(newroot).map_err(|e| fail("chdir new root", e))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail("detach old root", e))?;
-    nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))
+    sm::pivot_into(newroot).map_err(|(step, e)| fail(step, e))
 }

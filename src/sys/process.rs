@@ -1,0 +1,99 @@
+//! The calling process's own state: credentials, namespaces it unshares, the prctl(2) flags the
+//! launcher sets, its file descriptors across execve, its hostname. Each a thin wrapper that
+//! names the rule it follows; the order in which they are called is the launcher's.
+
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+
+/// unshare(2) of `flags` for the calling (single-threaded) process.
+pub fn unshare(flags: CloneFlags) -> nix::Result<()> {
+    nix::sched::unshare(flags)
+}
+
+/// setresgid then setresuid to 0: in a fresh user namespace the process is "root" only once the
+/// maps exist and it switches to the mapped 0 (user_namespaces(7)); files it creates are then
+/// owned by the mapped root. Group first: after setresuid a non-root could no longer change it.
+pub fn become_root() -> nix::Result<()> {
+    let (g, u) = (Gid::from_raw(0), Uid::from_raw(0));
+    nix::unistd::setresgid(g, g, g)?;
+    nix::unistd::setresuid(u, u, u)
+}
+
+/// The container's user: supplementary groups (when `groups` is Some: setgroups(2) is denied in
+/// a user namespace whose setgroups file says "deny"), then the group, then the user, each for
+/// real, effective and saved ids. Errors name the call that failed.
+pub fn set_credentials(
+    uid: u32,
+    gid: u32,
+    groups: Option<&[u32]>,
+) -> Result<(), (String, nix::Error)> {
+    if let Some(groups) = groups {
+        let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| ("setgroups".to_string(), e))?;
+    }
+    let g = Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(|e| (format!("setresgid({gid})"), e))?;
+    let u = Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(|e| (format!("setresuid({uid})"), e))
+}
+
+/// PR_SET_PDEATHSIG SIGKILL: the process dies with its parent. A credential change clears it
+/// (prctl(2)), so it is armed again after one.
+pub fn die_with_parent() -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+}
+
+/// PR_SET_DUMPABLE: a non-dumpable process's /proc/PID files (exe, mem, fd) belong to root and
+/// need CAP_SYS_PTRACE over its memory's namespace to open (proc(5), ptrace(2)).
+pub fn set_dumpable(dumpable: bool) -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(dumpable)
+}
+
+/// PR_SET_NO_NEW_PRIVS: execve can no longer grant privileges (setuid bits, file
+/// capabilities); needed for an unprivileged seccomp filter (seccomp(2)).
+pub fn set_no_new_privs() -> nix::Result<()> {
+    nix::sys::prctl::set_no_new_privs()
+}
+
+/// sethostname(2) in the process's uts namespace.
+pub fn set_hostname(name: &str) -> nix::Result<()> {
+    nix::unistd::sethostname(name)
+}
+
+/// Marks every descriptor from 3 up close-on-exec: close_range(2) with CLOSE_RANGE_CLOEXEC
+/// (Linux 5.11), else each one listed in /proc/self/fd.
+pub fn cloexec_from_3() -> std::io::Result<()> {
+    // SAFETY: close_range(2) with the CLOEXEC flag only changes descriptor flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC on a descriptor we may not own is harmless (EBADF ignored).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `fd` (if it is open) and leaves at once with `code` (_exit(2)): a forked
+/// copy of rcrun must not run the destructors or atexit handlers of the image it was copied from.
+pub fn write_and_exit(fd: Option<std::os::fd::BorrowedFd<'_>>, bytes: &[u8], code: i32) -> ! {
+    use std::os::fd::AsRawFd;
+    if let Some(fd) = fd {
+        // SAFETY: write(2) of a buffer we own to a descriptor we hold.
+        unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+    }
+    // SAFETY: _exit(2) ends the process without returning; nothing of ours runs after it.
+    unsafe { libc::_exit(code) }
+}
