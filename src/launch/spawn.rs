@@ -61,15 +61,7 @@ impl Spawned {
         if self.created.is_some() {
             return Ok(());
         }
-        if let Some(sock) = self.console.take() {
-            self.master = receive_master(&sock);
-            if let (Some(m), Some(ws)) = (
-                &self.master,
-                crate::sys::terminal::window_size(std::io::stdin().as_fd()),
-            ) {
-                crate::sys::terminal::set_window_size(m.as_fd(), &ws);
-            }
-        }
+        self.receive_console();
         let pipe = self.err_read.as_mut().expect("err pipe held until start");
         let mut first = [0u8; 1];
         let got = loop {
@@ -89,6 +81,20 @@ impl Spawned {
             _ => None,
         });
         Ok(())
+    }
+
+    /// With -t: takes the pty master the child sends once it opened its terminal (None if it
+    /// failed before), sized like rcrun's own terminal.
+    pub(super) fn receive_console(&mut self) {
+        if let Some(sock) = self.console.take() {
+            self.master = receive_master(&sock);
+            if let (Some(m), Some(ws)) = (
+                &self.master,
+                crate::sys::terminal::window_size(std::io::stdin().as_fd()),
+            ) {
+                crate::sys::terminal::set_window_size(m.as_fd(), &ws);
+            }
+        }
     }
 
     /// Hands the child over to `start`: this Spawned no longer kills it when dropped.

@@ -1,5 +1,5 @@
-//! The cgroup of a run: Docker's limit flags, their narration, and the hook that creates the
-//! cgroup and places the child in it around clone.
+//! The cgroup of a run: Docker's limit flags, their narration, and the sweep of cgroups that
+//! killed runs left (the launcher places the child in the cgroup: `StartupPlan.cgroup`).
 
 use crate::cli::RunArgs;
 use crate::launch::explain::Explain;

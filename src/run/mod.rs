@@ -147,7 +147,11 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     );
     drop(archive);
     let sec = security_options(&a.security_opt)?;
-    let run = decide(ctx, a, &sec, &image, &layers, &store.run_dir())?;
+    let run = ex.timed(
+        "plan",
+        "decide: the image's config and the flags → argv, env, user (from the image's /etc), cwd, id maps, volumes, --device nodes",
+        || decide(ctx, a, &sec, &image, &layers, &store.run_dir()),
+    )?;
     let mut limits = limits(a)?;
     limits.devices = device_policy(ctx, a, &run, &ex);
     if a.print_spec {
@@ -155,15 +159,25 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         return Ok(0);
     }
     // The one front door: the run written as an OCI Spec, compiled as a bundle's is.
-    let (spec, extras) = crate::spec::image::image_spec(&run, &limits, None)?;
-    let compiled = crate::launch::plan::compile(
-        &spec,
-        &extras,
-        &crate::launch::plan::HostFacts {
-            privilege: &ctx.privilege,
-            bundle: std::path::Path::new("/"),
-            id: &run.id,
-            scratch: &run.scratch,
+    let (spec, extras) = ex.timed(
+        "spec",
+        "write the run as an OCI runtime Spec (what --print-spec prints) + the extras OCI cannot say (store layers, /etc files, the seccomp profile)",
+        || crate::spec::image::image_spec(&run, &limits),
+    )?;
+    let compiled = ex.timed(
+        "spec",
+        "compile the Spec into the startup plan (launch/plan/compile.rs, the one a bundle's config.json goes through too)",
+        || {
+            crate::launch::plan::compile(
+                &spec,
+                &extras,
+                &crate::launch::plan::HostFacts {
+                    privilege: &ctx.privilege,
+                    bundle: std::path::Path::new("/"),
+                    id: &run.id,
+                    scratch: &run.scratch,
+                },
+            )
         },
     )?;
     let mut plan = compiled.plan;

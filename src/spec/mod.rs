@@ -4,9 +4,6 @@
 //! [`crate::launch::plan::compile`]. Also `rcrun spec`'s starter config.json, and the pieces of
 //! OCI JSON both directions share (id mappings, resources, seccomp in OCI's format).
 
-use crate::cgroup::devices::{DeviceKind, DeviceRule};
-use crate::cgroup::Limits;
-use crate::launch::plan::{IdMapping, IdRange};
 use crate::security::seccomp::{Profile, SyscallEntry};
 use serde_json::{json, Value};
 
@@ -29,6 +26,10 @@ pub enum SpecError {
         path: std::path::PathBuf,
         source: serde_json::Error,
     },
+    #[error("the OCI runtime spec of this run: {0}")]
+    Build(#[from] oci_spec::OciSpecError),
+    #[error("capability {0} has no name in the OCI runtime spec")]
+    Capability(String),
 }
 
 /// The seccomp profile of the run, already narrowed to the entries that apply (capabilities,
@@ -42,82 +43,6 @@ pub struct SeccompInput<'a> {
 /// The OCI runtime-spec version the document claims: every field written here exists in 1.1,
 /// and runtimes check it (crun 1.8 refuses a 1.2 document).
 pub const OCI_VERSION: &str = "1.1.0";
-
-pub(crate) fn ranges(m: &IdMapping) -> (Vec<IdRange>, Vec<IdRange>) {
-    match m {
-        IdMapping::None => (vec![], vec![]),
-        IdMapping::Single { uid, gid } | IdMapping::Privileged { uid, gid } => {
-            (vec![*uid], vec![*gid])
-        }
-        IdMapping::Helpers { uids, gids, .. } => (uids.clone(), gids.clone()),
-    }
-}
-
-pub(crate) fn id_mappings(r: &[IdRange]) -> Value {
-    json!(r
-        .iter()
-        .map(|r| json!({"containerID": r.inside, "hostID": r.outside, "size": r.count}))
-        .collect::<Vec<_>>())
-}
-
-/// CFS period rcrun uses for `--cpus` (the kernel's default, as Docker).
-const CPU_PERIOD_US: u64 = 100_000;
-
-pub(crate) fn resources(l: &Limits) -> Value {
-    let mut r = serde_json::Map::new();
-    let mut memory = serde_json::Map::new();
-    if let Some(m) = l.memory {
-        memory.insert("limit".into(), json!(m));
-    }
-    if let Some(s) = l.memory_swap {
-        memory.insert("swap".into(), json!(s));
-    }
-    if !memory.is_empty() {
-        r.insert("memory".into(), Value::Object(memory));
-    }
-    if let Some(p) = l.pids {
-        r.insert("pids".into(), json!({"limit": p}));
-    }
-    let mut cpu = serde_json::Map::new();
-    if let Some(c) = l.cpus {
-        cpu.insert("period".into(), json!(CPU_PERIOD_US));
-        cpu.insert(
-            "quota".into(),
-            json!((c * CPU_PERIOD_US as f64).round() as i64),
-        );
-    }
-    if let Some(s) = l.cpu_shares {
-        cpu.insert("shares".into(), json!(s));
-    }
-    if let Some(c) = &l.cpuset_cpus {
-        cpu.insert("cpus".into(), json!(c));
-    }
-    if !cpu.is_empty() {
-        r.insert("cpu".into(), Value::Object(cpu));
-    }
-    if let Some(rules) = &l.devices {
-        r.insert(
-            "devices".into(),
-            json!(rules.iter().map(device_rule).collect::<Vec<_>>()),
-        );
-    }
-    Value::Object(r)
-}
-
-fn device_rule(d: &DeviceRule) -> Value {
-    let mut v = json!({
-        "allow": d.allow,
-        "type": match d.kind { DeviceKind::All => "a", DeviceKind::Char => "c", DeviceKind::Block => "b" },
-        "access": d.access.as_text(),
-    });
-    if let Some(m) = d.major {
-        v["major"] = json!(m);
-    }
-    if let Some(m) = d.minor {
-        v["minor"] = json!(m);
-    }
-    v
-}
 
 /// Docker's profile format → the OCI `linux.seccomp` object: the entries that apply, without
 /// `includes`/`excludes`, and the architectures of `archMap` for this machine's arch.

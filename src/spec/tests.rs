@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cgroup::devices::oci_default_rules;
+use crate::cgroup::Limits;
 use crate::launch::plan::{IdMapping, IdRange, Volume};
 use crate::launch::user::ResolvedUser;
 use image::{image_spec, ImageRun};
@@ -49,12 +50,17 @@ fn run(mapping: IdMapping, new_netns: bool) -> ImageRun {
     }
 }
 
+/// The Spec a run compiles, or with `seccomp` the one `--print-spec` prints (parsed back: what is
+/// printed is a valid OCI document).
 fn spec_of(
     r: &ImageRun,
     l: &Limits,
     seccomp: Option<&SeccompInput<'_>>,
 ) -> oci_spec::runtime::Spec {
-    image_spec(r, l, seccomp).expect("a valid OCI Spec").0
+    match seccomp {
+        None => image_spec(r, l).expect("a valid OCI Spec").0,
+        Some(s) => serde_json::from_value(image::document(r, l, Some(s)).unwrap()).unwrap(),
+    }
 }
 
 fn limits() -> Limits {
@@ -317,7 +323,7 @@ mod compiled {
     use crate::launch::StartupPlan;
 
     fn compiled(r: &ImageRun, privilege: &Privilege) -> StartupPlan {
-        let (spec, extras) = image_spec(r, &Limits::default(), None).unwrap();
+        let (spec, extras) = image_spec(r, &Limits::default()).unwrap();
         compile(
             &spec,
             &extras,

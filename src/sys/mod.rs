@@ -7,4 +7,5 @@ pub mod fs;
 pub mod mount;
 pub mod net;
 pub mod process;
+pub mod seccomp;
 pub mod terminal;

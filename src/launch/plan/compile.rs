@@ -195,8 +195,8 @@ pub fn compile(
                 s.iter()
                     .flatten()
                     .map(|c| {
-                        let name = serde_json::to_value(c)?;
-                        crate::security::parse_cap(name.as_str().unwrap_or_default())
+                        // oci-spec writes the kernel's name without CAP_ ("SYS_ADMIN").
+                        crate::security::parse_cap(&format!("CAP_{c}"))
                             .map_err(|e| CompileError::Spec(e.to_string()))
                     })
                     .collect()
