@@ -10,23 +10,25 @@
 
 pub mod cgroup;
 pub mod cli;
+pub mod commands;
 pub mod host;
 pub mod image;
 pub mod inspect;
 pub mod launch;
 pub mod layers_view;
-pub mod run;
 pub mod security;
 pub mod spec;
 pub mod sys;
 pub mod unpack;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cli::{Cli, Command, ImageArg};
 use host::Privilege;
 use image::{Archive, Image, ImageRef};
 use std::path::PathBuf;
 use unpack::Store;
+
+pub use commands::man::{man_page, write_completions};
 
 /// Exit codes, as docker uses them (defined with the launcher, which reports them).
 pub use launch::failure::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RCRUN_FAILED};
@@ -197,56 +199,17 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         quiet: cli.quiet,
     };
     match cli.command {
-        Command::Inspect(a) => cmd_inspect(&ctx, &a),
-        Command::Unpack(a) => cmd_unpack(&ctx, &a),
-        Command::Run(a) => run::cmd_run(&ctx, &a),
-        Command::Spec(a) => spec::cmd_spec(&a, &ctx.privilege),
-        Command::Gc => cmd_gc(&ctx),
-        Command::Man(a) => cmd_man(&a),
+        Command::Inspect(a) => commands::inspect::cmd_inspect(&ctx, &a),
+        Command::Unpack(a) => commands::unpack::cmd_unpack(&ctx, &a),
+        Command::Run(a) => commands::run::cmd_run(&ctx, &a),
+        Command::Spec(a) => commands::spec::cmd_spec(&a, &ctx.privilege),
+        Command::Gc => commands::gc::cmd_gc(&ctx),
+        Command::Man(a) => commands::man::cmd_man(&a),
         Command::Completions(a) => {
-            write_completions(a.shell, &mut std::io::stdout())?;
+            commands::man::write_completions(a.shell, &mut std::io::stdout())?;
             Ok(0)
         }
     }
-}
-
-/// The man pages come from the same clap definitions as the parser, so they cannot drift.
-pub fn man_page(cmd: clap::Command) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut out)?;
-    Ok(out)
-}
-
-fn cmd_man(a: &cli::ManArgs) -> Result<i32> {
-    use clap::CommandFactory;
-    match &a.dir {
-        None => {
-            use std::io::Write;
-            std::io::stdout().write_all(&man_page(Cli::command())?)?;
-        }
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("rcrun man: cannot create {}", dir.display()))?;
-            clap_mangen::generate_to(Cli::command(), dir)
-                .with_context(|| format!("rcrun man: writing pages into {}", dir.display()))?;
-            let mut pages: Vec<String> = std::fs::read_dir(dir)?
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with("rcrun") && n.ends_with(".1"))
-                .collect();
-            pages.sort();
-            for p in pages {
-                println!("{}", dir.join(p).display());
-            }
-        }
-    }
-    Ok(0)
-}
-
-/// A completion script for `shell`, generated from the clap definitions.
-pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Result<()> {
-    use clap::CommandFactory;
-    clap_complete::generate(shell, &mut Cli::command(), "rcrun", out);
-    Ok(())
 }
 
 /// Stage 1: open the archive and pick the image.
@@ -263,107 +226,4 @@ pub fn print_warnings(image: &Image) {
     for w in &image.warnings {
         eprintln!("rcrun: warning: {}", printable(w));
     }
-}
-
-fn cmd_inspect(ctx: &Ctx, a: &cli::InspectArgs) -> Result<i32> {
-    let store = ctx.open_store()?;
-    let archive = Archive::open(&a.image.image, &store.tmp_dir())?;
-    let (count, images) = image::image_positions(&archive)?;
-    // Without --ref, every image of the archive, as `docker image ls` lists a loaded save.
-    let wanted: Vec<Option<ImageRef>> = match a.image.reference.as_deref() {
-        Some(r) => vec![Some(ImageRef::parse(r))],
-        None if count > 1 => images
-            .into_iter()
-            .map(|i| Some(ImageRef::Index(i)))
-            .collect(),
-        None => vec![None],
-    };
-    let mut reports = Vec::new();
-    let platform = a.image.platform()?;
-    for w in &wanted {
-        let image = image::select_for(&archive, w.as_ref(), &platform)?;
-        print_warnings(&image);
-        reports.push(inspect::build(&archive, &image, count, a.layers)?);
-    }
-    if a.json {
-        let json = match reports.as_slice() {
-            [one] => serde_json::to_string_pretty(one)?,
-            many => serde_json::to_string_pretty(many)?,
-        };
-        println!("{json}");
-    } else {
-        // Tags, env and history come from the archive: no control character reaches the
-        // terminal (each line escaped on its own, so the layout stays).
-        let texts: Vec<String> = reports.iter().map(inspect::print_text).collect();
-        for line in texts.join("\n").lines() {
-            println!("{}", printable(line));
-        }
-    }
-    Ok(0)
-}
-
-fn cmd_unpack(ctx: &Ctx, a: &cli::UnpackArgs) -> Result<i32> {
-    let store = ctx.open_store()?;
-    let (archive, image) = open_image(&store, &a.image)?;
-    // The flattened tree belongs to whoever asked for it: as a plain user every file is yours
-    // (rootless cannot hold other owners), as root owners are preserved.
-    let mode = if ctx.privilege.is_real_root() {
-        unpack::OwnerMode::Root
-    } else {
-        unpack::OwnerMode::User
-    };
-    let layers = unpack::ensure_layers(&store, &archive, &image, &mode, !ctx.quiet)?;
-    let dirs: Vec<PathBuf> = layers.iter().map(|l| l.dir.clone()).collect();
-    if ctx.privilege.is_real_root() {
-        unpack::flatten::flatten(&dirs, &a.dir, true).map_err(anyhow::Error::from)
-    } else {
-        // As a plain user, layer files with mode 000 (or directories without r/x) are still
-        // ours, but only a namespace root has CAP_DAC_OVERRIDE to read them: copy from inside a
-        // user namespace that maps just us, so everything written is still owned by us.
-        let mapping = launch::plan::IdMapping::single_for(&ctx.privilege);
-        launch::idmap::run_in_userns(&mapping, || {
-            unpack::flatten::flatten(&dirs, &a.dir, false).map_err(|e| e.to_string())
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))
-    }
-    .with_context(|| format!("unpacking {} into {}", image.name(), a.dir.display()))?;
-    if !ctx.quiet {
-        let extracted = layers.iter().filter(|l| !l.found).count();
-        let skipped: u64 = layers
-            .iter()
-            .filter_map(|l| l.info.as_ref())
-            .map(|i| i.stats.skipped_devices)
-            .sum();
-        eprintln!(
-            "unpacked {} ({} layer(s): {} extracted, {} from the store{}) into {}",
-            image.name(),
-            layers.len(),
-            extracted,
-            layers.len() - extracted,
-            if skipped > 0 {
-                format!(", {skipped} device node(s) skipped: rootless cannot create them")
-            } else {
-                String::new()
-            },
-            a.dir.display()
-        );
-    }
-    Ok(0)
-}
-
-fn cmd_gc(ctx: &Ctx) -> Result<i32> {
-    let store = Store::open(&ctx.store_root)?;
-    let mut removed = ctx.reclaim(&store);
-    let uid = nix::unistd::geteuid().as_raw();
-    removed.extend(cgroup::gc_stale(
-        &cgroup::CgroupFs::host(),
-        (!ctx.privilege.is_real_root()).then_some(uid),
-    ));
-    for p in &removed {
-        println!("removed {}", p.display());
-    }
-    if !ctx.quiet {
-        eprintln!("gc: {} leftover(s) removed", removed.len());
-    }
-    Ok(0)
 }

@@ -11,7 +11,7 @@
 use super::failure::{fail, Failure, EXIT_RCRUN_FAILED, FORWARDED};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 /// The static init program (see build.rs).
 static INIT_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rcrun-init"));
@@ -23,24 +23,9 @@ impl SealedInit {
     /// Writes the embedded init into a memfd and seals it against writes, growth, shrinking and
     /// further seal changes.
     pub fn create() -> Result<SealedInit, Failure> {
-        // SAFETY: memfd_create(2) with a NUL-terminated name; returns a new fd we own.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"rcrun-init".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        let memfd = Errno::result(fd).map_err(|e| fail("init: memfd_create", e))?;
-        // SAFETY: fd was just returned by memfd_create and is not shared.
-        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(memfd) });
-        std::io::Write::write_all(&mut file, INIT_PROGRAM)
-            .map_err(|e| fail("init: write the init program into the memfd", e))?;
-        let seals =
-            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-        // SAFETY: fcntl(F_ADD_SEALS) on our memfd with a plain integer argument.
-        Errno::result(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) })
-            .map_err(|e| fail("init: seal the memfd", e))?;
-        Ok(SealedInit(OwnedFd::from(file)))
+        crate::sys::exec::sealed_memfd(c"rcrun-init", INIT_PROGRAM)
+            .map(SealedInit)
+            .map_err(|(step, e)| fail(&format!("init: {step}"), e))
     }
 }
 
@@ -79,36 +64,24 @@ pub fn fork_and_become_init(image: &SealedInit) -> Result<(), Failure> {
     match unsafe { nix::unistd::fork() }.map_err(|e| fail("init: fork", e))? {
         nix::unistd::ForkResult::Child => {
             drop(gate_write);
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            let _ = crate::sys::process::die_with_parent();
             wait_until_init_runs(gate_read)?;
             let _ = old.thread_set_mask();
             Ok(())
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(gate_read);
-            let argv0 = c"rcrun-init";
             let pid = std::ffi::CString::new(child.as_raw().to_string()).expect("digits");
-            let argv = [argv0.as_ptr(), pid.as_ptr(), std::ptr::null()];
-            let envp = [std::ptr::null::<libc::c_char>()];
-            // SAFETY: execveat(2) of our sealed memfd (AT_EMPTY_PATH) with NULL-terminated
-            // argv/envp arrays whose strings outlive the call; it only returns on failure.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_execveat,
-                    image.0.as_raw_fd(),
-                    c"".as_ptr(),
-                    argv.as_ptr(),
-                    envp.as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                );
-            }
-            let e = Errno::last();
+            let e = crate::sys::exec::exec_fd(image.0.as_fd(), &[c"rcrun-init", &pid]);
             // The command must not start without its init: take it down before the gate opens.
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             drop(gate_write);
-            eprintln!("rcrun: error: init: execveat of the sealed rcrun copy: {e}");
-            // SAFETY: leave the forked rcrun image without running its destructors.
-            unsafe { libc::_exit(EXIT_RCRUN_FAILED) }
+            let msg = format!("rcrun: error: init: execveat of the sealed init: {e}\n");
+            crate::sys::process::write_and_exit(
+                Some(std::io::stderr().as_fd()),
+                msg.as_bytes(),
+                EXIT_RCRUN_FAILED,
+            )
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod bpf;
 pub mod clone;
+pub mod exec;
 pub mod fs;
 pub mod mount;
 pub mod net;

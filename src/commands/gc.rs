@@ -1,0 +1,22 @@
+//! `rcrun gc`: what killed runs left behind (scratch dirs, half-written layers, cgroups).
+
+use crate::unpack::Store;
+use crate::{cgroup, Ctx};
+use anyhow::Result;
+
+pub fn cmd_gc(ctx: &Ctx) -> Result<i32> {
+    let store = Store::open(&ctx.store_root)?;
+    let mut removed = ctx.reclaim(&store);
+    let uid = nix::unistd::geteuid().as_raw();
+    removed.extend(cgroup::gc_stale(
+        &cgroup::CgroupFs::host(),
+        (!ctx.privilege.is_real_root()).then_some(uid),
+    ));
+    for p in &removed {
+        println!("removed {}", p.display());
+    }
+    if !ctx.quiet {
+        eprintln!("gc: {} leftover(s) removed", removed.len());
+    }
+    Ok(0)
+}
