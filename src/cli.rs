@@ -17,10 +17,27 @@ use std::path::PathBuf;
     after_long_help = TOP_AFTER_HELP
 )]
 pub struct Cli {
-    /// Layer store location [default: /var/lib/rcrun as root, else $XDG_DATA_HOME/rcrun or
-    /// ~/.local/share/rcrun]. Created mode 0700.
+    /// Image commands (run, unpack, inspect, gc): the layer store [default: /var/lib/rcrun as
+    /// root, else $XDG_DATA_HOME/rcrun or ~/.local/share/rcrun], created mode 0700. OCI runtime
+    /// commands (create, start, state, kill, delete, list): the containers' state directory, as
+    /// runc's --root [default: /run/rcrun as root, else $XDG_RUNTIME_DIR/rcrun].
     #[arg(long, env = "RCRUN_ROOT", value_name = "DIR", global = true)]
     pub root: Option<PathBuf>,
+    /// Also append errors to FILE (engines pass it and show its last line when a command
+    /// fails: containerd's shim, conmon).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub log: Option<PathBuf>,
+    /// Format of --log: text, or json (one {"level","msg","time"} object a line, as runc).
+    #[arg(long = "log-format", value_name = "FORMAT", global = true, default_value = "text",
+          value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Refused: rcrun manages cgroups through the cgroup file system, not through systemd (use
+    /// the engine's cgroupfs manager).
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// runc's --debug, accepted: as -v.
+    #[arg(long, global = true)]
+    pub debug: bool,
     /// Only print errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -44,6 +61,20 @@ pub enum Command {
     Spec(SpecArgs),
     /// Remove what killed runs left behind (temp dirs, stale cgroups) and report it.
     Gc,
+    /// OCI runtime: create a container from a bundle; its process waits for `start`.
+    Create(CreateArgs),
+    /// OCI runtime: let a created container's process exec its command.
+    Start(IdArg),
+    /// OCI runtime: print a container's state (the OCI state JSON).
+    State(IdArg),
+    /// OCI runtime: send a signal to a container's first process (every process with --all).
+    Kill(KillArgs),
+    /// OCI runtime: remove a container: its cgroup and state (--force kills it first).
+    Delete(DeleteArgs),
+    /// OCI runtime: list the containers under --root.
+    List(ListArgs),
+    /// OCI runtime: print what this runtime supports (the OCI features JSON).
+    Features,
     /// Write the manual pages (rcrun.1, rcrun-run.1, …) into DIR, or print rcrun.1 to stdout.
     Man(ManArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -69,6 +100,73 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_name = "SHELL")]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// The container ID.
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct CreateOptions {
+    /// Write the container's first process's host pid into FILE (engines read it).
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// With process.terminal: send the pty master over this unix socket (SCM_RIGHTS), as runc.
+    #[arg(long = "console-socket", value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    /// Refused: rcrun always uses pivot_root (a chroot root can be escaped).
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Accepted: rcrun never creates a session keyring (keyctl is refused by its seccomp).
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Pass N extra descriptors (3 .. 3+N-1) on to the container's process, as runc (not yet:
+    /// refused when N > 0).
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The bundle: a directory with config.json and the root file system it names.
+    #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub options: CreateOptions,
+    /// The container ID (A-Z a-z 0-9 _ + - ., unique under --root).
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal every process of the container, not only the first.
+    #[arg(short, long)]
+    pub all: bool,
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Signal name (TERM, SIGTERM) or number.
+    #[arg(value_name = "SIGNAL", default_value = "SIGTERM")]
+    pub signal: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Kill the container first if it still runs.
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// table, or json (an array of state objects); with the global -q, only the IDs.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
 }
 
 #[derive(Debug, Args)]

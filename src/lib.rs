@@ -16,6 +16,7 @@ pub mod image;
 pub mod inspect;
 pub mod launch;
 pub mod layers_view;
+pub mod oci;
 pub mod security;
 pub mod spec;
 pub mod sys;
@@ -49,10 +50,51 @@ pub fn init_logging(quiet: bool, verbose: u8) {
         .try_init();
 }
 
+/// The container's process failed before its command started, with docker's code for why (126
+/// cannot execute, 127 not found, else 125). `rcrun create` returns it as an error: there is no
+/// container status to pass on yet.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProcessFailed {
+    pub code: i32,
+    pub message: String,
+}
+
 /// Every error that reaches the top means rcrun itself failed (the command's own 126/127 come
-/// back as the container's status, not as an error).
-pub fn exit_code_for(_err: &anyhow::Error) -> i32 {
-    EXIT_RCRUN_FAILED
+/// back as the container's status, not as an error), except a [`ProcessFailed`], whose code
+/// says why the command could not start.
+pub fn exit_code_for(err: &anyhow::Error) -> i32 {
+    err.chain()
+        .find_map(|c| c.downcast_ref::<ProcessFailed>())
+        .map(|f| f.code)
+        .filter(|c| [EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND].contains(c))
+        .unwrap_or(EXIT_RCRUN_FAILED)
+}
+
+/// Appends one line to the `--log` file: runc's JSON (`{"level","msg","time"}`) or text
+/// (`time="…" level=LEVEL msg="…"`, logrus's text form, which runc writes too).
+pub fn append_log(
+    path: &std::path::Path,
+    json: bool,
+    level: &str,
+    msg: &str,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let time = oci::state::rfc3339_now();
+    let line = if json {
+        serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
+    } else {
+        format!(
+            "time=\"{time}\" level={level} msg={}",
+            serde_json::Value::from(msg)
+        )
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    // One write(2) per line: O_APPEND keeps lines of concurrent rcrun processes whole.
+    f.write_all(format!("{line}\n").as_bytes())
 }
 
 /// The error as one line: each cause once. Error types that print their source in their own
@@ -144,6 +186,9 @@ pub fn store_root(cli: &Cli) -> PathBuf {
 pub struct Ctx {
     pub privilege: Privilege,
     pub store_root: PathBuf,
+    /// The OCI runtime commands' state directory (--root, or /run/rcrun or
+    /// $XDG_RUNTIME_DIR/rcrun).
+    pub state_root: PathBuf,
     pub quiet: bool,
 }
 
@@ -193,9 +238,17 @@ impl Ctx {
 pub fn main_with(cli: Cli) -> Result<i32> {
     let privilege = Privilege::detect();
     let store_root = store_root(&cli);
+    let state_root = cli
+        .root
+        .clone()
+        .unwrap_or_else(|| oci::state::default_root(privilege.is_real_root()));
+    if cli.systemd_cgroup {
+        anyhow::bail!("--systemd-cgroup: rcrun manages cgroups through the cgroup file system, not systemd; use the engine's cgroupfs manager (podman --cgroup-manager cgroupfs; containerd: SystemdCgroup = false)");
+    }
     let ctx = Ctx {
         privilege,
         store_root,
+        state_root,
         quiet: cli.quiet,
     };
     match cli.command {
@@ -204,6 +257,13 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Run(a) => commands::run::cmd_run(&ctx, &a),
         Command::Spec(a) => commands::spec::cmd_spec(&a, &ctx.privilege),
         Command::Gc => commands::gc::cmd_gc(&ctx),
+        Command::Create(a) => oci::lifecycle::cmd_create(&ctx, &a),
+        Command::Start(a) => oci::lifecycle::cmd_start(&ctx, &a.id),
+        Command::State(a) => oci::lifecycle::cmd_state(&ctx, &a.id),
+        Command::Kill(a) => oci::lifecycle::cmd_kill(&ctx, &a),
+        Command::Delete(a) => oci::lifecycle::cmd_delete(&ctx, &a),
+        Command::List(a) => oci::lifecycle::cmd_list(&ctx, &a),
+        Command::Features => oci::lifecycle::cmd_features(),
         Command::Man(a) => commands::man::cmd_man(&a),
         Command::Completions(a) => {
             commands::man::write_completions(a.shell, &mut std::io::stdout())?;

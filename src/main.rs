@@ -16,7 +16,8 @@ fn main() {
             });
         }
     };
-    let verbose = cli.verbose;
+    let verbose = cli.verbose.max(u8::from(cli.debug));
+    let log = cli.log.clone().map(|path| (path, cli.log_format == "json"));
     let store_root = rcrun::store_root(&cli);
     rcrun::init_logging(cli.quiet, verbose);
     match rcrun::main_with(cli) {
@@ -30,8 +31,18 @@ fn main() {
             } else {
                 eprintln!("rcrun: error: {}", rcrun::error_message(&err));
             }
-            if let Some(hint) = rcrun::hint_for(&err, &store_root) {
+            let hint = rcrun::hint_for(&err, &store_root);
+            if let Some(hint) = &hint {
                 eprintln!("rcrun: hint: {hint}");
+            }
+            if let Some((path, json)) = &log {
+                // Engines (containerd's shim, conmon) show this file's last error when a command
+                // fails; a log that cannot be written must not hide the error itself.
+                let mut msg = rcrun::error_message(&err);
+                if let Some(hint) = &hint {
+                    msg.push_str(&format!(" (hint: {hint})"));
+                }
+                let _ = rcrun::append_log(path, *json, "error", &msg);
             }
             std::process::exit(rcrun::exit_code_for(&err));
         }

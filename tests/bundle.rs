@@ -5,74 +5,8 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn busybox_image() -> PathBuf {
-    static IMG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    IMG.get_or_init(|| {
-        let path = staging().join("bundle-busybox.tar");
-        let st = Command::new(env!("CARGO_BIN_EXE_rcrun-mkimage"))
-            .args(["--busybox", "-o"])
-            .arg(&path)
-            .output()
-            .expect("run rcrun-mkimage");
-        assert!(st.status.success(), "rcrun-mkimage: {}", text(&st));
-        publish(&path);
-        path
-    })
-    .clone()
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Root,
-    User,
-    Unshare,
-}
-
-fn modes() -> Vec<(Mode, &'static str)> {
-    let mut v = Vec::new();
-    if is_root() {
-        v.push((Mode::Root, "root"));
-        if test_user().is_some() {
-            v.push((Mode::User, "user"));
-            v.push((Mode::Unshare, "unshare"));
-        } else {
-            skip(&format!(
-                "bundle: user and unshare modes: no user {TEST_USER}"
-            ));
-        }
-    } else {
-        skip("bundle: root mode: not running as root");
-        v.push((Mode::User, "user"));
-        v.push((Mode::Unshare, "unshare"));
-    }
-    v
-}
-
-fn rcrun_as(mode: Mode, args: &[&std::ffi::OsStr]) -> Output {
-    match mode {
-        Mode::Root => rcrun(Who::Root, args),
-        Mode::User => rcrun(Who::User, args),
-        Mode::Unshare => {
-            let mut c = if is_root() {
-                let mut c = Command::new("runuser");
-                c.args(["-u", TEST_USER, "--", "unshare", "-Ur"]);
-                c
-            } else {
-                let mut c = Command::new("unshare");
-                c.arg("-Ur");
-                c
-            };
-            c.arg(rcrun_bin())
-                .args(args)
-                .current_dir(staging())
-                .env_remove("RCRUN_ROOT");
-            c.output().expect("run rcrun under unshare")
-        }
-    }
-}
 
 const PROBE: &str = r#"hostname; id -u; id -g
 grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status
@@ -83,26 +17,14 @@ touch /x 2>&1 | sed 's/.*: //'
 wc -c < /proc/timer_list
 exit 7"#;
 
-/// `rcrun spec` into DIR (as the mode's user), then the probe as process.args, no terminal.
+/// `rcrun spec` into DIR (as the mode's user), then the probe as process.args, no terminal; a
+/// second `rcrun spec` must refuse to overwrite.
 fn make_bundle(mode: Mode, dir: &Path, store: &Path) {
-    let image = busybox_image();
-    let o = rcrun_as(
-        mode,
-        &[
-            os("--root"),
-            store.as_os_str(),
-            os("unpack"),
-            image.as_os_str(),
-            dir.join("rootfs").as_os_str(),
-        ],
-    );
-    assert!(o.status.success(), "unpack: {}", text(&o));
+    starter_bundle(mode, dir, store, serde_json::json!(["sh", "-c", PROBE]));
     let mut args = vec![os("spec"), os("-b"), dir.as_os_str()];
     if mode != Mode::Root {
         args.push(os("--rootless"));
     }
-    let o = rcrun_as(mode, &args);
-    assert!(o.status.success(), "rcrun spec: {}", text(&o));
     let again = rcrun_as(mode, &args);
     assert_eq!(
         again.status.code(),
@@ -110,23 +32,12 @@ fn make_bundle(mode: Mode, dir: &Path, store: &Path) {
         "a second rcrun spec must not overwrite: {}",
         text(&again)
     );
-    edit(dir, |d| {
-        d["process"]["terminal"] = false.into();
-        d["process"]["args"] = serde_json::json!(["sh", "-c", PROBE]);
-    });
-}
-
-fn edit(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let p = dir.join("config.json");
-    let mut d: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    f(&mut d);
-    std::fs::write(&p, serde_json::to_vec_pretty(&d).unwrap()).unwrap();
 }
 
 #[test]
 fn starter_bundle_runs_in_every_mode() {
     let mut failures = Vec::new();
-    for (mode, name) in modes() {
+    for (mode, name) in bundle_modes("bundle") {
         let who = if mode == Mode::Root {
             Who::Root
         } else {
@@ -175,9 +86,10 @@ fn starter_bundle_runs_in_every_mode() {
                 String::from_utf8_lossy(&o.stderr)
             ));
         }
-        let left = list(&store.join("run"));
-        if !left.is_empty() {
-            failures.push(format!("[{name}] store run/ not empty: {left:?}"));
+        // --root is the state root of `run -b`: the container's directory is gone after it.
+        let state = store.join(format!("c-{name}"));
+        if state.exists() {
+            failures.push(format!("[{name}] state left: {:?}", list(&state)));
         }
         // The rootfs is the bundle's own: the container's root was read-only, so nothing new.
         if dir.join("rootfs/x").exists() {
@@ -204,7 +116,7 @@ fn the_same_bundle_under_crun_shows_the_same_container() {
     std::fs::create_dir(&dir).unwrap();
     make_bundle(Mode::Root, &dir, &store);
     // Writable root and a limit, so that both runtimes do more than the example.
-    edit(&dir, |d| {
+    edit_config(&dir, |d| {
         d["root"]["readonly"] = false.into();
         d["linux"]["resources"] = serde_json::json!({"pids": {"limit": 30}, "devices": [{"allow": false, "access": "rwm"}]});
         d["process"]["args"] = serde_json::json!(["sh", "-c", format!("{}\nrm -f /x; mknod /tmp/kmsg c 1 11 2>&1; cat /tmp/kmsg 2>&1 | sed 's/.*: //'; rm -f /tmp/kmsg; exit 5", PROBE.trim_end_matches("exit 7"))]);
@@ -277,11 +189,11 @@ fn bad_bundles_get_one_line_and_125() {
     std::fs::remove_file(dir.join("config.json")).unwrap();
     make_bundle(mode, &dir, &store);
     expect(run("bad/id"), "container ID");
-    edit(&dir, |d| {
+    edit_config(&dir, |d| {
         d["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/true"}]})
     });
     expect(run("c1"), "hooks");
-    edit(&dir, |d| {
+    edit_config(&dir, |d| {
         d.as_object_mut().unwrap().remove("hooks");
         d["mounts"]
             .as_array_mut()
@@ -289,6 +201,6 @@ fn bad_bundles_get_one_line_and_125() {
             .push(serde_json::json!({"destination": "/x", "type": "nfs", "source": "h:/x"}));
     });
     expect(run("c1"), "\"nfs\"");
-    assert!(list(&store.join("run")).is_empty());
+    assert!(!store.join("c1").exists(), "state left: {:?}", list(&store));
     let _ = rcrun::sys::fs::remove_tree(&case);
 }

@@ -30,6 +30,9 @@ fn main() {
     println!("test a_spawned_container_never_started_is_killed_when_dropped ...");
     a_spawned_container_never_started_is_killed_when_dropped(&bundle, &scratch);
     println!("ok");
+    println!("test a_created_container_waits_on_its_exec_fifo_without_its_creator ...");
+    a_created_container_waits_on_its_exec_fifo_without_its_creator(&bundle, &scratch);
+    println!("ok");
     println!("test a_failure_before_the_gate_reaches_start_and_wait ...");
     a_failure_before_the_gate_reaches_start_and_wait(&bundle, &scratch);
     println!("ok");
@@ -91,6 +94,60 @@ fn a_spawned_container_never_started_is_killed_when_dropped(bundle: &Path, scrat
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "pid {pid} left behind after its Spawned was dropped"
+    );
+}
+
+/// An OCI `create`: the gate is a fifo another process opens later; the Spawned is detached
+/// (nothing of the creator holds the child any more) and the child stays blocked, still a copy
+/// of this program, until someone opens the fifo for reading; then it runs its command.
+fn a_created_container_waits_on_its_exec_fifo_without_its_creator(bundle: &Path, scratch: &Path) {
+    let fifo = scratch.join("exec.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).unwrap();
+    let mut plan = plan(bundle, scratch, &["/bin/busybox", "sh", "-c", "exit 9"]);
+    plan.die_with_rcrun = false;
+    plan.start_gate = rcrun::launch::StartGate::ExecFifo(fifo.clone());
+    let ex = Explain::new(false);
+    let mut spawned = rcrun::launch::spawn(&plan, &ex).expect("spawn");
+    spawned.until_created().expect("until_created");
+    let pid = spawned.detach();
+    // Killed if an assertion below fails: it would otherwise wait on the fifo forever.
+    struct KillOnPanic(nix::unistd::Pid);
+    impl Drop for KillOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(self.0, None);
+            }
+        }
+    }
+    let _guard = KillOnPanic(pid);
+    let ours = std::fs::read("/proc/self/cmdline").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+        ours,
+        "created, not started: pid {pid} must not run its command yet"
+    );
+    if let Ok(wchan) = std::fs::read_to_string(format!("/proc/{pid}/wchan")) {
+        if wchan != "0" {
+            assert!(
+                // fs/pipe.c: fifo_open waits in wait_for_partner for a reader.
+                wchan == "wait_for_partner",
+                "pid {pid} should wait opening its exec fifo, waits in {wchan}"
+            );
+        }
+    }
+    // `rcrun start`: open for reading, read the byte the child writes, and it execs.
+    let mut byte = [0u8; 1];
+    let mut f = std::fs::File::open(&fifo).expect("open the exec fifo for reading");
+    std::io::Read::read_exact(&mut f, &mut byte).expect("the created child writes one byte");
+    assert_eq!(&byte, b"0");
+    let status = nix::sys::wait::waitpid(pid, None).unwrap();
+    assert_eq!(
+        status,
+        nix::sys::wait::WaitStatus::Exited(pid, 9),
+        "the started command's own status"
     );
 }
 

@@ -166,6 +166,27 @@ impl Cgroup {
         Ok(Some(cg))
     }
 
+    /// Takes over the cgroup directories an earlier rcrun process made (`rcrun create` exits
+    /// and leaves them to `rcrun delete`): `remove` then kills what is left and removes them.
+    pub fn adopt(version: Version, id: &str, paths: Vec<PathBuf>) -> Cgroup {
+        Cgroup {
+            version,
+            id: id.to_string(),
+            dirs: paths
+                .into_iter()
+                .map(|p| CgDir {
+                    controllers: Vec::new(),
+                    mount: p.clone(),
+                    path: p,
+                })
+                .collect(),
+            writes: Vec::new(),
+            memory_limit: None,
+            owner_pid: std::process::id(),
+            done: false,
+        }
+    }
+
     /// cgroup version of this cgroup.
     pub fn version(&self) -> Version {
         self.version

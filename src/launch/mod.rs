@@ -85,6 +85,20 @@ pub struct StartupPlan {
     /// The container is killed when rcrun dies (prctl PR_SET_PDEATHSIG, re-armed after the
     /// credential change): `rcrun run`. An OCI `create` leaves it to outlive rcrun.
     pub die_with_rcrun: bool,
+    /// What the first process waits on at its start gate.
+    pub start_gate: StartGate,
+}
+
+/// How the first process waits at its start gate, with everything but seccomp and execve done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StartGate {
+    /// One more byte on the go pipe from this rcrun (`launch::start`): `rcrun run`.
+    #[default]
+    Pipe,
+    /// An OCI `create`: the process blocks opening this fifo for writing until `rcrun start`, a
+    /// later process, opens it for reading (runc's exec.fifo). The fifo's directory need not be
+    /// reachable from the container: rcrun opens it (O_PATH) before clone.
+    ExecFifo(PathBuf),
 }
 
 /// One `process.rlimits` entry of an OCI spec.

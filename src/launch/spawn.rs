@@ -97,6 +97,28 @@ impl Spawned {
         }
     }
 
+    /// The child's own report of a failed step before its gate (exit code 125/126/127,
+    /// message), once [`Spawned::until_created`] has returned.
+    pub fn failure(&self) -> Option<(i32, &str)> {
+        match &self.created {
+            Some(Some((code, msg))) => Some((*code, msg.as_str())),
+            _ => None,
+        }
+    }
+
+    /// With -t: the pty master the child sent (after [`Spawned::until_created`]).
+    pub fn take_master(&mut self) -> Option<OwnedFd> {
+        self.master.take()
+    }
+
+    /// An OCI `create`: leaves the child (created, blocked on its exec fifo) to outlive this
+    /// process, and restores rcrun's signal mask. Its pid, for the state file.
+    pub fn detach(mut self) -> Pid {
+        let pid = self.take_pid();
+        let _ = self.old_mask.thread_set_mask();
+        pid
+    }
+
     /// Hands the child over to `start`: this Spawned no longer kills it when dropped.
     pub(super) fn take_pid(&mut self) -> Pid {
         self.pid.take().expect("start takes the child once")
@@ -199,6 +221,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         userns_ready,
         report,
         net_ready,
+        exec_fifo,
     } = pipes;
     let flags = plan.clone_flags();
     // Captured before clone: in the child, which is PID 1 of its own namespace, getpid() says 1.
@@ -255,6 +278,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
                 userns_ready: userns_ready.map(|(_, w)| w),
                 cgroup_tasks: placement.self_join,
                 net_ready: net_ready.map(|(r, _)| (r, rcrun_pid)),
+                exec_fifo,
             },
             ex,
         );
@@ -364,6 +388,8 @@ struct Parts {
     userns_ready: Option<(OwnedFd, OwnedFd)>,
     report: Option<(OwnedFd, OwnedFd)>,
     net_ready: Option<(OwnedFd, OwnedFd)>,
+    /// [`super::StartGate::ExecFifo`], opened O_PATH.
+    exec_fifo: Option<OwnedFd>,
 }
 
 fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), LaunchError> {
@@ -395,6 +421,17 @@ fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), Launc
     } else {
         None
     };
+    let exec_fifo = match &plan.start_gate {
+        super::StartGate::Pipe => None,
+        super::StartGate::ExecFifo(path) => Some(
+            nix::fcntl::open(
+                path,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| LaunchError::Child(format!("open {}: {e}", path.display())))?,
+        ),
+    };
     let placement = open_placement(&plan.cgroup)?;
     Ok((
         Parts {
@@ -406,6 +443,7 @@ fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), Launc
             userns_ready,
             report,
             net_ready,
+            exec_fifo,
         },
         placement,
     ))

@@ -97,3 +97,40 @@ pub fn write_and_exit(fd: Option<std::os::fd::BorrowedFd<'_>>, bytes: &[u8], cod
     // SAFETY: _exit(2) ends the process without returning; nothing of ours runs after it.
     unsafe { libc::_exit(code) }
 }
+
+/// Every signal back to SIG_DFL (but SIGKILL and SIGSTOP, which cannot change) and an empty
+/// signal mask, for the calling thread.
+pub fn default_signal_dispositions() -> nix::Result<()> {
+    // The kernel's struct sigaction (not glibc's): the raw call reaches 32 and 33 too, which
+    // glibc's wrappers refuse as its own, and which a caller may still have ignored.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction(2) with a valid struct and no old-action pointer; SIG_DFL
+        // installs no handler, so nothing of ours runs on a signal.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    nix::sys::signal::SigSet::empty().thread_set_mask()
+}

@@ -245,3 +245,126 @@ pub fn with_peak_rss(mut cmd: Command) -> (Output, Option<u64>) {
         .and_then(|v| v.trim().parse().ok());
     (out, rss)
 }
+
+// ---- OCI bundles (tests/bundle.rs, tests/oci.rs) ----
+
+/// A busybox image built by rcrun-mkimage, once per test process.
+pub fn busybox_image() -> PathBuf {
+    static IMG: OnceLock<PathBuf> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let path = staging().join("bundle-busybox.tar");
+        let st = Command::new(env!("CARGO_BIN_EXE_rcrun-mkimage"))
+            .args(["--busybox", "-o"])
+            .arg(&path)
+            .output()
+            .expect("run rcrun-mkimage");
+        assert!(st.status.success(), "rcrun-mkimage: {}", text(&st));
+        publish(&path);
+        path
+    })
+    .clone()
+}
+
+/// The three ways rcrun runs: real root, the plain user rcrun-test, fake root in `unshare -Ur`
+/// (entered as rcrun-test when the tests run as root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Root,
+    User,
+    Unshare,
+}
+
+impl Mode {
+    /// Who owns the files of a case in this mode.
+    pub fn who(self) -> Who {
+        if self == Mode::Root {
+            Who::Root
+        } else {
+            Who::User
+        }
+    }
+}
+
+/// The modes available here, each unavailable one skipped loudly.
+pub fn bundle_modes(test: &str) -> Vec<(Mode, &'static str)> {
+    let mut v = Vec::new();
+    if is_root() {
+        v.push((Mode::Root, "root"));
+        if test_user().is_some() {
+            v.push((Mode::User, "user"));
+            v.push((Mode::Unshare, "unshare"));
+        } else {
+            skip(&format!(
+                "{test}: user and unshare modes: no user {TEST_USER}"
+            ));
+        }
+    } else {
+        skip(&format!("{test}: root mode: not running as root"));
+        v.push((Mode::User, "user"));
+        v.push((Mode::Unshare, "unshare"));
+    }
+    v
+}
+
+/// The command line to run rcrun in `mode`.
+pub fn rcrun_as_cmd(mode: Mode, args: &[&std::ffi::OsStr]) -> Command {
+    match mode {
+        Mode::Root => rcrun_cmd(Who::Root, args),
+        Mode::User => rcrun_cmd(Who::User, args),
+        Mode::Unshare => {
+            let mut c = if is_root() {
+                let mut c = Command::new("runuser");
+                c.args(["-u", TEST_USER, "--", "unshare", "-Ur"]);
+                c
+            } else {
+                let mut c = Command::new("unshare");
+                c.arg("-Ur");
+                c
+            };
+            c.arg(rcrun_bin())
+                .args(args)
+                .current_dir(staging())
+                .env_remove("RCRUN_ROOT");
+            c
+        }
+    }
+}
+
+pub fn rcrun_as(mode: Mode, args: &[&std::ffi::OsStr]) -> Output {
+    rcrun_as_cmd(mode, args).output().expect("run rcrun")
+}
+
+/// A bundle in DIR: the busybox image unpacked into DIR/rootfs (through the store STORE), the
+/// `rcrun spec` starter config (--rootless unless root), no terminal, `args` as process.args.
+pub fn starter_bundle(mode: Mode, dir: &Path, store: &Path, args: serde_json::Value) {
+    let image = busybox_image();
+    let o = rcrun_as(
+        mode,
+        &[
+            os("--root"),
+            store.as_os_str(),
+            os("unpack"),
+            image.as_os_str(),
+            dir.join("rootfs").as_os_str(),
+        ],
+    );
+    assert!(o.status.success(), "unpack: {}", text(&o));
+    let mut spec = vec![os("spec"), os("-b"), dir.as_os_str()];
+    if mode != Mode::Root {
+        spec.push(os("--rootless"));
+    }
+    let o = rcrun_as(mode, &spec);
+    assert!(o.status.success(), "rcrun spec: {}", text(&o));
+    edit_config(dir, |d| {
+        d["process"]["terminal"] = false.into();
+        d["process"]["args"] = args;
+    });
+}
+
+/// Edits DIR/config.json as JSON.
+pub fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut d: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    f(&mut d);
+    std::fs::write(&p, serde_json::to_vec_pretty(&d).unwrap()).unwrap();
+}

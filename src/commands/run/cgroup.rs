@@ -87,3 +87,43 @@ pub(super) fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
         devices: None,
     })
 }
+
+/// The container's cgroup with its limits written (narrated), or None rootless when there is
+/// nothing to enforce or read (no limits, no `--stats`): no probing for a delegated subtree on
+/// the start path then. Shared by `rcrun run` and the OCI `create`.
+pub(crate) fn make_cgroup(
+    ctx: &crate::Ctx,
+    ex: &Explain,
+    cg_fs: &crate::cgroup::CgroupFs,
+    id: &str,
+    limits: &crate::cgroup::Limits,
+    stats: bool,
+) -> Result<Option<crate::cgroup::Cgroup>> {
+    if !ctx.privilege.is_real_root() && limits.is_empty() && !stats {
+        return Ok(None);
+    }
+    let cgroup = ex.timed(
+        "cgroup",
+        &format!(
+            "create cgroup for container {id} ({})",
+            describe_limits(limits)
+        ),
+        || {
+            crate::cgroup::Cgroup::create(
+                cg_fs,
+                &crate::cgroup::owned_name(id, crate::cgroup::Owner::current()),
+                limits,
+            )
+        },
+    )?;
+    if let Some(cg) = &cgroup {
+        for (path, value) in cg.writes() {
+            ex.step(
+                "cgroup",
+                &format!("write {value:?} to {}", path.display()),
+                std::time::Duration::ZERO,
+            );
+        }
+    }
+    Ok(cgroup)
+}

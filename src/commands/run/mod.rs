@@ -10,8 +10,10 @@ use anyhow::{bail, Context, Result};
 mod cgroup;
 mod security;
 mod startup;
-use self::cgroup::{describe_limits, limits, sweep_stale};
-use self::security::{device_policy, load_seccomp, security_options, target_arch};
+pub(crate) use self::cgroup::make_cgroup;
+use self::cgroup::{limits, sweep_stale};
+pub(crate) use self::security::load_seccomp;
+use self::security::{device_policy, security_options, target_arch};
 use self::startup::{decide, ensure_layers, owner_mode};
 
 pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
@@ -181,7 +183,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         },
     )?;
     let mut plan = compiled.plan;
-    plan.seccomp = load_seccomp(&store, compiled.seccomp.as_ref(), &plan, &ex)?;
+    plan.seccomp = load_seccomp(&store.cache_dir(), compiled.seccomp.as_ref(), &plan, &ex)?;
     ex.step(
         "plan",
         &format!(
@@ -208,36 +210,7 @@ fn launch(
     limits: &crate::cgroup::Limits,
 ) -> Result<i32> {
     let cg_fs = crate::cgroup::CgroupFs::host();
-    let mut cgroup = if !ctx.privilege.is_real_root() && limits.is_empty() && !a.stats {
-        // Rootless without limits or --stats: nothing to enforce or read, so no cgroup (and no
-        // probing for a delegated subtree on the start path).
-        None
-    } else {
-        ex.timed(
-            "cgroup",
-            &format!(
-                "create cgroup for container {} ({})",
-                plan.id,
-                describe_limits(limits)
-            ),
-            || {
-                crate::cgroup::Cgroup::create(
-                    &cg_fs,
-                    &crate::cgroup::owned_name(&plan.id, crate::cgroup::Owner::current()),
-                    limits,
-                )
-            },
-        )?
-    };
-    if let Some(cg) = &cgroup {
-        for (path, value) in cg.writes() {
-            ex.step(
-                "cgroup",
-                &format!("write {value:?} to {}", path.display()),
-                std::time::Duration::ZERO,
-            );
-        }
-    }
+    let mut cgroup = make_cgroup(ctx, ex, &cg_fs, &plan.id, limits, a.stats)?;
     if let Some(cg) = &cgroup {
         plan.cgroup = cg.join();
     }
@@ -369,7 +342,7 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
     if bp.seccomp.is_some() && !plan.no_new_privs && plan.mapping.user_namespace() {
         bail!("config.json: a seccomp filter rootless needs process.noNewPrivileges true (seccomp(2))");
     }
-    plan.seccomp = load_seccomp(&store, bp.seccomp.as_ref(), &plan, &ex)?;
+    plan.seccomp = load_seccomp(&store.cache_dir(), bp.seccomp.as_ref(), &plan, &ex)?;
     if let Some(rules) = &bp.limits.devices {
         ex.step(
             "devices",

@@ -4,7 +4,6 @@
 use crate::cli::RunArgs;
 use crate::launch::explain::Explain;
 use crate::launch::StartupPlan;
-use crate::unpack::{self};
 use crate::Ctx;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -125,8 +124,8 @@ pub(super) fn seccomp_source(
 
 /// Compiles (or loads from the cache) the seccomp filter of a compiled start, an image's or a
 /// bundle's.
-pub(super) fn load_seccomp(
-    store: &unpack::Store,
+pub(crate) fn load_seccomp(
+    cache_dir: &std::path::Path,
     source: Option<&crate::launch::plan::SeccompSource>,
     plan: &StartupPlan,
     ex: &Explain,
@@ -141,13 +140,9 @@ pub(super) fn load_seccomp(
     };
     let arch = target_arch();
     let t = std::time::Instant::now();
-    let (filter, cached) = crate::security::seccomp::load_cached(
-        &store.cache_dir(),
-        &source.bytes,
-        &plan.caps.bounding,
-        arch,
-    )
-    .map_err(|e| anyhow::anyhow!("seccomp profile {}: {e}", source.name))?;
+    let (filter, cached) =
+        crate::security::seccomp::load_cached(cache_dir, &source.bytes, &plan.caps.bounding, arch)
+            .map_err(|e| anyhow::anyhow!("seccomp profile {}: {e}", source.name))?;
     ex.step(
         "seccomp",
         &format!(

@@ -95,19 +95,7 @@ pub(super) fn exec(
         .collect::<Result<_, _>>()
         .map_err(|_| fail("env", "contains a NUL byte"))?;
     let prog = &plan.argv[0];
-    let candidates: Vec<String> = if prog.contains('/') {
-        vec![prog.clone()]
-    } else {
-        let path = plan
-            .env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(crate::launch::plan::DEFAULT_PATH);
-        path.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{d}/{prog}"))
-            .collect()
-    };
+    let candidates = exec_candidates(plan);
     ex.step(
         "exec",
         &format!(
@@ -160,16 +148,52 @@ pub(super) fn exec(
             code: EXIT_CANNOT_EXECUTE,
             message: format!("cannot execute {prog:?}: {e} (it must be a regular file with execute permission in the image)"),
         },
-        None if prog.contains('/') => Failure {
+        None => not_found(plan),
+    })
+}
+
+/// Where execve is tried for argv[0]: the path itself when it has a '/', else each $PATH entry
+/// (the container's PATH, or the default).
+pub(super) fn exec_candidates(plan: &StartupPlan) -> Vec<String> {
+    let prog = &plan.argv[0];
+    if prog.contains('/') {
+        return vec![prog.clone()];
+    }
+    let path = plan
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::launch::plan::DEFAULT_PATH);
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{d}/{prog}"))
+        .collect()
+}
+
+/// The command is nowhere: 127, with what to do about it.
+pub(super) fn not_found(plan: &StartupPlan) -> Failure {
+    let prog = &plan.argv[0];
+    if prog.contains('/') {
+        Failure {
             code: EXIT_NOT_FOUND,
             message: format!("{prog:?}: no such file or directory in the image (list its files with `rcrun inspect --layers IMAGE`)"),
-        },
-        None => Failure {
+        }
+    } else {
+        Failure {
             code: EXIT_NOT_FOUND,
             message: format!(
                 "{prog:?}: executable file not found in $PATH ({}): give its full path or set PATH with -e",
                 plan.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(crate::launch::plan::DEFAULT_PATH)
             ),
-        },
-    })
+        }
+    }
+}
+
+/// The command starts with every signal at its default and none blocked, whatever rcrun and
+/// whoever started it had: an ignored signal stays ignored across execve and the mask is kept
+/// (signal(7), "Signal mask and pending signals"; execve(2)). Rust ignores SIGPIPE, engines and
+/// `nohup` may ignore others: inherited, `yes | head` would never end with SIGPIPE.
+pub(super) fn reset_signals() -> Result<(), Failure> {
+    crate::sys::process::default_signal_dispositions()
+        .map_err(|e| fail("sigprocmask(SIG_SETMASK, {})", e))
 }

@@ -9,7 +9,7 @@ use super::{NetSetup, StartupPlan};
 use crate::sys::mount::{self as sm};
 use crate::sys::{self, net};
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 pub use super::failure::Failure;
@@ -40,6 +40,8 @@ pub struct ChildPipes {
     /// As root ([`NetSetup::ParentWhileMounting`]): one byte once rcrun, pid `.1` on the host,
     /// is in the new network namespace the child then joins.
     pub net_ready: Option<(OwnedFd, u32)>,
+    /// [`super::StartGate::ExecFifo`]: the fifo, opened O_PATH by rcrun before clone.
+    pub exec_fifo: Option<OwnedFd>,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -53,6 +55,14 @@ pub fn child_main(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> ! {
         Ok(never) => match never {},
         Err(f) => f,
     };
+    if CREATED.load(std::sync::atomic::Ordering::Relaxed) {
+        let line = format!("rcrun: error: {}\n", failure.message);
+        sys::process::write_and_exit(
+            Some(std::io::stderr().as_fd()),
+            line.as_bytes(),
+            failure.code,
+        )
+    }
     let mut msg = vec![failure.code as u8];
     msg.extend_from_slice(failure.message.as_bytes());
     sys::process::write_and_exit(err_write.as_ref().map(|f| f.as_fd()), &msg, failure.code)
@@ -200,9 +210,15 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         )?;
     }
     super::security_steps::apply(plan, ex, &mut || {
-        wait_at_start_gate(&pipes.err_write, &pipes.go_read, ex)
+        match &pipes.exec_fifo {
+            None => wait_at_start_gate(&pipes.err_write, &pipes.go_read, ex)?,
+            Some(fifo) => wait_at_exec_fifo(plan, &pipes.err_write, fifo, ex)?,
+        }
+        exec::reset_signals()
     })?;
-    exit_if_rcrun_died(&pipes.err_write)?;
+    if pipes.exec_fifo.is_none() {
+        exit_if_rcrun_died(&pipes.err_write)?;
+    }
     exec(plan, ex, pipes.report.as_ref(), init_image)
 }
 
@@ -219,6 +235,55 @@ fn wait_at_start_gate(err_write: &OwnedFd, go: &OwnedFd, ex: &Explain) -> Result
     ex.flush();
     nix::unistd::write(err_write, &[0u8]).map_err(|e| fail("report the start gate to rcrun", e))?;
     wait_for_parent(go)
+}
+
+/// Set once an OCI `create` was told the container is created: that rcrun has exited, so a later
+/// failure (an execve error after `start`) goes to the container's stderr, as runc's does.
+static CREATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The start gate of an OCI `create` ([`super::StartGate::ExecFifo`]): checks that the command
+/// exists (so that `create` fails for a missing binary, as runc's does), reports "created" to
+/// rcrun, which then exits, and blocks opening the fifo for writing until `rcrun start` opens it
+/// for reading (fifo(7)); then writes one byte, which `start` waits for.
+fn wait_at_exec_fifo(
+    plan: &StartupPlan,
+    err_write: &OwnedFd,
+    fifo: &OwnedFd,
+    ex: &Explain,
+) -> Result<(), Failure> {
+    if !exec::exec_candidates(plan)
+        .iter()
+        .any(|c| std::path::Path::new(c).exists())
+    {
+        return Err(exec::not_found(plan));
+    }
+    // If rcrun died before we report, it wrote no state, and no one could ever start or delete
+    // us: stop instead.
+    exit_if_rcrun_died(err_write)?;
+    ex.detail(
+        "gate",
+        "created: write 0 on the error pipe, then open(exec.fifo, O_WRONLY): blocks until `rcrun start` opens it",
+        std::time::Duration::ZERO,
+    );
+    ex.flush();
+    nix::unistd::write(err_write, &[0u8]).map_err(|e| fail("report created to rcrun", e))?;
+    CREATED.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Through /proc/self/fd: the fifo's directory is not reachable from the container's root,
+    // and a process may always reopen its own descriptors' magic links (proc(5)). The fifo is
+    // mode 0622, so this works after the switch to any container user.
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let w = loop {
+        match nix::fcntl::open(
+            path.as_str(),
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.map_err(|e| fail("open exec.fifo for writing", e))?,
+        }
+    };
+    nix::unistd::write(&w, b"0").map_err(|e| fail("write exec.fifo", e))?;
+    Ok(())
 }
 
 fn set_pdeathsig() -> Result<(), Failure> {

@@ -349,6 +349,7 @@ pub fn compile(
         init: extras.init,
         cgroup: Default::default(),
         die_with_rcrun: true,
+        start_gate: Default::default(),
     };
     Ok(Compiled {
         plan,

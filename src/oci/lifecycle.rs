@@ -1,0 +1,567 @@
+//! The container lifecycle commands (runtime-spec "Operations"), with runc's command line:
+//! `create`, `start`, `state`, `kill`, `delete`, `list`, `features`. A bundle's config.json goes
+//! through the same compiler and launcher as an image run; what is particular here is the state
+//! directory ([`super::state`]) and the split at the exec fifo: `create` spawns the container
+//! up to its start gate ([`crate::launch::StartGate::ExecFifo`]) and detaches from it; `start`,
+//! a later process, opens the fifo.
+
+use super::state::{self, ContainerDir, Record, Status};
+use crate::cli::{CreateArgs, CreateOptions, DeleteArgs, KillArgs, ListArgs};
+use crate::launch::explain::Explain;
+use crate::launch::{StartGate, StartupPlan};
+use crate::Ctx;
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A bundle read and compiled: the spec (kept in the state directory), the plan and limits.
+pub(crate) struct Prepared {
+    pub spec: oci_spec::runtime::Spec,
+    pub plan: StartupPlan,
+    pub limits: crate::cgroup::Limits,
+    pub bundle: PathBuf,
+}
+
+/// Reads `bundle/config.json` and compiles it (the seccomp filter from the cache under the
+/// state root, or compiled into it).
+pub(crate) fn prepare(
+    ctx: &Ctx,
+    ex: &Explain,
+    bundle: &Path,
+    id: &str,
+    scratch: &Path,
+) -> Result<Prepared> {
+    let bundle =
+        std::fs::canonicalize(bundle).with_context(|| format!("--bundle {}", bundle.display()))?;
+    let spec = crate::spec::bundle::load(&bundle)?;
+    let compiled = crate::launch::plan::compile(
+        &spec,
+        &crate::launch::plan::Extras::default(),
+        &crate::launch::plan::HostFacts {
+            privilege: &ctx.privilege,
+            bundle: &bundle,
+            id,
+            scratch,
+        },
+    )?;
+    let mut plan = compiled.plan;
+    if compiled.seccomp.is_some() && !plan.no_new_privs && plan.mapping.user_namespace() {
+        bail!("config.json: a seccomp filter rootless needs process.noNewPrivileges true (seccomp(2))");
+    }
+    plan.seccomp = crate::commands::run::load_seccomp(
+        &ctx.state_root.join(".cache"),
+        compiled.seccomp.as_ref(),
+        &plan,
+        ex,
+    )?;
+    Ok(Prepared {
+        spec,
+        plan,
+        limits: compiled.limits,
+        bundle,
+    })
+}
+
+/// The record of a container whose first process is `pid`.
+fn record_for(
+    prepared: &Prepared,
+    id: &str,
+    pid: i32,
+    cgroup: Option<&crate::cgroup::Cgroup>,
+) -> Record {
+    Record {
+        id: id.to_string(),
+        pid,
+        start_time: state::start_time_of(pid).unwrap_or(0),
+        bundle: prepared.bundle.clone(),
+        rootfs: prepared
+            .plan
+            .rootfs_dir
+            .clone()
+            .unwrap_or_else(|| prepared.bundle.join("rootfs")),
+        annotations: prepared
+            .spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        created: state::rfc3339_now(),
+        owner: nix::unistd::geteuid().as_raw(),
+        cgroup_paths: cgroup
+            .map(|c| c.paths().iter().map(|p| p.to_path_buf()).collect())
+            .unwrap_or_default(),
+        cgroup_version: cgroup.map(|c| match c.version() {
+            crate::cgroup::Version::V1 => "v1".into(),
+            crate::cgroup::Version::V2 => "v2".into(),
+        }),
+        userns: prepared.plan.mapping.user_namespace(),
+        own_pid_namespace: true,
+    }
+}
+
+fn check_options(o: &CreateOptions) -> Result<()> {
+    if o.no_pivot {
+        bail!("--no-pivot: rcrun always enters the root with pivot_root(2); a chroot(2) root can be escaped by a process with CAP_SYS_CHROOT");
+    }
+    if o.preserve_fds > 0 {
+        bail!(
+            "--preserve-fds {}: passing extra descriptors to the container is not supported yet",
+            o.preserve_fds
+        );
+    }
+    Ok(())
+}
+
+/// Removes a failed or finished container's traces: its cgroup (any process left is killed)
+/// and its state directory.
+fn teardown(cd: ContainerDir, record: Option<&Record>) -> Result<()> {
+    if let Some(r) = record {
+        remove_cgroup(r)?;
+    }
+    cd.remove()?;
+    Ok(())
+}
+
+fn remove_cgroup(r: &Record) -> Result<()> {
+    if r.cgroup_paths.is_empty() {
+        return Ok(());
+    }
+    let version = match r.cgroup_version.as_deref() {
+        Some("v2") => crate::cgroup::Version::V2,
+        _ => crate::cgroup::Version::V1,
+    };
+    crate::cgroup::Cgroup::adopt(version, &r.id, r.cgroup_paths.clone())
+        .remove()
+        .with_context(|| format!("removing the cgroup of container {}", r.id))
+}
+
+/// `rcrun create [--bundle DIR] ID`.
+pub fn cmd_create(ctx: &Ctx, a: &CreateArgs) -> Result<i32> {
+    let ex = Explain::new(false);
+    create(ctx, &ex, &a.bundle, &a.id, &a.options)?;
+    Ok(0)
+}
+
+/// Creates container `id`: state claimed, bundle compiled, cgroup made, first process spawned up
+/// to its exec fifo and detached, state recorded, console and pid file handed over. A failure
+/// on the way kills what was started and removes what was made.
+fn create(ctx: &Ctx, ex: &Explain, bundle: &Path, id: &str, o: &CreateOptions) -> Result<()> {
+    check_options(o)?;
+    let cd = ContainerDir::claim(&ctx.state_root, id)?;
+    let mut recorded: Option<Record> = None;
+    let made = create_in(ctx, ex, &cd, bundle, id, o, &mut recorded);
+    if let Err(e) = made {
+        if let Some(r) = &recorded {
+            kill_and_wait(r, Duration::from_secs(5));
+        }
+        let _ = teardown(cd, recorded.as_ref());
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn create_in(
+    ctx: &Ctx,
+    ex: &Explain,
+    cd: &ContainerDir,
+    bundle: &Path,
+    id: &str,
+    o: &CreateOptions,
+    recorded: &mut Option<Record>,
+) -> Result<()> {
+    let scratch = cd.scratch();
+    std::fs::create_dir(&scratch).with_context(|| format!("mkdir {}", scratch.display()))?;
+    let mut prepared = prepare(ctx, ex, bundle, id, &scratch)?;
+    if prepared.plan.tty && o.console_socket.is_none() {
+        bail!("config.json: process.terminal is true: --console-socket is needed, since rcrun create does not stay to relay a terminal");
+    }
+    // Nobody relays stdin after create, and the container outlives this process.
+    prepared.plan.interactive = false;
+    prepared.plan.die_with_rcrun = false;
+    make_fifo(&cd.fifo())?;
+    prepared.plan.start_gate = StartGate::ExecFifo(cd.fifo());
+    let cg_fs = crate::cgroup::CgroupFs::host();
+    let mut cgroup =
+        crate::commands::run::make_cgroup(ctx, ex, &cg_fs, id, &prepared.limits, false)?;
+    if let Some(cg) = &cgroup {
+        prepared.plan.cgroup = cg.join();
+    }
+    let mut spawned = crate::launch::spawn(&prepared.plan, ex)
+        .map_err(|e| anyhow::Error::new(e).context(format!("creating container {id}")))?;
+    spawned.until_created()?;
+    if let Some((code, message)) = spawned.failure() {
+        let failed = crate::ProcessFailed {
+            code,
+            message: message.to_string(),
+        };
+        drop(spawned);
+        return Err(anyhow::Error::new(failed).context(format!("creating container {id}")));
+    }
+    let master = spawned.take_master();
+    let pid = spawned.detach();
+    // Recorded before anything else can fail: from here on `delete` (or the cleanup above)
+    // finds the process and its cgroup.
+    let record = record_for(&prepared, id, pid.as_raw(), cgroup.as_ref());
+    *recorded = Some(record.clone());
+    cd.write(&record)?;
+    // The cgroup now outlives this process: `delete` removes it.
+    if let Some(cg) = cgroup.take() {
+        cg.keep();
+    }
+    if let (Some(sock), Some(master)) = (&o.console_socket, &master) {
+        send_console(sock, master)?;
+    }
+    drop(master);
+    if let Some(p) = &o.pid_file {
+        write_pid_file(p, record.pid)?;
+    }
+    std::fs::write(
+        cd.dir.join("config.json"),
+        serde_json::to_vec(&prepared.spec).context("config.json")?,
+    )
+    .with_context(|| format!("write {}/config.json", cd.dir.display()))?;
+    Ok(())
+}
+
+/// The exec fifo, mode 0622 whatever the umask: written by the container's process under any
+/// uid it switched to, read only by rcrun.
+fn make_fifo(path: &Path) -> Result<()> {
+    use nix::sys::stat::Mode;
+    nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o622))
+        .with_context(|| format!("mkfifo {}", path.display()))?;
+    // mkfifo honours the umask; the mode must not.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(())
+}
+
+/// runc's console protocol: connect to the engine's unix socket and send the pty master as
+/// SCM_RIGHTS, with its name as the message (conmon and containerd's shim read both).
+fn send_console(sock: &Path, master: &OwnedFd) -> Result<()> {
+    use nix::sys::socket::{
+        connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+        UnixAddr,
+    };
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context("socket(AF_UNIX)")?;
+    let addr =
+        UnixAddr::new(sock).with_context(|| format!("--console-socket {}", sock.display()))?;
+    connect(s.as_raw_fd(), &addr)
+        .with_context(|| format!("connect to --console-socket {}", sock.display()))?;
+    let fds = [master.as_raw_fd()];
+    let name = b"/dev/ptmx";
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &[std::io::IoSlice::new(name)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .with_context(|| format!("send the pty master to {}", sock.display()))?;
+    Ok(())
+}
+
+/// The pid, written whole or not at all (engines poll for this file).
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("--pid-file {}", path.display()))?;
+    Ok(())
+}
+
+/// `rcrun start ID`.
+pub fn cmd_start(ctx: &Ctx, id: &str) -> Result<i32> {
+    let cd = ContainerDir::open(&ctx.state_root, id)?;
+    start(&cd)?;
+    Ok(0)
+}
+
+fn start(cd: &ContainerDir) -> Result<()> {
+    let (record, status) = cd.status()?;
+    match status {
+        Status::Created => {}
+        Status::Stopped => bail!(
+            "container {} is stopped: it cannot be started (delete it and create it again)",
+            cd.id
+        ),
+        s => bail!(
+            "container {} is {s}, not created: only a created container can be started",
+            cd.id
+        ),
+    }
+    let fifo = cd.fifo();
+    // O_NONBLOCK: the open returns at once, and the container's open for writing completes
+    // (fifo(7)); if the container died meanwhile no writer comes, which the loop notices.
+    let f = nix::fcntl::open(
+        &fifo,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("open {}", fifo.display()))?;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut byte = [0u8; 1];
+    loop {
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&f), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        match nix::unistd::read(&f, &mut byte) {
+            Ok(1) => break,
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => bail!("read {}: {e}", fifo.display()),
+        }
+        if state::process_seen(record.pid, record.start_time) == state::ProcessSeen::Gone {
+            bail!(
+                "container {}: its process (pid {}) exited before it could be started",
+                cd.id,
+                record.pid
+            );
+        }
+    }
+    // Its absence is the "running" status from now on.
+    std::fs::remove_file(&fifo).with_context(|| format!("remove {}", fifo.display()))?;
+    Ok(())
+}
+
+/// `rcrun state ID`.
+pub fn cmd_state(ctx: &Ctx, id: &str) -> Result<i32> {
+    let cd = ContainerDir::open(&ctx.state_root, id)?;
+    let (record, status) = cd.status()?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&record.oci_state(status))?
+    );
+    Ok(0)
+}
+
+/// A signal by name (TERM, SIGTERM, term) or number.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n)
+            .map_err(|_| anyhow::anyhow!("signal {s}: no such signal number"));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().map_err(|_| {
+        anyhow::anyhow!("signal {s:?}: unknown (use a name like TERM or KILL, or a number)")
+    })
+}
+
+/// Every process of the container: its cgroup's; without a cgroup (rootless), every process in
+/// its pid namespace, found by the namespace link of /proc/PID/ns/pid; and where that link is
+/// closed to us (EACCES: reading it needs CAP_SYS_PTRACE over the container's user namespace,
+/// which a command run in a sibling namespace, such as another `unshare -Ur`, lacks), the first
+/// process and its descendants, which in a pid namespace of its own are all of it but what
+/// `exec` put in.
+fn container_pids(r: &Record) -> Vec<i32> {
+    let mut pids: Vec<i32> = Vec::new();
+    let proc_pids = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+    };
+    if !r.cgroup_paths.is_empty() {
+        for p in &r.cgroup_paths {
+            if let Ok(s) = std::fs::read_to_string(p.join("cgroup.procs")) {
+                pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+    } else if state::process_seen(r.pid, r.start_time) == state::ProcessSeen::Gone {
+        // The recorded pid may now be someone else's.
+    } else if let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", r.pid)) {
+        pids.extend(proc_pids().filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+        }));
+    } else {
+        let parents: Vec<(i32, i32)> = proc_pids()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                Some((pid, state::parent_of(&stat)?))
+            })
+            .collect();
+        pids = descendants(r.pid, &parents);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// `root` and every process below it, from (pid, parent pid) pairs.
+fn descendants(root: i32, parents: &[(i32, i32)]) -> Vec<i32> {
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found
+}
+
+/// `rcrun kill ID [SIGNAL]`.
+pub fn cmd_kill(ctx: &Ctx, a: &KillArgs) -> Result<i32> {
+    let sig = parse_signal(&a.signal)?;
+    let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
+    let (record, status) = cd.status()?;
+    if status == Status::Stopped {
+        bail!("container {} is not running (stopped)", a.id);
+    }
+    let pid = nix::unistd::Pid::from_raw(record.pid);
+    if a.all {
+        for p in container_pids(&record) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+        }
+    } else {
+        nix::sys::signal::kill(pid, sig)
+            .with_context(|| format!("kill({}, {sig}) of container {}", record.pid, a.id))?;
+    }
+    Ok(0)
+}
+
+/// SIGKILL to the first process (in its own pid namespace that ends every process of it,
+/// pid_namespaces(7)) and to any left in its cgroup, then waits until it is gone.
+fn kill_and_wait(r: &Record, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if state::process_seen(r.pid, r.start_time) == state::ProcessSeen::Gone {
+            return true;
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(r.pid), Signal::SIGKILL);
+        for p in container_pids(r) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `rcrun delete [--force] ID`.
+pub fn cmd_delete(ctx: &Ctx, a: &DeleteArgs) -> Result<i32> {
+    let cd = match ContainerDir::open(&ctx.state_root, &a.id) {
+        // runc: deleting what is not there is an error, except with --force.
+        Err(state::StateError::NotFound(_)) if a.force => return Ok(0),
+        r => r?,
+    };
+    let (record, status) = cd.status()?;
+    match status {
+        Status::Stopped => {}
+        // A created container has not run its command yet: runc deletes it without --force.
+        Status::Created => {}
+        s if a.force => {
+            let _ = s;
+        }
+        s => bail!(
+            "container {} is {s}: stop it first, or use delete --force",
+            a.id
+        ),
+    }
+    if !kill_and_wait(&record, Duration::from_secs(10)) {
+        bail!(
+            "container {}: its process {} did not die after SIGKILL",
+            a.id,
+            record.pid
+        );
+    }
+    teardown(cd, Some(&record))?;
+    Ok(0)
+}
+
+/// `rcrun list`.
+pub fn cmd_list(ctx: &Ctx, a: &ListArgs) -> Result<i32> {
+    let mut rows = Vec::new();
+    for id in state::list_ids(&ctx.state_root) {
+        let Ok(cd) = ContainerDir::open(&ctx.state_root, &id) else {
+            continue;
+        };
+        if let Ok((r, s)) = cd.status() {
+            rows.push((r, s));
+        }
+    }
+    if ctx.quiet {
+        for (r, _) in &rows {
+            println!("{}", r.id);
+        }
+    } else if a.format == "json" {
+        let v: Vec<_> = rows.iter().map(|(r, s)| r.oci_state(*s)).collect();
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        println!(
+            "{:<20} {:>8} {:<10} {:<40} CREATED",
+            "ID", "PID", "STATUS", "BUNDLE"
+        );
+        for (r, s) in &rows {
+            let pid = if *s == Status::Stopped { 0 } else { r.pid };
+            println!(
+                "{:<20} {:>8} {:<10} {:<40} {}",
+                r.id,
+                pid,
+                s.to_string(),
+                r.bundle.display(),
+                r.created
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `rcrun features`: what an engine may ask of this runtime (runtime-spec features.md).
+pub fn cmd_features() -> Result<i32> {
+    let caps: Vec<String> = ::caps::all()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let doc = serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": crate::spec::OCI_VERSION,
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "mountOptions": [
+            "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "bind", "rbind",
+            "private", "rprivate", "shared", "rshared", "slave", "rslave", "relatime",
+            "norelatime", "strictatime", "nostrictatime", "mode", "size", "uid", "gid",
+            "newinstance", "ptmxmode", "gid"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "capabilities": caps,
+            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false },
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
+                "archs": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64"]
+            },
+            "apparmor": { "enabled": false },
+            "selinux": { "enabled": false },
+            "intelRdt": { "enabled": false }
+        },
+        "annotations": {
+            "org.opencontainers.runc.version": "none (rcrun)",
+            "io.github.rcrun.version": env!("CARGO_PKG_VERSION")
+        }
+    });
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(0)
+}
