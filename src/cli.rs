@@ -275,6 +275,13 @@ pub struct RunArgs {
         ]
     )]
     pub bundle: Option<PathBuf>,
+    /// With --bundle: create and start the container, then return, as `runc run -d`; it is left
+    /// to `rcrun state/kill/delete` (state under --root).
+    #[arg(short = 'd', long, requires = "bundle")]
+    pub detach: bool,
+    /// With --bundle -d: runc's create options (--pid-file, --console-socket, …).
+    #[command(flatten)]
+    pub oci: CreateOptions,
 
     // ── process ──
     /// Replace the image's Entrypoint (a single program; `""` clears it).

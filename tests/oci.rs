@@ -483,3 +483,70 @@ fn failed_creates_leave_nothing() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `run --bundle -d` is create + start in one call (as `runc run -d`), and the container is left
+/// to state/kill/delete; create options without -d are refused.
+fn run_detached(c: &Case) -> Result<(), String> {
+    let id = format!("rund-{}", c.name);
+    let pid_file = c.dir.join("rund.pid");
+    let out_file = File::create(&c.out).unwrap();
+    let mut all = vec![os("--root"), c.state.as_os_str(), os("run"), os("-d")];
+    all.extend([os("--pid-file"), pid_file.as_os_str()]);
+    all.extend([os("-b"), c.bundle.as_os_str(), os(&id)]);
+    let status = rcrun_as_cmd(c.mode, &all)
+        .stdin(Stdio::null())
+        .stdout(out_file.try_clone().unwrap())
+        .stderr(out_file)
+        .status()
+        .expect("rcrun run -d");
+    if status.code() != Some(0) {
+        return Err(format!("run -d: {:?}: {}", status.code(), c.output()));
+    }
+    let cgroups = c.cgroups(&id);
+    c.wait_output("started")?;
+    let (state, pid) = c.status(&id)?;
+    let recorded: i64 = std::fs::read_to_string(&pid_file)
+        .map_err(|e| format!("--pid-file: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("--pid-file: {e}"))?;
+    if state != "running" || pid != recorded {
+        return Err(format!(
+            "after run -d: {state} pid {pid}, pid file {recorded}"
+        ));
+    }
+    expect_ok(&c.rcrun(&["kill", &id, "KILL"]), "kill KILL")?;
+    c.wait_status(&id, "stopped")?;
+    expect_ok(&c.rcrun(&["delete", &id]), "delete")?;
+    c.assert_gone(&id, &cgroups)?;
+    expect_125(
+        &c.rcrun(&[
+            "run",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "-b",
+            c.bundle.to_str().unwrap(),
+            "fg",
+        ]),
+        "run --bundle --pid-file without -d",
+        "need -d",
+    )?;
+    Ok(())
+}
+
+#[test]
+fn run_bundle_detached_is_create_and_start() {
+    let mut failures = Vec::new();
+    for (mode, name) in bundle_modes("oci run -d") {
+        let c = Case::new(
+            "rund",
+            mode,
+            name,
+            serde_json::json!(["sh", "-c", "echo started; exec sleep 300"]),
+        );
+        let r = run_detached(&c);
+        check(&mut failures, name, r);
+        c.cleanup();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

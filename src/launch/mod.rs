@@ -73,7 +73,7 @@ pub struct StartupPlan {
     pub cwd: String,
     pub user: ResolvedUser,
     pub no_new_privs: bool,
-    /// Capability sets (bounding, effective, permitted; inheritable and ambient stay empty).
+    /// Capability sets (bounding, effective, permitted, inheritable, ambient).
     pub caps: crate::security::CapPlan,
     /// The compiled seccomp filter, or None for `seccomp=unconfined` / `--privileged`.
     pub seccomp: Option<crate::security::CompiledFilter>,

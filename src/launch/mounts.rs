@@ -11,6 +11,9 @@ pub enum Mnt {
     Tmpfs {
         data: String,
         flags: u64,
+        /// The mount's source name, shown in /proc/self/mountinfo (`shm` for /dev/shm in an
+        /// OCI spec, `tmpfs` by default).
+        source: String,
     },
     Devpts,
     Mqueue,
@@ -78,7 +81,9 @@ impl MountStep {
         match &self.what {
             Mnt::Proc => format!("mount(\"proc\", {t}, \"proc\", nosuid|nodev|noexec)"),
             Mnt::Sysfs => format!("mount(\"sysfs\", {t}, \"sysfs\", ro|nosuid|nodev|noexec)"),
-            Mnt::Tmpfs { data, .. } => format!("mount(\"tmpfs\", {t}, \"tmpfs\", \"{data}\")"),
+            Mnt::Tmpfs { data, source, .. } => {
+                format!("mount({source:?}, {t}, \"tmpfs\", \"{data}\")")
+            }
             Mnt::Devpts => format!(
                 "mount(\"devpts\", {t}, \"devpts\", \"newinstance,ptmxmode=0666,mode=0620\")"
             ),

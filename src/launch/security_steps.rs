@@ -4,6 +4,11 @@
 //! it) → the start gate (wait for the launcher's `start`) → seccomp, last, because the filter
 //! would otherwise forbid the calls above (runc's init waits on its exec fifo at the same point
 //! when the filter is applied late).
+//!
+//! Without no_new_privs, installing a filter is a privileged operation (seccomp(2): it needs
+//! CAP_SYS_ADMIN then, which the container's capability sets rarely keep), so the filter goes in
+//! first, before any capability is dropped, as runc does; it must then allow the calls below
+//! (Docker's profile does).
 
 use super::explain::Explain;
 use super::failure::{fail, Failure};
@@ -17,6 +22,28 @@ pub fn apply(
 ) -> Result<(), Failure> {
     use crate::security;
     let u = &plan.user;
+    let install_seccomp = || -> Result<(), Failure> {
+        if let Some(f) = &plan.seccomp {
+            ex.timed(
+                "seccomp",
+                &format!(
+                    "seccomp(SECCOMP_SET_MODE_FILTER) ×{} programs, {} BPF instructions{}",
+                    f.programs.len(),
+                    f.bpf_instructions,
+                    if plan.no_new_privs {
+                        ""
+                    } else {
+                        " — first, while CAP_SYS_ADMIN is held (no no_new_privs)"
+                    }
+                ),
+                || security::install(f).map_err(|e| fail("seccomp", e)),
+            )?;
+        }
+        Ok(())
+    };
+    if !plan.no_new_privs {
+        install_seccomp()?;
+    }
     // Bounding set first: dropping from it needs CAP_SETPCAP, which we still have.
     ex.timed(
         "caps",
@@ -24,7 +51,14 @@ pub fn apply(
             "drop from bounding set all but {:?}",
             security::cap_names(&plan.caps.bounding)
         ),
-        || security::apply_bounding(&plan.caps).map_err(|e| fail("capability bounding set", e)),
+        || {
+            // The inheritable set too, while the effective set still holds CAP_SETPCAP: after a
+            // switch to another uid only what is permitted could be added (capabilities(7)).
+            // A uid change leaves it as it is.
+            security::apply_bounding(&plan.caps)
+                .and_then(|()| security::apply_inheritable(&plan.caps))
+                .map_err(|e| fail("capability bounding and inheritable sets", e))
+        },
     )?;
     ex.timed(
         "user",
@@ -33,6 +67,13 @@ pub fn apply(
             u.groups, u.gid, u.uid
         ),
         || {
+            // A switch away from uid 0 clears the permitted set unless PR_SET_KEEPCAPS is set
+            // (capabilities(7), "Effect of user ID changes on capabilities"); a spec may give a
+            // non-root user capabilities. execve resets the flag.
+            if u.uid != 0 && !plan.caps.permitted.is_empty() {
+                sys::process::set_keep_caps(true)
+                    .map_err(|e| fail("prctl(PR_SET_KEEPCAPS, 1)", e))?;
+            }
             let groups = plan.mapping.setgroups_allowed().then_some(&u.groups[..]);
             sys::process::set_credentials(u.uid, u.gid, groups).map_err(|(call, e)| fail(&call, e))
         },
@@ -40,10 +81,20 @@ pub fn apply(
     ex.timed(
         "caps",
         &format!(
-            "capset: effective+permitted {:?}, inheritable [], ambient cleared",
-            security::cap_names(&plan.caps.effective)
+            "capset: effective+permitted {:?}, inheritable {:?}, {}",
+            security::cap_names(&plan.caps.effective),
+            security::cap_names(&plan.caps.inheritable),
+            if plan.caps.ambient.is_empty() {
+                "ambient cleared".to_string()
+            } else {
+                format!("ambient {:?}", security::cap_names(&plan.caps.ambient))
+            }
         ),
-        || security::apply_sets(&plan.caps).map_err(|e| fail("capability sets", e)),
+        || {
+            security::apply_sets(&plan.caps)
+                .and_then(|()| security::apply_ambient(&plan.caps))
+                .map_err(|e| fail("capability sets", e))
+        },
     )?;
     if plan.no_new_privs {
         ex.timed("nnp", "prctl(PR_SET_NO_NEW_PRIVS, 1)", || {
@@ -55,16 +106,8 @@ pub fn apply(
     }
     start_gate()?;
     // Last before execve: the filter forbids several of the calls above.
-    if let Some(f) = &plan.seccomp {
-        ex.timed(
-            "seccomp",
-            &format!(
-                "seccomp(SECCOMP_SET_MODE_FILTER) ×{} programs, {} BPF instructions",
-                f.programs.len(),
-                f.bpf_instructions
-            ),
-            || security::install(f).map_err(|e| fail("seccomp", e)),
-        )?;
+    if plan.no_new_privs {
+        install_seccomp()?;
     }
     Ok(())
 }

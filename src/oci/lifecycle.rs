@@ -47,9 +47,6 @@ pub(crate) fn prepare(
         },
     )?;
     let mut plan = compiled.plan;
-    if compiled.seccomp.is_some() && !plan.no_new_privs && plan.mapping.user_namespace() {
-        bail!("config.json: a seccomp filter rootless needs process.noNewPrivileges true (seccomp(2))");
-    }
     plan.seccomp = crate::commands::run::load_seccomp(
         &ctx.state_root.join(".cache"),
         compiled.seccomp.as_ref(),
@@ -281,6 +278,22 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     Ok(())
 }
 
+/// `rcrun run --bundle DIR -d ID`: create + start, then return (as `runc run -d`). A start that
+/// fails takes the created container down again.
+pub fn run_detached(ctx: &Ctx, bundle: &Path, id: &str, o: &CreateOptions) -> Result<i32> {
+    let ex = Explain::new(false);
+    create(ctx, &ex, bundle, id, o)?;
+    let cd = ContainerDir::open(&ctx.state_root, id)?;
+    if let Err(e) = start(&cd) {
+        if let Ok(r) = cd.read() {
+            kill_and_wait(&r, Duration::from_secs(5));
+            let _ = teardown(cd, Some(&r));
+        }
+        return Err(e);
+    }
+    Ok(0)
+}
+
 /// `rcrun start ID`.
 pub fn cmd_start(ctx: &Ctx, id: &str) -> Result<i32> {
     let cd = ContainerDir::open(&ctx.state_root, id)?;
@@ -464,13 +477,11 @@ pub fn cmd_delete(ctx: &Ctx, a: &DeleteArgs) -> Result<i32> {
         r => r?,
     };
     let (record, status) = cd.status()?;
+    // runtime-spec, "Delete": deleting a container that is not stopped MUST generate an error
+    // and have no effect, a created one included (its process exists, waiting for start).
     match status {
         Status::Stopped => {}
-        // A created container has not run its command yet: runc deletes it without --force.
-        Status::Created => {}
-        s if a.force => {
-            let _ = s;
-        }
+        _ if a.force => {}
         s => bail!(
             "container {} is {s}: stop it first, or use delete --force",
             a.id

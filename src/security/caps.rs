@@ -27,14 +27,17 @@ use ::caps::{CapSet, Capability, CapsHashSet};
 
 use super::SecurityError;
 
-/// The result of combining the default set with `--cap-add` / `--cap-drop`.
-///
-/// The inheritable and ambient sets are always empty and therefore not stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The capability sets of the container's process: for an image run the result of combining the
+/// default set with `--cap-add` / `--cap-drop` (inheritable and ambient empty, as Docker and
+/// runc's default spec since CVE-2022-29162); for a bundle, what its config.json says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CapPlan {
     pub bounding: CapsHashSet,
     pub effective: CapsHashSet,
     pub permitted: CapsHashSet,
+    pub inheritable: CapsHashSet,
+    /// Raised after the others (PR_CAP_AMBIENT_RAISE): each must be permitted and inheritable.
+    pub ambient: CapsHashSet,
 }
 
 /// Parse a capability name. Accepts `NET_ADMIN`, `net_admin` and
@@ -146,6 +149,8 @@ pub fn plan_caps(
         bounding,
         effective,
         permitted,
+        inheritable: CapsHashSet::new(),
+        ambient: CapsHashSet::new(),
     })
 }
 
@@ -210,8 +215,8 @@ pub fn apply_bounding(plan: &CapPlan) -> Result<(), SecurityError> {
     Ok(())
 }
 
-/// Set the effective and permitted sets to the plan and clear the inheritable
-/// and ambient sets. Call after the uid/gid switch.
+/// Set the effective and permitted sets to the plan, the ambient set cleared first (see
+/// [`apply_inheritable`] and [`apply_ambient`] for the other two). Call after the uid/gid switch.
 ///
 /// Order matters for capset(2): the new effective set must be a subset of the
 /// new permitted set, and permitted can only shrink. Lowering effective first,
@@ -241,11 +246,30 @@ pub fn apply_sets(plan: &CapPlan) -> Result<(), SecurityError> {
         cap: cap_names(&plan.permitted).join(","),
         message: format!("{e} (permitted can only shrink; was the uid switched already?)"),
     })?;
-    ::caps::clear(None, CapSet::Inheritable).map_err(|e| SecurityError::Caps {
-        op: "clear",
-        cap: "the inheritable set".to_string(),
+    Ok(())
+}
+
+/// The inheritable set, then each ambient capability raised (PR_CAP_AMBIENT_RAISE: it must be
+/// in permitted and inheritable, capabilities(7)). Called right before [`apply_sets`]' capset of
+/// effective and permitted, while the process may still add to inheritable what is in its
+/// bounding set; the ambient raise comes after.
+pub fn apply_inheritable(plan: &CapPlan) -> Result<(), SecurityError> {
+    ::caps::set(None, CapSet::Inheritable, &plan.inheritable).map_err(|e| SecurityError::Caps {
+        op: "set the inheritable set to",
+        cap: cap_names(&plan.inheritable).join(","),
         message: e.to_string(),
-    })?;
+    })
+}
+
+/// See [`apply_inheritable`].
+pub fn apply_ambient(plan: &CapPlan) -> Result<(), SecurityError> {
+    for cap in &plan.ambient {
+        ::caps::raise(None, CapSet::Ambient, *cap).map_err(|e| SecurityError::Caps {
+            op: "raise in the ambient set",
+            cap: cap.to_string(),
+            message: format!("{e} (an ambient capability must also be permitted and inheritable)"),
+        })?;
+    }
     Ok(())
 }
 

@@ -13,8 +13,8 @@
 //!    to a non-zero uid clears the permitted and effective sets unless
 //!    `PR_SET_KEEPCAPS` is set (capabilities(7), "Effect of user ID changes on
 //!    capabilities").
-//! 3. [`apply_sets`]: set effective and permitted to the plan, clear inheritable
-//!    and ambient.
+//! 3. [`apply_inheritable`], [`apply_sets`], [`apply_ambient`]: inheritable, then effective and
+//!    permitted, then the ambient raises (empty for an image run).
 //! 4. [`set_no_new_privs`]: after this, execve(2) can never grant privileges
 //!    (setuid bits and file capabilities are ignored), and it allows an
 //!    unprivileged process to install seccomp filters.
@@ -34,8 +34,8 @@ use std::io;
 use std::path::PathBuf;
 
 pub use self::caps::{
-    apply_bounding, apply_sets, cap_names, default_caps, parse_cap, plan_caps, set_no_new_privs,
-    CapPlan,
+    apply_ambient, apply_bounding, apply_inheritable, apply_sets, cap_names, default_caps,
+    parse_cap, plan_caps, set_no_new_privs, CapPlan,
 };
 pub use self::seccomp::{compile, install, load_cached, CompiledFilter, DEFAULT_PROFILE};
 

@@ -227,7 +227,7 @@ fn spec(run: &ImageRun, limits: &Limits) -> Result<Spec, SpecError> {
     Ok(spec)
 }
 
-/// Bounding, effective and permitted from the plan; inheritable and ambient empty.
+/// The plan's five sets (inheritable and ambient are empty for an image run).
 fn capabilities(c: &crate::security::CapPlan) -> Result<LinuxCapabilities, SpecError> {
     // oci-spec's names are the kernel's without the CAP_ prefix ("SYS_ADMIN").
     let set = |s: &::caps::CapsHashSet| -> Result<Capabilities, SpecError> {
@@ -244,8 +244,8 @@ fn capabilities(c: &crate::security::CapPlan) -> Result<LinuxCapabilities, SpecE
         .bounding(set(&c.bounding)?)
         .effective(set(&c.effective)?)
         .permitted(set(&c.permitted)?)
-        .inheritable(Capabilities::new())
-        .ambient(Capabilities::new())
+        .inheritable(set(&c.inheritable)?)
+        .ambient(set(&c.ambient)?)
         .build()?)
 }
 

@@ -474,6 +474,7 @@ mod compiled {
                 data: "mode=755,size=65536k".into(),
                 flags: (nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_STRICTATIME)
                     .bits(),
+                source: "tmpfs".into(),
             }
         );
     }

@@ -49,6 +49,12 @@ pub fn set_dumpable(dumpable: bool) -> nix::Result<()> {
     nix::sys::prctl::set_dumpable(dumpable)
 }
 
+/// PR_SET_KEEPCAPS: a switch away from uid 0 keeps the permitted set (the effective set is
+/// still cleared); reset by execve(2).
+pub fn set_keep_caps(keep: bool) -> nix::Result<()> {
+    nix::sys::prctl::set_keepcaps(keep)
+}
+
 /// PR_SET_NO_NEW_PRIVS: execve can no longer grant privileges (setuid bits, file
 /// capabilities); needed for an unprivileged seccomp filter (seccomp(2)).
 pub fn set_no_new_privs() -> nix::Result<()> {

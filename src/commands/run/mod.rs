@@ -287,6 +287,13 @@ fn launch(
 fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i32> {
     let ex = Explain::new(a.explain);
     let id = a.image.image.to_string_lossy().into_owned();
+    if a.detach {
+        return crate::oci::lifecycle::run_detached(ctx, bundle, &id, &a.oci);
+    }
+    let o = &a.oci;
+    if o.pid_file.is_some() || o.console_socket.is_some() || o.no_pivot || o.preserve_fds > 0 {
+        bail!("--pid-file, --console-socket, --no-pivot and --preserve-fds are create options: with run --bundle they need -d (or use create and start)");
+    }
     if id.is_empty()
         || id.len() > 64
         || !id
@@ -339,9 +346,6 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         ),
         std::time::Duration::ZERO,
     );
-    if bp.seccomp.is_some() && !plan.no_new_privs && plan.mapping.user_namespace() {
-        bail!("config.json: a seccomp filter rootless needs process.noNewPrivileges true (seccomp(2))");
-    }
     plan.seccomp = load_seccomp(&store.cache_dir(), bp.seccomp.as_ref(), &plan, &ex)?;
     if let Some(rules) = &bp.limits.devices {
         ex.step(

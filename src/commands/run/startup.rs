@@ -183,10 +183,6 @@ pub fn decide(
     let user_is_root = user.uid == 0;
     let caps = crate::security::plan_caps(&a.cap_add, &a.cap_drop, a.privileged, user_is_root)?;
     let seccomp = super::security::seccomp_source(a, sec)?;
-    if seccomp.is_some() && !sec.no_new_privs && mapping.user_namespace() {
-        // Unprivileged seccomp needs no_new_privs (seccomp(2)); root in the initial namespace does not.
-        bail!("--security-opt no-new-privileges=false needs seccomp=unconfined when rootless: the kernel only lets an unprivileged process install a seccomp filter with no_new_privs set");
-    }
     Ok(ImageRun {
         id,
         mapping,

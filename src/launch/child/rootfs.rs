@@ -251,8 +251,22 @@ pub(super) fn apply_mount(
     match &m.what {
         Mnt::Proc => new_fs("proc", nodev, None),
         Mnt::Sysfs => new_fs("sysfs", nodev | MsFlags::MS_RDONLY, None),
-        Mnt::Tmpfs { data, flags } => {
-            new_fs("tmpfs", MsFlags::from_bits_truncate(*flags), Some(data))
+        Mnt::Tmpfs {
+            data,
+            flags,
+            source,
+        } => {
+            let t = sm::mountpoint(root, &m.target, Create::Dir)
+                .map_err(f)?
+                .expect("created");
+            sm::mount_at(
+                Some(Path::new(source)),
+                t.as_fd(),
+                Some("tmpfs"),
+                MsFlags::from_bits_truncate(*flags),
+                Some(data),
+            )
+            .map_err(f)
         }
         Mnt::Devpts => new_fs(
             "devpts",

@@ -182,15 +182,10 @@ pub fn compile(
     let gids = ranges(linux.gid_mappings());
     let mapping = mapping(privilege, userns, uids, gids)?;
 
-    // Capabilities: rcrun's launcher sets bounding, effective and permitted; inheritable and
-    // ambient stay empty.
+    // Capabilities: all five sets as the spec says (an image run's spec leaves inheritable and
+    // ambient empty).
     let caps = match process.capabilities() {
         Some(c) => {
-            if c.inheritable().as_ref().is_some_and(|s| !s.is_empty())
-                || c.ambient().as_ref().is_some_and(|s| !s.is_empty())
-            {
-                return Err(unsupported("inheritable or ambient capabilities"));
-            }
             let set = |s: &Option<oci_spec::runtime::Capabilities>| -> Result<::caps::CapsHashSet, CompileError> {
                 s.iter()
                     .flatten()
@@ -205,13 +200,11 @@ pub fn compile(
                 bounding: set(c.bounding())?,
                 effective: set(c.effective())?,
                 permitted: set(c.permitted())?,
+                inheritable: set(c.inheritable())?,
+                ambient: set(c.ambient())?,
             }
         }
-        None => crate::security::CapPlan {
-            bounding: Default::default(),
-            effective: Default::default(),
-            permitted: Default::default(),
-        },
+        None => crate::security::CapPlan::default(),
     };
 
     let u = process.user();
@@ -493,6 +486,11 @@ fn mount_step(
                 Mnt::Tmpfs {
                     data: data.join(","),
                     flags: flags.bits(),
+                    source: m
+                        .source()
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "tmpfs".into()),
                 }
             }
             other => {
