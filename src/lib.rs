@@ -60,10 +60,25 @@ pub struct ProcessFailed {
     pub message: String,
 }
 
+/// Marks an error of an OCI runtime command (create, start, state, kill, delete, list,
+/// features): it exits 1, as runc's do; engines read that and runc's words, not docker's codes.
+/// Its own text is empty, so the message stays the error's.
+#[derive(Debug)]
+pub struct OciCommandFailed;
+
+impl std::fmt::Display for OciCommandFailed {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
 /// Every error that reaches the top means rcrun itself failed (the command's own 126/127 come
 /// back as the container's status, not as an error), except a [`ProcessFailed`], whose code
 /// says why the command could not start.
 pub fn exit_code_for(err: &anyhow::Error) -> i32 {
+    if err.downcast_ref::<OciCommandFailed>().is_some() {
+        return 1;
+    }
     err.chain()
         .find_map(|c| c.downcast_ref::<ProcessFailed>())
         .map(|f| f.code)
@@ -257,13 +272,13 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Run(a) => commands::run::cmd_run(&ctx, &a),
         Command::Spec(a) => commands::spec::cmd_spec(&a, &ctx.privilege),
         Command::Gc => commands::gc::cmd_gc(&ctx),
-        Command::Create(a) => oci::lifecycle::cmd_create(&ctx, &a),
-        Command::Start(a) => oci::lifecycle::cmd_start(&ctx, &a.id),
-        Command::State(a) => oci::lifecycle::cmd_state(&ctx, &a.id),
-        Command::Kill(a) => oci::lifecycle::cmd_kill(&ctx, &a),
-        Command::Delete(a) => oci::lifecycle::cmd_delete(&ctx, &a),
-        Command::List(a) => oci::lifecycle::cmd_list(&ctx, &a),
-        Command::Features => oci::lifecycle::cmd_features(),
+        Command::Create(a) => oci_exit(oci::lifecycle::cmd_create(&ctx, &a)),
+        Command::Start(a) => oci_exit(oci::lifecycle::cmd_start(&ctx, &a.id)),
+        Command::State(a) => oci_exit(oci::lifecycle::cmd_state(&ctx, &a.id)),
+        Command::Kill(a) => oci_exit(oci::lifecycle::cmd_kill(&ctx, &a)),
+        Command::Delete(a) => oci_exit(oci::lifecycle::cmd_delete(&ctx, &a)),
+        Command::List(a) => oci_exit(oci::lifecycle::cmd_list(&ctx, &a)),
+        Command::Features => oci_exit(oci::lifecycle::cmd_features()),
         Command::Man(a) => commands::man::cmd_man(&a),
         Command::Completions(a) => {
             commands::man::write_completions(a.shell, &mut std::io::stdout())?;
@@ -286,4 +301,9 @@ pub fn print_warnings(image: &Image) {
     for w in &image.warnings {
         eprintln!("rcrun: warning: {}", printable(w));
     }
+}
+
+/// An OCI command's error, marked to exit 1 (see [`OciCommandFailed`]).
+fn oci_exit(r: Result<i32>) -> Result<i32> {
+    r.map_err(|e| e.context(OciCommandFailed))
 }

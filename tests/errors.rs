@@ -162,7 +162,7 @@ fn cases(d: &Path) -> Vec<Case> {
           &["unexpected argument '--bogus'"]),
         c("unknown subcommand", Who::Me, &["begin", &bb], 125,
           &["unrecognized subcommand 'begin'"]),
-        c("an image path as a container ID", Who::Me, &["start", &bb], 125,
+        c("an image path as a container ID (an OCI command: runc's exit status 1)", Who::Me, &["start", &bb], 1,
           &["container ID", "use 1 to 1024 of A-Z a-z 0-9 _ + - ."]),
         c("missing IMAGE", Who::Me, &["run"], 125,
           &["the following required arguments were not provided", "<IMAGE>"]),

@@ -148,7 +148,7 @@ impl Case {
             }
         }
         match self.status(id) {
-            Err(e) if e.contains("does not exist") && e.contains("status Some(125)") => Ok(()),
+            Err(e) if e.contains("does not exist") && e.contains("status Some(1)") => Ok(()),
             other => Err(format!("state of a deleted container: {other:?}")),
         }
     }
@@ -175,12 +175,16 @@ fn expect_ok(o: &Output, what: &str) -> Result<(), String> {
     }
 }
 
-fn expect_125(o: &Output, what: &str, needle: &str) -> Result<(), String> {
+/// An OCI command's failure: exit status 1 (runc's), with `needle` in the message.
+fn expect_fail(o: &Output, what: &str, needle: &str) -> Result<(), String> {
     let e = String::from_utf8_lossy(&o.stderr);
-    if o.status.code() == Some(125) && e.contains(needle) && !e.contains("panicked") {
+    if o.status.code() == Some(1) && e.contains(needle) && !e.contains("panicked") {
         Ok(())
     } else {
-        Err(format!("{what}: wanted 125 and {needle:?}: {}", text(o)))
+        Err(format!(
+            "{what}: wanted exit status 1 and {needle:?}: {}",
+            text(o)
+        ))
     }
 }
 
@@ -217,12 +221,12 @@ fn lifecycle(c: &Case) -> Result<(), String> {
     if c.output().contains("started") {
         return Err("the command ran before start".into());
     }
-    expect_125(
+    expect_fail(
         &c.create_into(&c.dir.join("out2"), &id, &[]).into_output(),
         "a second create of the same ID",
         "already exists",
     )?;
-    expect_125(
+    expect_fail(
         &c.rcrun(&["kill", &id, "NOSUCH"]),
         "kill with a bad signal",
         "NOSUCH",
@@ -244,8 +248,12 @@ fn lifecycle(c: &Case) -> Result<(), String> {
     if status != "running" || pid_now != pid {
         return Err(format!("after start: {status} pid {pid_now}"));
     }
-    expect_125(&c.rcrun(&["start", &id]), "a second start", "not created")?;
-    expect_125(
+    expect_fail(
+        &c.rcrun(&["start", &id]),
+        "a second start",
+        "cannot start an already running container",
+    )?;
+    expect_fail(
         &c.rcrun(&["delete", &id]),
         "delete of a running container",
         "delete --force",
@@ -259,14 +267,14 @@ fn lifecycle(c: &Case) -> Result<(), String> {
             "a stopped container's pid is {pid_stopped}, runc says 0"
         ));
     }
-    expect_125(
+    expect_fail(
         &c.rcrun(&["kill", &id, "TERM"]),
         "kill of a stopped container",
         "not running",
     )?;
     expect_ok(&c.rcrun(&["delete", &id]), "delete")?;
     c.assert_gone(&id, &cgroups)?;
-    expect_125(
+    expect_fail(
         &c.rcrun(&["delete", &id]),
         "a second delete",
         "does not exist",
@@ -282,7 +290,7 @@ trait IntoOutput {
     fn into_output(self) -> Output;
 }
 
-/// `create`'s (status, combined output) as an Output, for [`expect_125`].
+/// `create`'s (status, combined output) as an Output, for [`expect_fail`].
 impl IntoOutput for (Option<i32>, String) {
     fn into_output(self) -> Output {
         use std::os::unix::process::ExitStatusExt;
@@ -389,7 +397,7 @@ fn concurrent_creates_of_one_id_make_one_container() {
     let lost_cleanly = codes
         .iter()
         .zip(&errors)
-        .filter(|(c, e)| **c == Some(125) && e.contains("already exists"))
+        .filter(|(c, e)| **c == Some(1) && e.contains("already exists"))
         .count();
     let status = c.status("same");
     let cgroups = c.cgroups("same");
@@ -417,7 +425,7 @@ fn failed_creates_leave_nothing() {
     );
     let mut failures = Vec::new();
     let (code, out) = c.create("missing-cmd", &[]);
-    if code != Some(127) || !out.contains("/no/such/command") {
+    if code != Some(1) || !out.contains("/no/such/command") {
         failures.push(format!("missing command: {code:?} {out}"));
     }
     check(
@@ -427,7 +435,7 @@ fn failed_creates_leave_nothing() {
     );
     for (id, needle) in [("bad/id", "container ID"), (".hidden", "container ID")] {
         let (code, out) = c.create(id, &[]);
-        if code != Some(125) || !out.contains(needle) {
+        if code != Some(1) || !out.contains(needle) {
             failures.push(format!("{id}: {code:?} {out}"));
         }
     }
@@ -439,13 +447,13 @@ fn failed_creates_leave_nothing() {
             .push(serde_json::json!({"destination": "/x", "type": "nfs", "source": "h:/x"}));
     });
     let (code, out) = c.create("bad-mount", &[]);
-    if code != Some(125) || !out.contains("\"nfs\"") {
+    if code != Some(1) || !out.contains("\"nfs\"") {
         failures.push(format!("nfs mount: {code:?} {out}"));
     }
     check(&mut failures, "bad mount", c.assert_gone("bad-mount", &[]));
     std::fs::remove_file(c.bundle.join("config.json")).unwrap();
     let (code, out) = c.create("no-config", &[]);
-    if code != Some(125) || !out.contains("config.json") {
+    if code != Some(1) || !out.contains("config.json") {
         failures.push(format!("no config.json: {code:?} {out}"));
     }
     check(&mut failures, "no config", c.assert_gone("no-config", &[]));
@@ -461,9 +469,9 @@ fn failed_creates_leave_nothing() {
     ]);
     let line = std::fs::read_to_string(&log).unwrap_or_default();
     let parsed: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_default();
-    if o.status.code() != Some(125)
+    if o.status.code() != Some(1)
         || parsed["level"] != "error"
-        || parsed["msg"] != "container nope does not exist"
+        || parsed["msg"] != "container \"nope\" does not exist"
         || !parsed["time"].as_str().is_some_and(|t| t.ends_with('Z'))
     {
         failures.push(format!("--log: {line:?} {}", text(&o)));
@@ -519,18 +527,18 @@ fn run_detached(c: &Case) -> Result<(), String> {
     c.wait_status(&id, "stopped")?;
     expect_ok(&c.rcrun(&["delete", &id]), "delete")?;
     c.assert_gone(&id, &cgroups)?;
-    expect_125(
-        &c.rcrun(&[
-            "run",
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-            "-b",
-            c.bundle.to_str().unwrap(),
-            "fg",
-        ]),
-        "run --bundle --pid-file without -d",
-        "need -d",
-    )?;
+    // `run` keeps docker's exit codes: 125 when rcrun refuses.
+    let o = c.rcrun(&[
+        "run",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "-b",
+        c.bundle.to_str().unwrap(),
+        "fg",
+    ]);
+    if o.status.code() != Some(125) || !text(&o).contains("need -d") {
+        return Err(format!("run --bundle --pid-file without -d: {}", text(&o)));
+    }
     Ok(())
 }
 

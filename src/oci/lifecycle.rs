@@ -306,11 +306,11 @@ fn start(cd: &ContainerDir) -> Result<()> {
     match status {
         Status::Created => {}
         Status::Stopped => bail!(
-            "container {} is stopped: it cannot be started (delete it and create it again)",
+            "cannot start a container that has stopped (container {}: delete it and create it again)",
             cd.id
         ),
         s => bail!(
-            "container {} is {s}, not created: only a created container can be started",
+            "cannot start an already {s} container (container {}: only a created container can be started)",
             cd.id
         ),
     }
@@ -436,7 +436,7 @@ pub fn cmd_kill(ctx: &Ctx, a: &KillArgs) -> Result<i32> {
     let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
     let (record, status) = cd.status()?;
     if status == Status::Stopped {
-        bail!("container {} is not running (stopped)", a.id);
+        bail!("container not running (container {} is stopped)", a.id);
     }
     let pid = nix::unistd::Pid::from_raw(record.pid);
     if a.all {

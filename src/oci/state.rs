@@ -23,7 +23,7 @@ pub enum StateError {
     BadId(String),
     #[error("container {id} already exists (state in {dir})")]
     Exists { id: String, dir: PathBuf },
-    #[error("container {0} does not exist")]
+    #[error("container \"{0}\" does not exist")]
     NotFound(String),
     #[error("{op} {path}: {source}")]
     Io {
