@@ -87,6 +87,9 @@ pub struct StartupPlan {
     pub die_with_rcrun: bool,
     /// What the first process waits on at its start gate.
     pub start_gate: StartGate,
+    /// `linux.sysctl`: (key, value), written into the container's /proc/sys before its
+    /// masked and read-only paths are applied. Only keys of the container's own namespaces.
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// How the first process waits at its start gate, with everything but seccomp and execve done.

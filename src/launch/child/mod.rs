@@ -106,9 +106,16 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     let (newroot, etc_in_upper) = mount_rootfs(plan, ex)?;
     let root_fd = open_root(&newroot)?;
     let mut net_ready = pipes.net_ready;
+    let mut sysctls_written = plan.sysctls.is_empty();
     for m in &plan.mounts {
         if etc_in_upper && matches!(m.what, Mnt::HostFile { .. }) {
             continue;
+        }
+        if !sysctls_written && matches!(m.what, Mnt::Mask | Mnt::ReadOnly) {
+            // Before /proc/sys becomes read-only, in the final network namespace.
+            join_parent_netns(net_ready.take(), ex)?;
+            write_sysctls(plan, &newroot, ex)?;
+            sysctls_written = true;
         }
         if m.target.starts_with("/sys") {
             join_parent_netns(net_ready.take(), ex)?;
@@ -118,6 +125,9 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         })?;
     }
     join_parent_netns(net_ready.take(), ex)?;
+    if !sysctls_written {
+        write_sysctls(plan, &newroot, ex)?;
+    }
     drop(root_fd);
     ex.timed(
         "pivot_root",
@@ -283,6 +293,24 @@ fn wait_at_exec_fifo(
         }
     };
     nix::unistd::write(&w, b"0").map_err(|e| fail("write exec.fifo", e))?;
+    Ok(())
+}
+
+/// `linux.sysctl`, written through the container's own /proc (mounted by now at
+/// `newroot/proc`, a fresh procfs of its pid namespace: nothing in it is the image's).
+fn write_sysctls(
+    plan: &StartupPlan,
+    newroot: &std::path::Path,
+    ex: &Explain,
+) -> Result<(), Failure> {
+    for (key, value) in &plan.sysctls {
+        let path = newroot.join("proc/sys").join(key.replace('.', "/"));
+        ex.timed(
+            "sysctl",
+            &format!("write {value:?} to {}", path.display()),
+            || std::fs::write(&path, value).map_err(|e| fail(&format!("sysctl {key}"), e)),
+        )?;
+    }
     Ok(())
 }
 

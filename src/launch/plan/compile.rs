@@ -156,8 +156,15 @@ pub fn compile(
         return Err(CompileError::Spec("process.args is empty".into()));
     }
     let linux = spec.linux().clone().unwrap_or_default();
-    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(unsupported("linux.sysctl"));
+    let mut sysctls: Vec<(String, String)> = linux
+        .sysctl()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    sysctls.sort();
+    for (key, _) in &sysctls {
+        check_sysctl(key, &linux)?;
     }
 
     // Namespaces: rcrun always makes mount, pid, uts, ipc and cgroup namespaces; the network
@@ -343,6 +350,7 @@ pub fn compile(
         cgroup: Default::default(),
         die_with_rcrun: true,
         start_gate: Default::default(),
+        sysctls,
     };
     Ok(Compiled {
         plan,
@@ -501,6 +509,47 @@ fn mount_step(
         }
     };
     Ok(MountStep { target, what })
+}
+
+/// A sysctl the container may set: one of its own namespaces' (runc's list: ipc's kernel.msg*,
+/// kernel.sem, kernel.shm*, fs.mqueue.*; uts' kernel.hostname and kernel.domainname; net.*
+/// with a network namespace of its own), spelled with nothing a path could escape with.
+fn check_sysctl(key: &str, linux: &oci_spec::runtime::Linux) -> Result<(), CompileError> {
+    let spelled = !key.is_empty()
+        && !key.starts_with('.')
+        && !key.contains("..")
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    if !spelled {
+        return Err(CompileError::Spec(format!(
+            "linux.sysctl {key:?}: not a sysctl name"
+        )));
+    }
+    let key = key.replace('/', ".");
+    let has = |t: LinuxNamespaceType| linux.namespaces().iter().flatten().any(|n| n.typ() == t);
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let ok = ipc.contains(&key.as_str())
+        || key.starts_with("fs.mqueue.")
+        || key == "kernel.hostname"
+        || key == "kernel.domainname"
+        || (key.starts_with("net.") && has(LinuxNamespaceType::Network));
+    if ok {
+        Ok(())
+    } else {
+        Err(CompileError::Spec(format!(
+            "linux.sysctl {key:?} is not in a namespace of the container's own: it would change the host"
+        )))
+    }
 }
 
 fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {

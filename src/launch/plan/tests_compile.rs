@@ -196,3 +196,35 @@ fn spec_device_rules_keep_the_default_devices() {
     );
     let _ = std::fs::remove_dir_all(&b);
 }
+
+/// `linux.sysctl`: only keys of the container's own namespaces, in a name nothing escapes with.
+#[test]
+fn sysctls_of_the_containers_namespaces_only() {
+    let b = bundle("sysctl");
+    let with = |k: &str, netns: bool| {
+        let mut v = spec_json(None);
+        v["linux"]["sysctl"] = serde_json::json!({ k: "1" });
+        if !netns {
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "network");
+        }
+        plan(v, &Privilege::Root, &b)
+    };
+    let p = with("kernel.shmmni", true).unwrap().plan;
+    assert_eq!(
+        p.sysctls,
+        vec![("kernel.shmmni".to_string(), "1".to_string())]
+    );
+    assert!(with("net.ipv4.ip_forward", true).is_ok());
+    for (key, netns, why) in [
+        ("net.ipv4.ip_forward", false, "not in a namespace"),
+        ("kernel.panic", true, "not in a namespace"),
+        ("vm.swappiness", true, "not in a namespace"),
+        ("net/../../kernel/panic", true, "not a sysctl name"),
+        ("", true, "not a sysctl name"),
+    ] {
+        let e = with(key, netns).err().unwrap().to_string();
+        assert!(e.contains(why), "{key}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&b);
+}
