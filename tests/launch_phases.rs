@@ -48,8 +48,10 @@ fn spawn_builds_up_to_the_gate_and_start_runs_the_command(bundle: &Path, scratch
     spawned.until_created().expect("until_created");
     let pid = spawned.pid();
 
-    // At the gate: still a copy of this test program, asleep, and it stays there.
+    // At the gate: still a copy of this test program, asleep, and it stays there. It reported
+    // "created" just before it blocks: on a busy machine it may still be running for a moment.
     let ours = std::fs::read("/proc/self/cmdline").unwrap();
+    wait_until_asleep(pid);
     for _ in 0..5 {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         assert_eq!(
@@ -123,7 +125,7 @@ fn a_created_container_waits_on_its_exec_fifo_without_its_creator(bundle: &Path,
     }
     let _guard = KillOnPanic(pid);
     let ours = std::fs::read("/proc/self/cmdline").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until_asleep(pid);
     assert_eq!(
         std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
         ours,
@@ -162,6 +164,23 @@ fn a_failure_before_the_gate_reaches_start_and_wait(bundle: &Path, scratch: &Pat
     let msg = outcome.failure.expect("the cwd failure is reported");
     assert_eq!(outcome.status, rcrun::EXIT_RCRUN_FAILED, "{msg}");
     assert!(msg.contains("not-a-dir"), "{msg}");
+}
+
+/// Waits (up to 5 s) until `pid` sleeps in the kernel (state S): past its report, blocked.
+fn wait_until_asleep(pid: nix::unistd::Pid) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let state = stat.rsplit_once(") ").unwrap().1.chars().next().unwrap();
+        if state == 'S' {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} never blocked at its start gate: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn plan(bundle: &Path, scratch: &Path, argv: &[&str]) -> rcrun::launch::StartupPlan {

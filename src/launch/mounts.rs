@@ -34,10 +34,19 @@ pub enum Mnt {
     Symlink {
         to: String,
     },
+    /// A named pipe (mknod S_IFIFO) with this mode: an OCI `linux.devices` entry of type `p`.
+    Fifo {
+        mode: u32,
+    },
     /// Bind /dev/null over a file, read-only tmpfs over a directory; skipped if absent.
     Mask,
     /// Re-bind onto itself read-only; skipped if absent.
     ReadOnly,
+    /// Change the propagation of the mount just made at the target (MS_SHARED, MS_SLAVE,
+    /// MS_PRIVATE, MS_UNBINDABLE, with MS_REC for the r- forms).
+    Propagation {
+        flags: u64,
+    },
     /// A file whose contents rcrun writes (hostname, hosts, resolv.conf). The child writes it
     /// into the overlay's upper dir when the image's /etc is a directory; otherwise it is bound
     /// in read-only through the image's path.
@@ -63,8 +72,10 @@ impl Mnt {
             Mnt::Bind { .. } | Mnt::HostFile { .. } => "a bind mount",
             Mnt::Device { .. } => "a device node",
             Mnt::Symlink { .. } => "a symlink",
+            Mnt::Fifo { .. } => "a fifo",
             Mnt::Mask => "a mask",
             Mnt::ReadOnly => "a read-only bind",
+            Mnt::Propagation { .. } => "a propagation change",
         }
     }
 }
@@ -112,8 +123,13 @@ impl MountStep {
                 if *block { "S_IFBLK" } else { "S_IFCHR" }
             ),
             Mnt::Symlink { to } => format!("symlink({to}, {t})"),
+            Mnt::Fifo { mode } => format!("mknod({t}, S_IFIFO|{mode:04o})"),
             Mnt::Mask => format!("mask {t} (bind /dev/null or empty read-only tmpfs)"),
             Mnt::ReadOnly => format!("bind {t} onto itself, whole tree read-only"),
+            Mnt::Propagation { flags } => format!(
+                "mount(NULL, {t}, NULL, {:?}) — propagation",
+                nix::mount::MsFlags::from_bits_truncate(*flags as _)
+            ),
             Mnt::HostFile { contents } => {
                 format!("bind file {t} ({} bytes) read-only", contents.len())
             }

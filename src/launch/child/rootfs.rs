@@ -337,6 +337,25 @@ pub(super) fn apply_mount(
             )
             .map_err(f)
         }
+        Mnt::Fifo { mode } => {
+            let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
+            crate::sys::fs::mknod_at(
+                dir.as_fd(),
+                Path::new(&name),
+                nix::sys::stat::SFlag::S_IFIFO,
+                *mode,
+                0,
+                0,
+            )
+            .map_err(f)?;
+            nix::sys::stat::fchmodat(
+                dir.as_fd(),
+                name.as_os_str(),
+                nix::sys::stat::Mode::from_bits_truncate(*mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(f)
+        }
         Mnt::Symlink { to } => {
             let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
             match nix::unistd::symlinkat(to.as_str(), dir.as_fd(), name.as_os_str()) {
@@ -389,6 +408,19 @@ pub(super) fn apply_mount(
                 )
                 .map_err(f)
             }
+        }
+        Mnt::Propagation { flags } => {
+            let t = sm::mountpoint(root, &m.target, Create::Nothing)
+                .map_err(f)?
+                .ok_or_else(|| fail(&m.target, "no mount to change the propagation of"))?;
+            sm::mount_at(
+                None,
+                t.as_fd(),
+                None,
+                MsFlags::from_bits_truncate(*flags as _),
+                None,
+            )
+            .map_err(f)
         }
         Mnt::ReadOnly => {
             let Some(t) = sm::mountpoint(root, &m.target, Create::Nothing).map_err(f)? else {

@@ -243,7 +243,21 @@ pub fn compile(
     let can_mknod = !mapping.user_namespace() || mapping.enters_late();
     let mut mounts = Vec::new();
     for m in spec.mounts().iter().flatten() {
-        mounts.push(mount_step(m, bundle, &extras.host_files)?);
+        let step = mount_step(m, bundle, &extras.host_files)?;
+        let propagation = m
+            .options()
+            .iter()
+            .flatten()
+            .filter_map(|o| propagation_flag(o))
+            .fold(0u64, |acc, f| acc | f);
+        let target = step.target.clone();
+        mounts.push(step);
+        if propagation != 0 {
+            mounts.push(MountStep {
+                target,
+                what: Mnt::Propagation { flags: propagation },
+            });
+        }
     }
     // After every mount of the spec, as runc and crun order them (createDevices, then the
     // symlinks, then the masked and read-only paths, so that no mount of the spec can cover
@@ -263,7 +277,18 @@ pub fn compile(
         .map(|(n, a, b)| (format!("/dev/{n}"), false, *a, *b, 0o666))
         .filter(|(path, ..)| !listed(path))
         .collect();
+    let mut fifos = Vec::new();
     for d in linux.devices().iter().flatten() {
+        if matches!(d.typ(), oci_spec::runtime::LinuxDeviceType::P) {
+            // A fifo is no device: made with mknod(S_IFIFO) wherever, rootless too.
+            fifos.push(MountStep {
+                target: d.path().display().to_string(),
+                what: Mnt::Fifo {
+                    mode: d.file_mode().unwrap_or(0o666),
+                },
+            });
+            continue;
+        }
         let block = matches!(d.typ(), oci_spec::runtime::LinuxDeviceType::B);
         nodes.push((
             d.path().display().to_string(),
@@ -292,6 +317,7 @@ pub fn compile(
             },
         });
     }
+    mounts.append(&mut fifos);
     for (l, t) in DEV_SYMLINKS {
         mounts.push(MountStep {
             target: l.to_string(),
@@ -488,6 +514,7 @@ fn mount_step(
                         "noatime" => flags |= F::MS_NOATIME,
                         "strictatime" => flags |= F::MS_STRICTATIME,
                         "rw" | "suid" | "dev" | "exec" | "relatime" => {}
+                        o if propagation_flag(o).is_some() => {}
                         other => data.push(other.to_string()),
                     }
                 }
@@ -509,6 +536,25 @@ fn mount_step(
         }
     };
     Ok(MountStep { target, what })
+}
+
+/// A propagation option of an OCI mount (`shared`, `rslave`, …) as mount(2) flags, applied by a
+/// second call on the new mount point (mount_namespaces(7): propagation cannot be set in the call
+/// that makes the mount).
+fn propagation_flag(option: &str) -> Option<u64> {
+    use nix::mount::MsFlags as F;
+    let f = match option {
+        "shared" => F::MS_SHARED,
+        "rshared" => F::MS_SHARED | F::MS_REC,
+        "slave" => F::MS_SLAVE,
+        "rslave" => F::MS_SLAVE | F::MS_REC,
+        "private" => F::MS_PRIVATE,
+        "rprivate" => F::MS_PRIVATE | F::MS_REC,
+        "unbindable" => F::MS_UNBINDABLE,
+        "runbindable" => F::MS_UNBINDABLE | F::MS_REC,
+        _ => return None,
+    };
+    Some(f.bits())
 }
 
 /// A sysctl the container may set: one of its own namespaces' (runc's list: ipc's kernel.msg*,
@@ -633,6 +679,32 @@ fn limits(linux: &oci_spec::runtime::Linux, privilege: &Privilege) -> Result<Lim
             }
             rules
         });
+        // The spec's own nodes are usable (runc adds the same allows): under the devices cgroup
+        // even mknod of a node outside the policy fails with EPERM. A node the spec's rules
+        // already name keeps what they say (an image run's `--device /dev/kmsg:/dev/k:r`).
+        if let Some(rules) = l.devices.as_mut() {
+            for d in linux.devices().iter().flatten() {
+                let kind = match d.typ() {
+                    oci_spec::runtime::LinuxDeviceType::B => DeviceKind::Block,
+                    oci_spec::runtime::LinuxDeviceType::C
+                    | oci_spec::runtime::LinuxDeviceType::U => DeviceKind::Char,
+                    _ => continue,
+                };
+                let (major, minor) = (Some(d.major() as u32), Some(d.minor() as u32));
+                let named = rules
+                    .iter()
+                    .any(|r| r.kind == kind && r.major == major && r.minor == minor);
+                if !named {
+                    rules.push(DeviceRule {
+                        allow: true,
+                        kind,
+                        major,
+                        minor,
+                        access: Access::RWM,
+                    });
+                }
+            }
+        }
     }
     Ok(l)
 }

@@ -228,3 +228,41 @@ fn sysctls_of_the_containers_namespaces_only() {
     }
     let _ = std::fs::remove_dir_all(&b);
 }
+
+/// Propagation options become a second step on the new mount (not tmpfs data); a `p` device is
+/// a fifo; the spec's own device nodes are allowed by the device policy unless its rules name
+/// them.
+#[test]
+fn propagation_fifos_and_the_specs_own_devices() {
+    let b = bundle("propagation");
+    let mut v = spec_json(None);
+    v["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+        {"destination": "/tmp/s", "type": "tmpfs", "source": "tmpfs", "options": ["shared"]}));
+    v["linux"]["devices"] = serde_json::json!([
+        {"path": "/dev/test1", "type": "c", "major": 10, "minor": 666, "fileMode": 432},
+        {"path": "/dev/test3", "type": "p", "major": 0, "minor": 0, "fileMode": 432}
+    ]);
+    let c = plan(v, &Privilege::Root, &b).unwrap();
+    let m = &c.plan.mounts;
+    let at = |t: &str| m.iter().position(|s| s.target == t).unwrap();
+    match &m[at("/tmp/s")].what {
+        Mnt::Tmpfs { data, .. } => assert!(!data.contains("shared"), "{data}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        m[at("/tmp/s") + 1].what,
+        Mnt::Propagation {
+            flags: nix::mount::MsFlags::MS_SHARED.bits()
+        }
+    );
+    assert_eq!(m[at("/dev/test3")].what, Mnt::Fifo { mode: 0o660 });
+    let rules = c.limits.devices.unwrap();
+    assert!(crate::cgroup::devices::decide(
+        &rules,
+        crate::cgroup::devices::DeviceKind::Char,
+        10,
+        666,
+        crate::cgroup::devices::Access::RWM
+    ));
+    let _ = std::fs::remove_dir_all(&b);
+}
