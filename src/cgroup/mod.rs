@@ -71,6 +71,7 @@ mod types;
 use fsutil::*;
 pub use hierarchy::*;
 pub use limits::*;
+pub use placement::move_process;
 #[allow(unused_imports)]
 use placement::*;
 pub use stale::*;
@@ -765,37 +766,6 @@ fn io_cause(e: &cgroups_rs::error::Error) -> io::Error {
         return io::Error::new(io.kind(), io.to_string());
     }
     io::Error::other(e.to_string())
-}
-
-/// Moves process `pid` (all its threads) into a cgroup: writes it to each `cgroup.procs` file
-/// (v1: one per hierarchy). Called before the container execs, so that all its memory is charged
-/// there.
-pub fn move_process(procs_files: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
-    let value = pid.to_string();
-    // One write per v1 hierarchy, in parallel: each migration waits for an RCU grace period
-    // (cgroup_threadgroup_rwsem), ~3 ms here, so four in a row cost ~13 ms on the start path
-    // and four at once ~1.5 ms.
-    let results: Vec<Result<(), io::Error>> = std::thread::scope(|s| {
-        let handles: Vec<_> = procs_files
-            .iter()
-            .map(|f| s.spawn(|| write_procs(f, &value)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("writer panicked")))
-            })
-            .collect()
-    });
-    for (f, r) in procs_files.iter().zip(results) {
-        r.map_err(|source| CgroupError::Write {
-            path: f.clone(),
-            value: value.clone(),
-            source,
-        })?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

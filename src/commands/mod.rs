@@ -4,6 +4,7 @@
 pub mod gc;
 pub mod inspect;
 pub mod man;
+pub mod parts;
 pub mod run;
 pub mod spec;
 pub mod unpack;

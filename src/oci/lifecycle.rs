@@ -47,7 +47,7 @@ pub(crate) fn prepare(
         },
     )?;
     let mut plan = compiled.plan;
-    plan.seccomp = crate::commands::run::load_seccomp(
+    plan.seccomp = crate::commands::parts::load_seccomp(
         &ctx.state_root.join(".cache"),
         compiled.seccomp.as_ref(),
         &plan,
@@ -182,7 +182,7 @@ fn create_in(
     prepared.plan.start_gate = StartGate::ExecFifo(cd.fifo());
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup =
-        crate::commands::run::make_cgroup(ctx, ex, &cg_fs, id, &prepared.limits, false)?;
+        crate::commands::parts::make_cgroup(ctx, ex, &cg_fs, id, &prepared.limits, false)?;
     if let Some(cg) = &cgroup {
         prepared.plan.cgroup = cg.join();
     }

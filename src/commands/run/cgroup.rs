@@ -26,36 +26,6 @@ pub(super) fn sweep_stale(fs: &crate::cgroup::CgroupFs, ex: &Explain) {
     );
 }
 
-pub(super) fn describe_limits(l: &crate::cgroup::Limits) -> String {
-    use crate::cgroup::format_size;
-    let mut v = Vec::new();
-    if let Some(m) = l.memory {
-        v.push(format!("memory {}", format_size(m)));
-    }
-    match l.memory_swap {
-        Some(-1) => v.push("memory+swap unlimited".into()),
-        Some(s) => v.push(format!("memory+swap {}", format_size(s as u64))),
-        None => {}
-    }
-    if let Some(p) = l.pids {
-        v.push(format!("pids {p}"));
-    }
-    if let Some(c) = l.cpus {
-        v.push(format!("cpus {c}"));
-    }
-    if let Some(s) = l.cpu_shares {
-        v.push(format!("cpu-shares {s}"));
-    }
-    if let Some(c) = &l.cpuset_cpus {
-        v.push(format!("cpuset {c}"));
-    }
-    if v.is_empty() {
-        "no limits: accounting only".into()
-    } else {
-        v.join(", ")
-    }
-}
-
 /// Resource limits from the flags (sizes and counts validated here, before anything starts).
 pub(super) fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
     use crate::cgroup::{parse_cpus, parse_cpuset, parse_size};
@@ -86,44 +56,4 @@ pub(super) fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
         // Set by `device_policy` once the plan says who runs the container.
         devices: None,
     })
-}
-
-/// The container's cgroup with its limits written (narrated), or None rootless when there is
-/// nothing to enforce or read (no limits, no `--stats`): no probing for a delegated subtree on
-/// the start path then. Shared by `rcrun run` and the OCI `create`.
-pub(crate) fn make_cgroup(
-    ctx: &crate::Ctx,
-    ex: &Explain,
-    cg_fs: &crate::cgroup::CgroupFs,
-    id: &str,
-    limits: &crate::cgroup::Limits,
-    stats: bool,
-) -> Result<Option<crate::cgroup::Cgroup>> {
-    if !ctx.privilege.is_real_root() && limits.is_empty() && !stats {
-        return Ok(None);
-    }
-    let cgroup = ex.timed(
-        "cgroup",
-        &format!(
-            "create cgroup for container {id} ({})",
-            describe_limits(limits)
-        ),
-        || {
-            crate::cgroup::Cgroup::create(
-                cg_fs,
-                &crate::cgroup::owned_name(id, crate::cgroup::Owner::current()),
-                limits,
-            )
-        },
-    )?;
-    if let Some(cg) = &cgroup {
-        for (path, value) in cg.writes() {
-            ex.step(
-                "cgroup",
-                &format!("write {value:?} to {}", path.display()),
-                std::time::Duration::ZERO,
-            );
-        }
-    }
-    Ok(cgroup)
 }

@@ -10,11 +10,10 @@ use anyhow::{bail, Context, Result};
 mod cgroup;
 mod security;
 mod startup;
-pub(crate) use self::cgroup::make_cgroup;
 use self::cgroup::{limits, sweep_stale};
-pub(crate) use self::security::load_seccomp;
-use self::security::{device_policy, security_options, target_arch};
+use self::security::{device_policy, security_options};
 use self::startup::{decide, ensure_layers, owner_mode};
+use crate::commands::parts::{load_seccomp, make_cgroup, target_arch};
 
 pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     if let Some(bundle) = &a.bundle {

@@ -3,7 +3,6 @@
 
 use crate::cli::RunArgs;
 use crate::launch::explain::Explain;
-use crate::launch::StartupPlan;
 use crate::Ctx;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -89,14 +88,6 @@ pub fn security_options(opts: &[String]) -> Result<SecurityOptions> {
     Ok(out)
 }
 
-pub(super) fn target_arch() -> seccompiler::TargetArch {
-    if cfg!(target_arch = "aarch64") {
-        seccompiler::TargetArch::aarch64
-    } else {
-        seccompiler::TargetArch::x86_64
-    }
-}
-
 /// The seccomp profile's name and bytes, or None when unconfined.
 pub(super) fn seccomp_source(
     a: &RunArgs,
@@ -120,45 +111,4 @@ pub(super) fn seccomp_source(
             crate::security::DEFAULT_PROFILE.as_bytes().to_vec(),
         ),
     }))
-}
-
-/// Compiles (or loads from the cache) the seccomp filter of a compiled start, an image's or a
-/// bundle's.
-pub(crate) fn load_seccomp(
-    cache_dir: &std::path::Path,
-    source: Option<&crate::launch::plan::SeccompSource>,
-    plan: &StartupPlan,
-    ex: &Explain,
-) -> Result<Option<crate::security::CompiledFilter>> {
-    let Some(source) = source else {
-        ex.step(
-            "seccomp",
-            "no filter (unconfined)",
-            std::time::Duration::ZERO,
-        );
-        return Ok(None);
-    };
-    let arch = target_arch();
-    let t = std::time::Instant::now();
-    let (filter, cached) =
-        crate::security::seccomp::load_cached(cache_dir, &source.bytes, &plan.caps.bounding, arch)
-            .map_err(|e| anyhow::anyhow!("seccomp profile {}: {e}", source.name))?;
-    ex.step(
-        "seccomp",
-        &format!(
-            "{}: {} rules, default action {}, {} BPF instructions in {} program(s), {}",
-            source.name,
-            filter.rule_count,
-            filter.default_action,
-            filter.bpf_instructions,
-            filter.programs.len(),
-            if cached {
-                "loaded from cache"
-            } else {
-                "compiled and cached"
-            }
-        ),
-        t.elapsed(),
-    );
-    Ok(Some(filter))
 }
