@@ -90,6 +90,9 @@ pub struct StartupPlan {
     /// `linux.sysctl`: (key, value), written into the container's /proc/sys before its
     /// masked and read-only paths are applied. Only keys of the container's own namespaces.
     pub sysctls: Vec<(String, String)>,
+    /// `process.oomScoreAdj`: written to /proc/self/oom_score_adj while still privileged
+    /// (lowering it needs CAP_SYS_RESOURCE).
+    pub oom_score_adj: Option<i32>,
 }
 
 /// How the first process waits at its start gate, with everything but seccomp and execve done.

@@ -41,6 +41,14 @@ pub fn apply(
         }
         Ok(())
     };
+    if let Some(adj) = plan.oom_score_adj {
+        // First, while every capability is still held.
+        ex.timed(
+            "oom",
+            &format!("write {adj} to /proc/self/oom_score_adj"),
+            || sys::process::set_oom_score_adj(adj).map_err(|e| fail("oom_score_adj", e)),
+        )?;
+    }
     if !plan.no_new_privs {
         install_seccomp()?;
     }

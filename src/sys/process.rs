@@ -61,6 +61,12 @@ pub fn set_no_new_privs() -> nix::Result<()> {
     nix::sys::prctl::set_no_new_privs()
 }
 
+/// The OOM killer's adjustment of the calling process (proc(5), /proc/PID/oom_score_adj:
+/// -1000..1000; lowering it needs CAP_SYS_RESOURCE).
+pub fn set_oom_score_adj(value: i32) -> std::io::Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string())
+}
+
 /// sethostname(2) in the process's uts namespace.
 pub fn set_hostname(name: &str) -> nix::Result<()> {
     nix::unistd::sethostname(name)

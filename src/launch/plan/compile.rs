@@ -377,6 +377,7 @@ pub fn compile(
         die_with_rcrun: true,
         start_gate: Default::default(),
         sysctls,
+        oom_score_adj: process.oom_score_adj(),
     };
     Ok(Compiled {
         plan,

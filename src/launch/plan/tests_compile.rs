@@ -266,3 +266,16 @@ fn propagation_fifos_and_the_specs_own_devices() {
     ));
     let _ = std::fs::remove_dir_all(&b);
 }
+
+/// `process.oomScoreAdj` reaches the plan.
+#[test]
+fn oom_score_adj_reaches_the_plan() {
+    let b = bundle("oom");
+    let mut v = spec_json(None);
+    v["process"]["oomScoreAdj"] = serde_json::json!(500);
+    assert_eq!(
+        plan(v, &Privilege::Root, &b).unwrap().plan.oom_score_adj,
+        Some(500)
+    );
+    let _ = std::fs::remove_dir_all(&b);
+}
