@@ -313,48 +313,15 @@ pub(super) fn apply_mount(
             minor,
             mode,
         } => {
-            let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
-            crate::sys::fs::mknod_at(
-                dir.as_fd(),
-                Path::new(&name),
-                if *block {
-                    nix::sys::stat::SFlag::S_IFBLK
-                } else {
-                    nix::sys::stat::SFlag::S_IFCHR
-                },
-                *mode,
-                *major,
-                *minor,
-            )
-            .map_err(f)?;
-            // mknod applied the umask; the node gets exactly the mode asked for (the name was
-            // just created as a device node by us: mknodat fails on an existing name).
-            nix::sys::stat::fchmodat(
-                dir.as_fd(),
-                name.as_os_str(),
-                nix::sys::stat::Mode::from_bits_truncate(*mode),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )
-            .map_err(f)
+            let kind = if *block {
+                nix::sys::stat::SFlag::S_IFBLK
+            } else {
+                nix::sys::stat::SFlag::S_IFCHR
+            };
+            make_node(root, &m.target, kind, *mode, *major, *minor).map_err(f)
         }
         Mnt::Fifo { mode } => {
-            let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
-            crate::sys::fs::mknod_at(
-                dir.as_fd(),
-                Path::new(&name),
-                nix::sys::stat::SFlag::S_IFIFO,
-                *mode,
-                0,
-                0,
-            )
-            .map_err(f)?;
-            nix::sys::stat::fchmodat(
-                dir.as_fd(),
-                name.as_os_str(),
-                nix::sys::stat::Mode::from_bits_truncate(*mode),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )
-            .map_err(f)
+            make_node(root, &m.target, nix::sys::stat::SFlag::S_IFIFO, *mode, 0, 0).map_err(f)
         }
         Mnt::Symlink { to } => {
             let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
@@ -448,6 +415,26 @@ pub(super) fn apply_mount(
             sm::remount_readonly(t.as_fd()).map_err(f)
         }
     }
+}
+
+/// mknod of a device node or fifo at `target` inside the root, then its exact mode: mknod applied
+/// the umask (the name was just created by us: mknodat fails on an existing name).
+fn make_node(
+    root: std::os::fd::BorrowedFd<'_>,
+    target: &str,
+    kind: nix::sys::stat::SFlag,
+    mode: u32,
+    major: u64,
+    minor: u64,
+) -> nix::Result<()> {
+    let (dir, name) = parent_dir_in_root(root, target)?;
+    crate::sys::fs::mknod_at(dir.as_fd(), Path::new(&name), kind, mode, major, minor)?;
+    nix::sys::stat::fchmodat(
+        dir.as_fd(),
+        name.as_os_str(),
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
 }
 
 /// The parent directory of `target` (created inside the root if missing), opened for `*at`
