@@ -8,24 +8,7 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
-
-/// The busybox demo image, built once per test process.
-fn busybox_image() -> PathBuf {
-    static IMG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    IMG.get_or_init(|| {
-        let path = staging().join("devices-busybox.tar");
-        let st = std::process::Command::new(env!("CARGO_BIN_EXE_rcrun-mkimage"))
-            .args(["--busybox", "-o"])
-            .arg(&path)
-            .output()
-            .expect("run rcrun-mkimage");
-        assert!(st.status.success(), "rcrun-mkimage: {}", text(&st));
-        publish(&path);
-        path
-    })
-    .clone()
-}
+use std::path::Path;
 
 /// A line nobody else writes to the kernel log.
 fn canary(tag: &str) -> String {

@@ -7,24 +7,8 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn busybox_image() -> PathBuf {
-    static IMG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    IMG.get_or_init(|| {
-        let path = staging().join("spec-busybox.tar");
-        let st = Command::new(env!("CARGO_BIN_EXE_rcrun-mkimage"))
-            .args(["--busybox", "-o"])
-            .arg(&path)
-            .output()
-            .expect("run rcrun-mkimage");
-        assert!(st.status.success(), "rcrun-mkimage: {}", text(&st));
-        publish(&path);
-        path
-    })
-    .clone()
-}
 
 /// What the container reports about its own confinement, one fact per line.
 const PROBE: &str = r#"

@@ -24,18 +24,24 @@ pub(crate) struct Prepared {
     pub bundle: PathBuf,
 }
 
-/// Reads `bundle/config.json` and compiles it (the seccomp filter from the cache under the
-/// state root, or compiled into it).
+/// Reads `bundle/config.json` and compiles it, the seccomp filter from `seccomp_cache` (or
+/// compiled into it), narrated: the one way a bundle becomes a plan, for `run --bundle` and
+/// `create`.
 pub(crate) fn prepare(
     ctx: &Ctx,
     ex: &Explain,
     bundle: &Path,
     id: &str,
     scratch: &Path,
+    seccomp_cache: &Path,
 ) -> Result<Prepared> {
     let bundle =
         std::fs::canonicalize(bundle).with_context(|| format!("--bundle {}", bundle.display()))?;
-    let spec = crate::spec::bundle::load(&bundle)?;
+    let spec = ex.timed(
+        "spec",
+        &format!("read and parse {}/config.json", bundle.display()),
+        || crate::spec::bundle::load(&bundle),
+    )?;
     let compiled = crate::launch::plan::compile(
         &spec,
         &crate::launch::plan::Extras::default(),
@@ -47,12 +53,39 @@ pub(crate) fn prepare(
         },
     )?;
     let mut plan = compiled.plan;
-    plan.seccomp = crate::commands::parts::load_seccomp(
-        &ctx.state_root.join(".cache"),
-        compiled.seccomp.as_ref(),
-        &plan,
-        ex,
-    )?;
+    ex.step(
+        "spec",
+        &format!(
+            "bundle {}: root {}{}, user {}:{}, argv {:?}, {} mount steps",
+            bundle.display(),
+            plan.rootfs_dir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            if plan.read_only { " (read-only)" } else { "" },
+            plan.user.uid,
+            plan.user.gid,
+            plan.argv,
+            plan.mounts.len()
+        ),
+        Duration::ZERO,
+    );
+    plan.seccomp =
+        crate::commands::parts::load_seccomp(seccomp_cache, compiled.seccomp.as_ref(), &plan, ex)?;
+    if let Some(rules) = &compiled.limits.devices {
+        ex.step(
+            "devices",
+            &format!(
+                "device policy from linux.resources.devices (and the default devices): {}",
+                rules
+                    .iter()
+                    .map(|r| r.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Duration::ZERO,
+        );
+    }
     Ok(Prepared {
         spec,
         plan,
@@ -171,7 +204,14 @@ fn create_in(
 ) -> Result<()> {
     let scratch = cd.scratch();
     std::fs::create_dir(&scratch).with_context(|| format!("mkdir {}", scratch.display()))?;
-    let mut prepared = prepare(ctx, ex, bundle, id, &scratch)?;
+    let mut prepared = prepare(
+        ctx,
+        ex,
+        bundle,
+        id,
+        &scratch,
+        &ctx.state_root.join(".cache"),
+    )?;
     if prepared.plan.tty && o.console_socket.is_none() {
         bail!("config.json: process.terminal is true: --console-socket is needed, since rcrun create does not stay to relay a terminal");
     }

@@ -5,7 +5,7 @@ use crate::launch::explain::Explain;
 use crate::launch::StartupPlan;
 use crate::unpack::{self};
 use crate::Ctx;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 mod cgroup;
 mod security;
@@ -302,8 +302,6 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
     {
         bail!("container ID {id:?}: use 1 to 64 of A-Z a-z 0-9 _ - . (not starting with .)");
     }
-    let bundle =
-        std::fs::canonicalize(bundle).with_context(|| format!("--bundle {}", bundle.display()))?;
     let store = ex.timed(
         "store",
         &format!(
@@ -312,55 +310,15 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         ),
         || ctx.open_store(),
     )?;
-    let spec = ex.timed(
-        "spec",
-        &format!("read and parse {}/config.json", bundle.display()),
-        || crate::spec::bundle::load(&bundle),
+    let mut p = crate::oci::lifecycle::prepare(
+        ctx,
+        &ex,
+        bundle,
+        &id,
+        &store.run_dir(),
+        &store.cache_dir(),
     )?;
-    let bp = crate::launch::plan::compile(
-        &spec,
-        &crate::launch::plan::Extras::default(),
-        &crate::launch::plan::HostFacts {
-            privilege: &ctx.privilege,
-            bundle: &bundle,
-            id: &id,
-            scratch: &store.run_dir(),
-        },
-    )?;
-    let mut plan = bp.plan;
-    ex.step(
-        "spec",
-        &format!(
-            "bundle {}: root {}{}, user {}:{}, argv {:?}, {} mount steps",
-            bundle.display(),
-            plan.rootfs_dir
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            if plan.read_only { " (read-only)" } else { "" },
-            plan.user.uid,
-            plan.user.gid,
-            plan.argv,
-            plan.mounts.len()
-        ),
-        std::time::Duration::ZERO,
-    );
-    plan.seccomp = load_seccomp(&store.cache_dir(), bp.seccomp.as_ref(), &plan, &ex)?;
-    if let Some(rules) = &bp.limits.devices {
-        ex.step(
-            "devices",
-            &format!(
-                "device policy from linux.resources.devices (and the default devices): {}",
-                rules
-                    .iter()
-                    .map(|r| r.describe())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            std::time::Duration::ZERO,
-        );
-    }
-    launch(ctx, a, &ex, &mut plan, &bp.limits)
+    launch(ctx, a, &ex, &mut p.plan, &p.limits)
 }
 
 /// `--print-spec`: the run's OCI Spec, the one a run compiles, on stdout; its seccomp profile
