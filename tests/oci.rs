@@ -4,189 +4,13 @@
 //! process and (as root) no cgroup is left.
 
 mod common;
+use common::oci::*;
 use common::*;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// One container's world: a bundle, the state root (--root), and the file its stdout and
-/// stderr go to (an engine hands `create` such descriptors; the container keeps them).
-struct Case {
-    mode: Mode,
-    name: &'static str,
-    dir: PathBuf,
-    bundle: PathBuf,
-    state: PathBuf,
-    out: PathBuf,
-}
-
-impl Case {
-    fn new(test: &str, mode: Mode, name: &'static str, args: serde_json::Value) -> Case {
-        let dir = case_dir(&format!("oci-{test}-{name}"), mode.who());
-        let bundle = dir.join("b");
-        std::fs::create_dir(&bundle).unwrap();
-        if mode.who() == Who::User && is_root() {
-            let u = test_user().unwrap();
-            nix::unistd::chown(&bundle, Some(u.uid), Some(u.gid)).unwrap();
-        }
-        starter_bundle(mode, &bundle, &dir.join("store"), args);
-        Case {
-            mode,
-            name,
-            state: dir.join("state"),
-            out: dir.join("out"),
-            bundle,
-            dir,
-        }
-    }
-
-    /// `rcrun --root STATE ARGS...`, its output captured (for commands that return at once).
-    fn rcrun(&self, args: &[&str]) -> Output {
-        let mut all = vec![os("--root"), self.state.as_os_str()];
-        all.extend(args.iter().map(|a| os(a)));
-        rcrun_as(self.mode, &all)
-    }
-
-    /// `rcrun create`: stdin from /dev/null, stdout and stderr into the case's file (captured
-    /// pipes would stay open as long as the container, as they do for an engine).
-    fn create(&self, id: &str, extra: &[&str]) -> (Option<i32>, String) {
-        self.create_into(&self.out, id, extra)
-    }
-
-    /// `create` with its output into another file (a second create must not truncate the
-    /// first container's output).
-    fn create_into(&self, out: &Path, id: &str, extra: &[&str]) -> (Option<i32>, String) {
-        let out_file = File::create(out).unwrap();
-        let mut all = vec![os("--root"), self.state.as_os_str(), os("create")];
-        all.extend(extra.iter().map(|a| os(a)));
-        all.extend([os("-b"), self.bundle.as_os_str(), os(id)]);
-        let status = rcrun_as_cmd(self.mode, &all)
-            .stdin(Stdio::null())
-            .stdout(out_file.try_clone().unwrap())
-            .stderr(out_file)
-            .status()
-            .expect("rcrun create");
-        (
-            status.code(),
-            std::fs::read_to_string(out).unwrap_or_default(),
-        )
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    /// The `status` field of `rcrun state ID`, or the error.
-    fn status(&self, id: &str) -> Result<(String, i64), String> {
-        let o = self.rcrun(&["state", id]);
-        if !o.status.success() {
-            return Err(text(&o));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("state is not JSON ({e}): {}", text(&o)));
-        assert_eq!(v["id"], id, "{v}");
-        assert_eq!(v["ociVersion"], "1.1.0", "{v}");
-        Ok((
-            v["status"].as_str().unwrap_or("?").to_string(),
-            v["pid"].as_i64().unwrap_or(-1),
-        ))
-    }
-
-    /// Polls `state` until it says `want` (a killed process takes a moment to be reaped).
-    fn wait_status(&self, id: &str, want: &str) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.status(id)?;
-            if got.0 == want {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{id}: status {got:?}, waited for {want}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_output(&self, needle: &str) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.output().contains(needle) {
-            if Instant::now() > deadline {
-                return Err(format!("no {needle:?} in the output: {:?}", self.output()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
-    /// The cgroup directories recorded for `id` (root only: rootless runs have none here).
-    fn cgroups(&self, id: &str) -> Vec<PathBuf> {
-        let Ok(bytes) = std::fs::read(self.state.join(id).join("state.json")) else {
-            return Vec::new();
-        };
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        v["cgroup_paths"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|p| PathBuf::from(p.as_str().unwrap()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Nothing of `id` left: no state directory, no cgroup directory.
-    fn assert_gone(&self, id: &str, cgroups: &[PathBuf]) -> Result<(), String> {
-        let dir = self.state.join(id);
-        if dir.exists() {
-            return Err(format!("state left in {}: {:?}", dir.display(), list(&dir)));
-        }
-        for c in cgroups {
-            if c.exists() {
-                return Err(format!("cgroup left: {}", c.display()));
-            }
-        }
-        match self.status(id) {
-            Err(e) if e.contains("does not exist") && e.contains("status Some(1)") => Ok(()),
-            other => Err(format!("state of a deleted container: {other:?}")),
-        }
-    }
-
-    fn cleanup(self) {
-        for id in list(&self.state) {
-            let _ = self.rcrun(&["delete", "--force", &id]);
-        }
-        let _ = rcrun::sys::fs::remove_tree(&self.dir);
-    }
-}
-
-fn check(failures: &mut Vec<String>, name: &str, r: Result<(), String>) {
-    if let Err(e) = r {
-        failures.push(format!("[{name}] {e}"));
-    }
-}
-
-fn expect_ok(o: &Output, what: &str) -> Result<(), String> {
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what}: {}", text(o)))
-    }
-}
-
-/// An OCI command's failure: exit status 1 (runc's), with `needle` in the message.
-fn expect_fail(o: &Output, what: &str, needle: &str) -> Result<(), String> {
-    let e = String::from_utf8_lossy(&o.stderr);
-    if o.status.code() == Some(1) && e.contains(needle) && !e.contains("panicked") {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what}: wanted exit status 1 and {needle:?}: {}",
-            text(o)
-        ))
-    }
-}
+use std::time::Duration;
 
 /// The container's command reports its signal dispositions: rcrun ignores SIGPIPE (as every
 /// Rust program), and an ignored signal stays ignored across execve, so the command must be
@@ -553,6 +377,91 @@ fn run_bundle_detached_is_create_and_start() {
             serde_json::json!(["sh", "-c", "echo started; exec sleep 300"]),
         );
         let r = run_detached(&c);
+        check(&mut failures, name, r);
+        c.cleanup();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `linux.cgroupsPath` (absolute: below each hierarchy's mount point). As root the container's
+/// cgroup is exactly there with the spec's values, and `delete` removes it and the parent it
+/// made. Rootless without delegation (this host) and without limits the path is skipped, as
+/// runc does, and the container runs.
+fn cgroups_path(c: &Case) -> Result<(), String> {
+    let id = format!("cgp-{}", c.name);
+    let parent = format!("rcrun-test-cgp-{}", std::process::id());
+    let root = c.mode == Mode::Root;
+    edit_config(&c.bundle, |d| {
+        d["linux"]["cgroupsPath"] = format!("/{parent}/{id}").into();
+        if root {
+            let r = &mut d["linux"]["resources"];
+            r["memory"] = serde_json::json!({"limit": 50593792});
+            r["cpu"] = serde_json::json!({"period": 500000, "quota": 200000});
+            r["pids"] = serde_json::json!({"limit": 17});
+        }
+    });
+    let (code, out) = c.create(&id, &[]);
+    if code != Some(0) {
+        return Err(format!("create: {code:?}: {out}"));
+    }
+    let pid = c.status(&id)?.1;
+    let cg = Path::new("/sys/fs/cgroup");
+    let v2 = cg.join("cgroup.controllers").exists();
+    let mut made = Vec::new();
+    if root {
+        let (files, dirs): (Vec<(PathBuf, &str)>, Vec<PathBuf>) = if v2 {
+            let d = cg.join(&parent).join(&id);
+            (
+                vec![
+                    (d.join("memory.max"), "50593792"),
+                    (d.join("cpu.max"), "200000 500000"),
+                    (d.join("pids.max"), "17"),
+                ],
+                vec![d, cg.join(&parent)],
+            )
+        } else {
+            let d = |c: &str| cg.join(c).join(&parent).join(&id);
+            (
+                vec![
+                    (d("memory").join("memory.limit_in_bytes"), "50593792"),
+                    (d("cpu").join("cpu.cfs_period_us"), "500000"),
+                    (d("cpu").join("cpu.cfs_quota_us"), "200000"),
+                    (d("pids").join("pids.max"), "17"),
+                ],
+                vec![d("memory"), cg.join("memory").join(&parent)],
+            )
+        };
+        for (f, want) in files {
+            let got = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            if got.trim() != want {
+                return Err(format!("{}: {:?}, want {want}", f.display(), got.trim()));
+            }
+        }
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if !own.contains(&format!("/{parent}/{id}")) {
+            return Err(format!(
+                "the container's process is not in /{parent}/{id}: {own}"
+            ));
+        }
+        made = dirs;
+    }
+    expect_ok(&c.rcrun(&["start", &id]), "start")?;
+    c.wait_output("ready")?;
+    expect_ok(&c.rcrun(&["delete", "--force", &id]), "delete --force")?;
+    c.assert_gone(&id, &made)
+}
+
+#[test]
+fn cgroups_path_places_the_cgroup_and_delete_removes_it() {
+    let mut failures = Vec::new();
+    for (mode, name) in bundle_modes("oci linux.cgroupsPath") {
+        let c = Case::new(
+            "cgp",
+            mode,
+            name,
+            serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
+        );
+        let r = cgroups_path(&c);
         check(&mut failures, name, r);
         c.cleanup();
     }

@@ -24,6 +24,39 @@ pub struct Limits {
     /// The device policy ([`devices`]): v1 `devices.deny`/`devices.allow` writes or a v2 BPF
     /// program. `Some` makes the cgroup mandatory (rcrun sets one whenever it runs as root).
     pub devices: Option<Vec<devices::DeviceRule>>,
+    /// CFS period for `cpus` in µs (an OCI spec's `cpu.period`); unset: [`CPU_PERIOD_US`].
+    /// Written even without a quota when set.
+    pub cpu_period: Option<u64>,
+    /// The exact cgroup writes an OCI spec asks for beyond the docker flags above
+    /// (`memory.swappiness`, `cpu.realtimeRuntime`, `blockIO`, `hugepageLimits`, `unified`, …),
+    /// in the spec's order; see [`crate::cgroup::from_spec`].
+    pub settings: Vec<Setting>,
+}
+
+/// One cgroup file write from an OCI spec, with the file and value for each cgroup version
+/// (`None`: that version has no such knob).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The spec field it comes from, for errors and `--explain`
+    /// (`linux.resources.memory.swappiness`).
+    pub field: String,
+    pub controller: Controller,
+    pub v1: Option<(String, String)>,
+    pub v2: Option<(String, String)>,
+    /// A knob the runtime spec deprecates (kernel memory) or that one version lacks but is
+    /// harmless to skip (swappiness on v2): skipped with a warning where the file does not
+    /// exist, as runc does, instead of failing the start.
+    pub optional: bool,
+}
+
+impl Setting {
+    /// The (file, value) for `version`.
+    pub fn for_version(&self, version: Version) -> Option<&(String, String)> {
+        match version {
+            Version::V1 => self.v1.as_ref(),
+            Version::V2 => self.v2.as_ref(),
+        }
+    }
 }
 
 impl Limits {
@@ -35,6 +68,25 @@ impl Limits {
             && self.cpus.is_none()
             && self.cpu_shares.is_none()
             && self.cpuset_cpus.is_none()
+            && self.cpu_period.is_none()
+            && self.settings.is_empty()
+    }
+
+    /// A setting this cgroup version cannot apply (and that is not optional) is an error before
+    /// anything is created.
+    pub(super) fn check_version(&self, version: Version) -> Result<(), CgroupError> {
+        match self
+            .settings
+            .iter()
+            .find(|s| !s.optional && s.for_version(version).is_none())
+        {
+            Some(s) => Err(CgroupError::Unsupported {
+                field: s.field.clone(),
+                version,
+                reason: "this cgroup version has no such knob",
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Checks combinations the kernel would reject or that make no sense.
@@ -90,11 +142,16 @@ impl Limits {
         if self.pids.is_some() {
             v.push(Controller::Pids);
         }
-        if self.cpus.is_some() || self.cpu_shares.is_some() {
+        if self.cpus.is_some() || self.cpu_shares.is_some() || self.cpu_period.is_some() {
             v.push(Controller::Cpu);
         }
         if self.cpuset_cpus.is_some() {
             v.push(Controller::Cpuset);
+        }
+        for s in self.settings.iter().filter(|s| !s.optional) {
+            if !v.contains(&s.controller) {
+                v.push(s.controller);
+            }
         }
         v
     }
@@ -112,7 +169,7 @@ impl Limits {
             // v1: cpuacct counts CPU time; the cpu hierarchy only enforces quotas and shares, so
             // without them it would be one more directory to create, join and remove per run.
             v.push(Controller::Cpuacct);
-            if self.cpus.is_some() || self.cpu_shares.is_some() {
+            if self.cpus.is_some() || self.cpu_shares.is_some() || self.cpu_period.is_some() {
                 v.push(Controller::Cpu);
             }
         } else {
@@ -122,6 +179,11 @@ impl Limits {
         }
         if self.cpuset_cpus.is_some() {
             v.push(Controller::Cpuset);
+        }
+        for s in &self.settings {
+            if s.for_version(version).is_some() && !v.contains(&s.controller) {
+                v.push(s.controller);
+            }
         }
         v
     }

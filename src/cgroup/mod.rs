@@ -44,6 +44,9 @@
 
 pub mod devices;
 mod parse;
+mod spec;
+
+pub use spec::from_spec;
 
 pub use parse::{cpu_shares_to_weight, format_size, parse_cpus, parse_cpuset, parse_size};
 
@@ -53,13 +56,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cgroups_rs::cpu::CpuController;
 use cgroups_rs::cpuset::CpuSetController;
-use cgroups_rs::memory::MemController;
-use cgroups_rs::pid::PidController;
-use cgroups_rs::MaxValue;
 use tracing::{debug, warn};
 
+mod apply;
+mod at_path;
 mod fsutil;
 mod hierarchy;
 mod limits;
@@ -98,6 +99,9 @@ struct CgDir {
     /// Mount point of the hierarchy (v1: `<root>/<controller>`, v2: `<root>`).
     mount: PathBuf,
     path: PathBuf,
+    /// rcrun made this directory (and so kills what is in it and removes it at the end); an
+    /// OCI `cgroupsPath` may name one that exists already, which is joined and left in place.
+    owned: bool,
 }
 
 /// A container's cgroup (one directory per v1 hierarchy, or one v2 directory).
@@ -112,6 +116,9 @@ pub struct Cgroup {
     /// forked child that still has a copy of this value.
     owner_pid: u32,
     done: bool,
+    /// Directories made on the way to a `cgroupsPath` leaf, in creation order (top first):
+    /// removed after the leaves when empty.
+    parents_made: Vec<PathBuf>,
 }
 
 impl Cgroup {
@@ -143,7 +150,9 @@ impl Cgroup {
             memory_limit: limits.memory,
             owner_pid: std::process::id(),
             done: false,
+            parents_made: Vec::new(),
         };
+        limits.check_version(version)?;
         // On any error below, dropping `cg` removes what was created so far.
         match version {
             Version::V1 => {
@@ -169,23 +178,51 @@ impl Cgroup {
 
     /// Takes over the cgroup directories an earlier rcrun process made (`rcrun create` exits
     /// and leaves them to `rcrun delete`): `remove` then kills what is left and removes them.
-    pub fn adopt(version: Version, id: &str, paths: Vec<PathBuf>) -> Cgroup {
+    /// `removable` is what [`Cgroup::removable`] said then (`None`: every path, nothing else).
+    pub fn adopt(
+        version: Version,
+        id: &str,
+        paths: Vec<PathBuf>,
+        removable: Option<Vec<PathBuf>>,
+    ) -> Cgroup {
+        let owned = |p: &PathBuf| removable.as_ref().is_none_or(|r| r.contains(p));
+        let dirs: Vec<CgDir> = paths
+            .iter()
+            .map(|p| CgDir {
+                controllers: Vec::new(),
+                mount: p.clone(),
+                path: p.clone(),
+                owned: owned(p),
+            })
+            .collect();
+        // removable lists parents deepest first; parents_made is top first.
+        let parents_made = removable
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !paths.contains(p))
+            .rev()
+            .collect();
         Cgroup {
             version,
             id: id.to_string(),
-            dirs: paths
-                .into_iter()
-                .map(|p| CgDir {
-                    controllers: Vec::new(),
-                    mount: p.clone(),
-                    path: p,
-                })
-                .collect(),
+            dirs,
             writes: Vec::new(),
             memory_limit: None,
             owner_pid: std::process::id(),
             done: false,
+            parents_made,
         }
+    }
+
+    /// What removing this cgroup removes, in order: the leaves rcrun made, then the
+    /// directories it made above them, deepest first (for the OCI state, see [`Cgroup::adopt`]).
+    pub fn removable(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .filter(|d| d.owned)
+            .map(|d| d.path.clone())
+            .chain(self.parents_made.iter().rev().cloned())
+            .collect()
     }
 
     /// cgroup version of this cgroup.
@@ -237,6 +274,7 @@ impl Cgroup {
             controllers: t.controllers,
             mount: t.mount.clone(),
             path: path.clone(),
+            owned: true,
         });
         if cpuset {
             self.init_cpuset(&path, &t.mount)?;
@@ -293,8 +331,8 @@ impl Cgroup {
             let missing: Vec<String> = t
                 .enable
                 .iter()
-                .filter(|c| !on.contains(c.name()))
-                .map(|c| format!("+{}", c.name()))
+                .filter(|c| !on.contains(c.v2_name()))
+                .map(|c| format!("+{}", c.v2_name()))
                 .collect();
             if !missing.is_empty() {
                 // One write enables several controllers ("+memory +pids").
@@ -306,7 +344,7 @@ impl Cgroup {
             let on = read_trim(&t.parent.join("cgroup.subtree_control")).unwrap_or_default();
             t.enable
                 .iter()
-                .any(|c| !on.split_whitespace().any(|n| n == c.name()))
+                .any(|c| !on.split_whitespace().any(|n| n == c.v2_name()))
         };
         if t.move_procs && needs_enabling {
             let leaf = t.parent.join(RUNTIME_LEAF);
@@ -334,177 +372,9 @@ impl Cgroup {
             controllers: t.enable.clone(),
             mount: t.parent.clone(),
             path,
+            owned: true,
         });
         Ok(())
-    }
-
-    // ---- limits ---------------------------------------------------------
-
-    fn apply(&mut self, l: &Limits) -> Result<(), CgroupError> {
-        let v2 = self.version == Version::V2;
-        if let Some(rules) = &l.devices {
-            self.apply_devices(rules)?;
-        }
-        if let Some(dir) = self.dir_for(Controller::Memory).map(Path::to_path_buf) {
-            self.apply_memory(&dir, l)?;
-        }
-        if let (Some(n), Some(dir)) = (
-            l.pids,
-            self.dir_for(Controller::Pids).map(Path::to_path_buf),
-        ) {
-            let max = if n > 0 {
-                MaxValue::Value(n)
-            } else {
-                MaxValue::Max
-            };
-            let ctl = PidController::new(dir.clone(), v2);
-            self.cg_write(&dir, "pids.max", max.to_string(), || ctl.set_pid_max(max))?;
-        }
-        if let Some(dir) = self.dir_for(Controller::Cpu).map(Path::to_path_buf) {
-            let ctl = CpuController::new(dir.clone(), v2);
-            if let Some(cpus) = l.cpus {
-                let quota = ((cpus * CPU_PERIOD_US as f64).round() as i64).max(1000);
-                if v2 {
-                    // cpu.max is "$MAX $PERIOD" (cgroup-v2.rst, "cpu.max"). Written
-                    // directly: cgroups-rs 0.3 does a read-modify-write of it even
-                    // when both fields are given.
-                    self.write_file(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
-                } else {
-                    // Period first: the kernel validates quota against it.
-                    self.cg_write(&dir, "cpu.cfs_period_us", CPU_PERIOD_US.to_string(), || {
-                        ctl.set_cfs_period(CPU_PERIOD_US)
-                    })?;
-                    self.cg_write(&dir, "cpu.cfs_quota_us", quota.to_string(), || {
-                        ctl.set_cfs_quota(quota)
-                    })?;
-                }
-            }
-            if let Some(shares) = l.cpu_shares {
-                let (file, value) = if v2 {
-                    ("cpu.weight", cpu_shares_to_weight(shares))
-                } else {
-                    // The kernel clamps to [2, 262144] itself; clamp so the
-                    // recorded value is what takes effect.
-                    ("cpu.shares", shares.clamp(2, 262_144))
-                };
-                // cgroups-rs' set_shares writes cpu.weight on v2 unconverted.
-                self.cg_write(&dir, file, value.to_string(), || ctl.set_shares(value))?;
-            }
-        }
-        if let (Some(cpus), Some(dir)) = (
-            &l.cpuset_cpus,
-            self.dir_for(Controller::Cpuset).map(Path::to_path_buf),
-        ) {
-            let cpus = parse_cpuset(cpus)?;
-            let ctl = CpuSetController::new(dir.clone(), v2);
-            self.cg_write(&dir, "cpuset.cpus", cpus.clone(), || ctl.set_cpus(&cpus))?;
-        }
-        Ok(())
-    }
-
-    /// The device policy, before any process is in the cgroup. v1: `devices.deny a` empties the
-    /// new cgroup's list (it inherited its parent's "a *:* rwm"), then one `devices.allow` per
-    /// rule (Documentation/admin-guide/cgroup-v1/devices.rst). v2: a BPF_PROG_TYPE_CGROUP_DEVICE
-    /// program attached to the directory (cgroup-v2.rst, "Device controller"), as crun and
-    /// youki do; it stays attached after rcrun closes its fds and goes with the cgroup.
-    fn apply_devices(&mut self, rules: &[devices::DeviceRule]) -> Result<(), CgroupError> {
-        match self.version {
-            Version::V1 => {
-                let Some(dir) = self.dir_for(Controller::Devices).map(Path::to_path_buf) else {
-                    // plan_v1 made the controller required: it is there.
-                    return Ok(());
-                };
-                for (file, value) in devices::v1_writes(rules) {
-                    self.write_file(&dir.join(file), &value)?;
-                }
-            }
-            Version::V2 => {
-                let Some(dir) = self.dirs.first().map(|d| d.path.clone()) else {
-                    return Ok(());
-                };
-                let program = devices::bpf_program(rules);
-                crate::sys::bpf::apply_device_policy(&dir, &program).map_err(|source| {
-                    CgroupError::DevicePolicy {
-                        path: dir.clone(),
-                        source,
-                    }
-                })?;
-                self.writes.push((
-                    dir,
-                    format!(
-                        "bpf(BPF_PROG_LOAD, CGROUP_DEVICE, {} instructions) + bpf(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE)",
-                        program.len()
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn apply_memory(&mut self, dir: &Path, l: &Limits) -> Result<(), CgroupError> {
-        let v2 = self.version == Version::V2;
-        let ctl = MemController::new(dir.to_path_buf(), v2);
-        if let Some(m) = l.memory {
-            let file = if v2 {
-                "memory.max"
-            } else {
-                "memory.limit_in_bytes"
-            };
-            self.cg_write(dir, file, m.to_string(), || ctl.set_limit(m as i64))?;
-        }
-        // Swap: Docker's --memory-swap is the memory+swap total; -1 unlimited;
-        // unset/0 with --memory = as much swap as memory (total 2 × memory).
-        let explicit = l.memory_swap.filter(|s| *s != 0);
-        let total: Option<i64> = match (explicit, l.memory) {
-            (Some(s), _) => Some(s),
-            (None, Some(m)) => Some((m as i64).saturating_mul(2)),
-            (None, None) => None,
-        };
-        let Some(total) = total else { return Ok(()) };
-        // Whether the kernel accounts swap: v1 has memory.memsw.* only with
-        // swap accounting (CONFIG_MEMCG_SWAP, swapaccount=1), visible at the
-        // hierarchy root; v2 has memory.swap.max in non-root cgroups likewise.
-        let (probe, file) = if v2 {
-            (
-                dir.parent().unwrap_or(dir).join("memory.swap.max"),
-                "memory.swap.max",
-            )
-        } else {
-            let mount = self
-                .dirs
-                .iter()
-                .find(|d| d.path == dir)
-                .map(|d| d.mount.clone());
-            (
-                mount
-                    .unwrap_or_else(|| dir.to_path_buf())
-                    .join("memory.memsw.limit_in_bytes"),
-                "memory.memsw.limit_in_bytes",
-            )
-        };
-        let supported = probe.exists() || dir.join(file).exists();
-        if !supported {
-            if explicit.is_some_and(|s| s > 0) {
-                return Err(CgroupError::SwapUnsupported { path: probe });
-            }
-            // Unlimited or Docker's implicit default: nothing to enforce.
-            debug!(path = %probe.display(), "no swap accounting; swap limit left as is");
-            return Ok(());
-        }
-        let (value, raw): (String, i64) = if v2 {
-            // memory.swap.max limits swap alone: total − memory.
-            match (total, l.memory) {
-                (-1, _) => ("max".into(), -1),
-                (t, Some(m)) => {
-                    let s = t - m as i64;
-                    (s.to_string(), s)
-                }
-                (_, None) => return Ok(()), // rejected by validate()
-            }
-        } else {
-            (total.to_string(), total)
-        };
-        self.cg_write(dir, file, value, || ctl.set_memswap_limit(raw))
     }
 
     // ---- processes ------------------------------------------------------
@@ -558,6 +428,15 @@ impl Cgroup {
             Version::V2 => self.dirs.first().map(|d| d.path.as_path()),
             Version::V1 => None,
         }
+    }
+
+    /// Pids in the directories rcrun made: what `remove` may kill.
+    fn owned_procs(&self) -> Vec<i32> {
+        let mut all = BTreeSet::new();
+        for d in self.dirs.iter().filter(|d| d.owned) {
+            all.extend(read_procs(&d.path));
+        }
+        all.into_iter().collect()
     }
 
     /// Pids currently in the cgroup (union over v1 hierarchies).
@@ -653,7 +532,13 @@ impl Cgroup {
         let deadline = Instant::now() + REMOVE_TIMEOUT;
         self.kill_all(deadline);
         let mut first_err = None;
-        let paths: Vec<PathBuf> = self.dirs.iter().rev().map(|d| d.path.clone()).collect();
+        let paths: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .rev()
+            .filter(|d| d.owned)
+            .map(|d| d.path.clone())
+            .collect();
         // In order (v2 paths may nest). An empty cgroup's rmdir takes ~0.05 ms here, less than
         // spawning a thread per v1 hierarchy would.
         let results: Vec<io::Result<()>> = paths.iter().map(|p| rmdir_retry(p, deadline)).collect();
@@ -661,6 +546,22 @@ impl Cgroup {
             if let Err(e) = r {
                 warn!(path = %p.display(), error = %e, "cgroup removal failed");
                 first_err.get_or_insert(CgroupError::Remove { path: p, source: e });
+            }
+        }
+        // Parents made on the way to a cgroupsPath: only while empty (another container may
+        // live under the same parent by now).
+        for p in self.parents_made.iter().rev() {
+            match fs::remove_dir(p) {
+                Err(e)
+                    if e.kind() != io::ErrorKind::NotFound
+                        && !matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EBUSY)) =>
+                {
+                    first_err.get_or_insert(CgroupError::Remove {
+                        path: p.clone(),
+                        source: e,
+                    });
+                }
+                _ => {}
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -672,14 +573,18 @@ impl Cgroup {
     fn kill_all(&mut self, deadline: Instant) {
         let mut used_kill_file = false;
         loop {
-            let pids = self.procs();
+            let pids = self.owned_procs();
             if pids.is_empty() || Instant::now() >= deadline {
                 if !pids.is_empty() {
                     warn!(?pids, "processes still in cgroup after SIGKILL");
                 }
                 return;
             }
-            let kill_file = self.dirs.first().map(|d| d.path.join("cgroup.kill"));
+            let kill_file = self
+                .dirs
+                .iter()
+                .find(|d| d.owned)
+                .map(|d| d.path.join("cgroup.kill"));
             match kill_file {
                 Some(f) if self.version == Version::V2 && f.exists() && !used_kill_file => {
                     used_kill_file = true;
@@ -768,6 +673,8 @@ fn io_cause(e: &cgroups_rs::error::Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+#[cfg(test)]
+mod tests_at_path;
 #[cfg(test)]
 mod tests_bpf_attach;
 #[cfg(test)]

@@ -37,6 +37,11 @@ pub(super) fn limit_name(c: Controller) -> &'static str {
         Controller::Cpuacct => "CPU accounting",
         Controller::Cpuset => "--cpuset-cpus",
         Controller::Devices => "the device policy (rcrun runs no container as root without one)",
+        Controller::Blkio => "linux.resources.blockIO",
+        Controller::Hugetlb => "linux.resources.hugepageLimits",
+        Controller::NetCls => "linux.resources.network.classID",
+        Controller::NetPrio => "linux.resources.network.priorities",
+        Controller::Rdma => "linux.resources.rdma",
     }
 }
 
@@ -126,12 +131,12 @@ pub(super) fn plan_v2(fs: &CgroupFs, l: &Limits) -> Result<Option<V2Target>, Cgr
         wanted
             .iter()
             .copied()
-            .filter(|c| avail.contains(c.name()))
+            .filter(|c| avail.contains(c.v2_name()))
             .collect()
     };
     if !fs.is_rootless() {
         let avail = available(&fs.root);
-        if let Some(c) = required.iter().find(|c| !avail.contains(c.name())) {
+        if let Some(c) = required.iter().find(|c| !avail.contains(c.v2_name())) {
             return Err(CgroupError::MissingController {
                 controller: *c,
                 path: fs.root.join("cgroup.controllers"),
@@ -169,7 +174,7 @@ pub(super) fn plan_v2(fs: &CgroupFs, l: &Limits) -> Result<Option<V2Target>, Cgr
             let missing: Vec<Controller> = required
                 .iter()
                 .copied()
-                .filter(|r| !avail.contains(r.name()))
+                .filter(|r| !avail.contains(r.v2_name()))
                 .collect();
             let has_procs = !read_procs(c).is_empty();
             if !missing.is_empty() {

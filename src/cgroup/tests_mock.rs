@@ -6,10 +6,10 @@ use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Minimal self-deleting temp dir (keeps the module free of dev-deps).
-struct Tmp(PathBuf);
+pub(super) struct Tmp(pub(super) PathBuf);
 
 impl Tmp {
-    fn new(tag: &str) -> Tmp {
+    pub(super) fn new(tag: &str) -> Tmp {
         static N: AtomicUsize = AtomicUsize::new(0);
         let p = std::env::temp_dir().join(format!(
             "rcrun-cgroup-{tag}-{}-{}",
@@ -28,12 +28,12 @@ impl Drop for Tmp {
     }
 }
 
-fn put(p: &Path, content: &str) {
+pub(super) fn put(p: &Path, content: &str) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, content).unwrap();
 }
 
-fn get(p: &Path) -> String {
+pub(super) fn get(p: &Path) -> String {
     fs::read_to_string(p)
         .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
         .trim()
@@ -43,7 +43,7 @@ fn get(p: &Path) -> String {
 const V1_CTRLS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "cpuset"];
 
 /// v1 layout: one directory per controller, with swap accounting on.
-fn v1_tree(t: &Tmp) -> CgroupFs {
+pub(super) fn v1_tree(t: &Tmp) -> CgroupFs {
     let root = t.0.join("cgroup");
     for c in V1_CTRLS {
         put(&root.join(c).join("cgroup.procs"), "");
@@ -62,7 +62,7 @@ fn v1_tree(t: &Tmp) -> CgroupFs {
 }
 
 /// v2 layout with the given controllers available at the root.
-fn v2_tree(t: &Tmp, own: &str) -> CgroupFs {
+pub(super) fn v2_tree(t: &Tmp, own: &str) -> CgroupFs {
     let root = t.0.join("cgroup");
     put(
         &root.join("cgroup.controllers"),
@@ -83,12 +83,13 @@ fn full_limits() -> Limits {
         cpu_shares: Some(512),
         cpuset_cpus: Some("0-1".into()),
         devices: None,
+        ..Default::default()
     }
 }
 
 /// Empties every cgroup.procs below `dir` (the mock's "all processes exited"),
 /// so that remove() has nothing to kill.
-fn clear_procs(dir: &Path) {
+pub(super) fn clear_procs(dir: &Path) {
     for e in fs::read_dir(dir).unwrap().flatten() {
         if e.file_type().unwrap().is_dir() {
             clear_procs(&e.path());
@@ -513,6 +514,7 @@ fn v2_root_enables_controllers_and_writes_limits() {
         cpu_shares: Some(1024),
         cpuset_cpus: Some("0-1".into()),
         devices: None,
+        ..Default::default()
     };
     let mut cg = Cgroup::create(&fs, "c1", &l).unwrap().unwrap();
     let d = root.join("rcrun/c1");

@@ -48,6 +48,14 @@ pub enum Controller {
     Cpuacct,
     Cpuset,
     Devices,
+    /// Block I/O: v1 `blkio`, v2 `io`.
+    Blkio,
+    Hugetlb,
+    /// v1 only (v2 has no network controller).
+    NetCls,
+    /// v1 only.
+    NetPrio,
+    Rdma,
 }
 
 impl Controller {
@@ -60,7 +68,38 @@ impl Controller {
             Controller::Cpuacct => "cpuacct",
             Controller::Cpuset => "cpuset",
             Controller::Devices => "devices",
+            Controller::Blkio => "blkio",
+            Controller::Hugetlb => "hugetlb",
+            Controller::NetCls => "net_cls",
+            Controller::NetPrio => "net_prio",
+            Controller::Rdma => "rdma",
         }
+    }
+
+    /// Name in a v2 `cgroup.controllers` / `cgroup.subtree_control` (the v1 hierarchy name
+    /// but for block I/O).
+    pub fn v2_name(self) -> &'static str {
+        match self {
+            Controller::Blkio => "io",
+            c => c.name(),
+        }
+    }
+
+    /// The controller a v2 interface file belongs to (`memory.high` → memory), for
+    /// `linux.resources.unified`.
+    pub fn of_v2_file(file: &str) -> Option<Controller> {
+        let prefix = file.split('.').next()?;
+        [
+            Controller::Memory,
+            Controller::Pids,
+            Controller::Cpu,
+            Controller::Cpuset,
+            Controller::Blkio,
+            Controller::Hugetlb,
+            Controller::Rdma,
+        ]
+        .into_iter()
+        .find(|c| c.v2_name() == prefix)
     }
 }
 
@@ -113,6 +152,16 @@ pub enum CgroupError {
         reason: String,
         hint: String,
     },
+    #[error("{field} cannot be applied on {version}: {reason}")]
+    Unsupported {
+        field: String,
+        version: Version,
+        reason: &'static str,
+    },
+    #[error("{field} cannot be applied: this kernel has no {path} (the controller lacks that knob here)")]
+    NoKnob { field: String, path: PathBuf },
+    #[error("invalid linux.cgroupsPath {path:?}: {reason}")]
+    BadPath { path: String, reason: &'static str },
     #[error("cgroup {path} already exists: a container with this id is running, or run `rcrun gc` to clean up")]
     Exists { path: PathBuf },
     #[error("cgroup: cannot create {path}: {source}")]

@@ -13,24 +13,35 @@ pub(crate) fn make_cgroup(
     ex: &Explain,
     cg_fs: &crate::cgroup::CgroupFs,
     id: &str,
+    cgroups_path: Option<&str>,
     limits: &crate::cgroup::Limits,
     stats: bool,
 ) -> Result<Option<crate::cgroup::Cgroup>> {
-    if !ctx.privilege.is_real_root() && limits.is_empty() && !stats {
+    if !ctx.privilege.is_real_root() && limits.is_empty() && !stats && cgroups_path.is_none() {
         return Ok(None);
     }
     let cgroup = ex.timed(
         "cgroup",
         &format!(
-            "create cgroup for container {id} ({})",
+            "create cgroup for container {id}{} ({})",
+            cgroups_path
+                .map(|p| format!(" at linux.cgroupsPath {p}"))
+                .unwrap_or_default(),
             describe_limits(limits)
         ),
-        || {
-            crate::cgroup::Cgroup::create(
+        || match cgroups_path {
+            Some(path) => crate::cgroup::Cgroup::create_at(
+                cg_fs,
+                id,
+                path,
+                limits,
+                !ctx.privilege.is_real_root(),
+            ),
+            None => crate::cgroup::Cgroup::create(
                 cg_fs,
                 &crate::cgroup::owned_name(id, crate::cgroup::Owner::current()),
                 limits,
-            )
+            ),
         },
     )?;
     if let Some(cg) = &cgroup {
@@ -68,6 +79,10 @@ pub(crate) fn describe_limits(l: &crate::cgroup::Limits) -> String {
     if let Some(c) = &l.cpuset_cpus {
         v.push(format!("cpuset {c}"));
     }
+    if let Some(p) = l.cpu_period {
+        v.push(format!("cpu period {p}µs"));
+    }
+    v.extend(l.settings.iter().map(|s| s.field.clone()));
     if v.is_empty() {
         "no limits: accounting only".into()
     } else {

@@ -93,6 +93,61 @@ pub struct StartupPlan {
     /// `process.oomScoreAdj`: written to /proc/self/oom_score_adj while still privileged
     /// (lowering it needs CAP_SYS_RESOURCE).
     pub oom_score_adj: Option<i32>,
+    /// `linux.rootfsPropagation`: the propagation of the container's "/" (MS_SHARED, MS_SLAVE,
+    /// MS_PRIVATE or MS_UNBINDABLE, MS_REC for the r- forms), set after pivot_root. None: "/"
+    /// stays the slave it was made before the mounts.
+    pub root_propagation: Option<u64>,
+    /// Namespaces the spec does not list: the container shares rcrun's (runtime-spec
+    /// config-linux.md, "Namespaces": "If a namespace type is not specified in the namespaces
+    /// array, the container MUST inherit the runtime namespace of that type"). Only pid, uts,
+    /// ipc and cgroup: rcrun always makes a mount namespace (its mounts must not land in the
+    /// host's), the network is `new_netns`, the user namespace `mapping`.
+    pub inherit: Vec<NsKind>,
+    /// Namespaces joined by path (`linux.namespaces[].path`), in the order they are joined.
+    pub joins: Vec<(NsKind, PathBuf)>,
+}
+
+/// A namespace type of an OCI spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NsKind {
+    // In the order joins happen in the child (crun's and runc's): the mount namespace last,
+    // since after it paths resolve in the joined namespace.
+    Ipc,
+    Uts,
+    Net,
+    Cgroup,
+    Pid,
+    Mount,
+    User,
+}
+
+impl NsKind {
+    /// The CLONE_NEW* flag, which is also what setns(2) checks the namespace file against.
+    pub fn clone_flag(self) -> nix::sched::CloneFlags {
+        use nix::sched::CloneFlags as C;
+        match self {
+            NsKind::Ipc => C::CLONE_NEWIPC,
+            NsKind::Uts => C::CLONE_NEWUTS,
+            NsKind::Net => C::CLONE_NEWNET,
+            NsKind::Cgroup => C::CLONE_NEWCGROUP,
+            NsKind::Pid => C::CLONE_NEWPID,
+            NsKind::Mount => C::CLONE_NEWNS,
+            NsKind::User => C::CLONE_NEWUSER,
+        }
+    }
+
+    /// The name in /proc/PID/ns/.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NsKind::Ipc => "ipc",
+            NsKind::Uts => "uts",
+            NsKind::Net => "net",
+            NsKind::Cgroup => "cgroup",
+            NsKind::Pid => "pid",
+            NsKind::Mount => "mnt",
+            NsKind::User => "user",
+        }
+    }
 }
 
 /// How the first process waits at its start gate, with everything but seccomp and execve done.
@@ -119,11 +174,22 @@ impl StartupPlan {
     /// clone(2) flags for this plan.
     pub fn clone_flags(&self) -> nix::sched::CloneFlags {
         use nix::sched::CloneFlags as C;
-        let mut f = C::CLONE_NEWNS | C::CLONE_NEWPID | C::CLONE_NEWUTS | C::CLONE_NEWIPC;
+        let mut f = C::CLONE_NEWNS;
+        for k in [NsKind::Pid, NsKind::Uts, NsKind::Ipc] {
+            if self.makes(k) {
+                f |= k.clone_flag();
+            }
+        }
         if self.mapping.user_namespace() && !self.mapping.enters_late() {
             f |= C::CLONE_NEWUSER;
         }
         f
+    }
+
+    /// Whether the container gets a new namespace of kind `k` (neither shared with rcrun nor
+    /// joined by path).
+    pub fn makes(&self, k: NsKind) -> bool {
+        !self.inherit.contains(&k) && !self.joins.iter().any(|(j, _)| *j == k)
     }
 
     /// Who creates the network namespace. Not clone: with ~1 ms in setup_net it is the costliest

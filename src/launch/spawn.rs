@@ -12,7 +12,7 @@ use super::child::{self, ChildPipes};
 use super::explain::Explain;
 use super::failure::{clone_step, LaunchError, FORWARDED};
 use super::idmap::write_id_maps;
-use super::StartupPlan;
+use super::{NsKind, StartupPlan};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -222,8 +222,16 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         report,
         net_ready,
         exec_fifo,
+        joins,
     } = pipes;
     let flags = plan.clone_flags();
+    let back_to_own_pid_ns = match enter_pid_namespace(&joins, ex) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = old_mask.thread_set_mask();
+            return Err(e);
+        }
+    };
     // Captured before clone: in the child, which is PID 1 of its own namespace, getpid() says 1.
     let rcrun_pid = std::process::id();
 
@@ -252,6 +260,13 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             source,
         }),
     };
+    if let (Some(own), false) = (&back_to_own_pid_ns, matches!(forked, Ok(None))) {
+        // rcrun's later children (the child has its namespace already) are born in rcrun's own
+        // pid namespace again: re-entering one's active pid namespace is allowed (setns(2)).
+        let _ =
+            crate::sys::process::join_namespace(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID);
+    }
+    drop(back_to_own_pid_ns);
     let child = match forked {
         Ok(c) => c,
         Err(e) => {
@@ -279,6 +294,10 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
                 cgroup_tasks: placement.self_join,
                 net_ready: net_ready.map(|(r, _)| (r, rcrun_pid)),
                 exec_fifo,
+                joins: joins
+                    .into_iter()
+                    .filter(|(k, _)| *k != NsKind::Pid)
+                    .collect(),
             },
             ex,
         );
@@ -390,6 +409,9 @@ struct Parts {
     net_ready: Option<(OwnedFd, OwnedFd)>,
     /// [`super::StartGate::ExecFifo`], opened O_PATH.
     exec_fifo: Option<OwnedFd>,
+    /// `plan.joins`, opened and checked; the pid namespace is rcrun's to enter around clone,
+    /// the others the child's.
+    joins: Vec<(NsKind, OwnedFd)>,
 }
 
 fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), LaunchError> {
@@ -433,6 +455,7 @@ fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), Launc
         ),
     };
     let placement = open_placement(&plan.cgroup)?;
+    let joins = open_joins(plan, ex)?;
     Ok((
         Parts {
             go_read,
@@ -444,9 +467,91 @@ fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), Launc
             report,
             net_ready,
             exec_fifo,
+            joins,
         },
         placement,
     ))
+}
+
+/// Opens the namespaces the plan joins by path, before clone (paths resolve in rcrun's mount
+/// namespace, as the spec's author saw them), and checks each is of the kind the spec says:
+/// setns(2) would refuse another kind only after the child has started.
+fn open_joins(plan: &StartupPlan, ex: &Explain) -> Result<Vec<(NsKind, OwnedFd)>, LaunchError> {
+    let mut joins = Vec::new();
+    for (kind, path) in &plan.joins {
+        let what = |e: String| {
+            LaunchError::Child(format!(
+                "linux.namespaces: the {} namespace at {}: {e}",
+                kind.proc_name(),
+                path.display()
+            ))
+        };
+        let fd = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| what(e.to_string()))?;
+        match crate::sys::process::namespace_type(fd.as_fd()) {
+            Ok(t) if t == kind.clone_flag() => {}
+            Ok(t) => {
+                return Err(what(format!(
+                    "this is a {} namespace",
+                    super::describe_flags(t)
+                )))
+            }
+            Err(e) => return Err(what(format!("not a namespace file ({e})"))),
+        }
+        if *kind == NsKind::Mount {
+            // pivot_root(2) moves the root of every process of the namespace whose root was the
+            // old one: in rcrun's own mount namespace that is the host's.
+            let ours =
+                nix::sys::stat::stat("/proc/self/ns/mnt").map_err(|e| what(e.to_string()))?;
+            let theirs = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| what(e.to_string()))?;
+            if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) {
+                return Err(what(
+                    "it is rcrun's own mount namespace; building the container's root there \
+                     would pivot the host's"
+                        .into(),
+                ));
+            }
+        }
+        ex.step(
+            "namespaces",
+            &format!(
+                "open {} (a {} namespace, checked with ioctl(NS_GET_NSTYPE))",
+                path.display(),
+                kind.proc_name()
+            ),
+            std::time::Duration::ZERO,
+        );
+        joins.push((*kind, fd));
+    }
+    Ok(joins)
+}
+
+/// Enters the pid namespace the container joins for the clone that follows (setns(2) with
+/// CLONE_NEWPID changes only where children are born), returning how to come back.
+fn enter_pid_namespace(
+    joins: &[(NsKind, OwnedFd)],
+    ex: &Explain,
+) -> Result<Option<OwnedFd>, LaunchError> {
+    let Some((_, fd)) = joins.iter().find(|(k, _)| *k == NsKind::Pid) else {
+        return Ok(None);
+    };
+    let own = nix::fcntl::open(
+        "/proc/self/ns/pid",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys("open /proc/self/ns/pid"))?;
+    ex.timed(
+        "namespaces",
+        "setns(pid namespace, CLONE_NEWPID) in rcrun: the clone is born in it",
+        || crate::sys::process::join_namespace(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID),
+    )
+    .map_err(sys("setns(CLONE_NEWPID)"))?;
+    Ok(Some(own))
 }
 
 /// Receives the pty master the child opened (None if it failed before sending one).

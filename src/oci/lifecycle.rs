@@ -21,6 +21,8 @@ pub(crate) struct Prepared {
     pub spec: oci_spec::runtime::Spec,
     pub plan: StartupPlan,
     pub limits: crate::cgroup::Limits,
+    /// `linux.cgroupsPath`, if the spec gives one.
+    pub cgroups_path: Option<String>,
     pub bundle: PathBuf,
 }
 
@@ -90,6 +92,7 @@ pub(crate) fn prepare(
         spec,
         plan,
         limits: compiled.limits,
+        cgroups_path: compiled.cgroups_path,
         bundle,
     })
 }
@@ -123,12 +126,13 @@ fn record_for(
         cgroup_paths: cgroup
             .map(|c| c.paths().iter().map(|p| p.to_path_buf()).collect())
             .unwrap_or_default(),
+        cgroup_removable: cgroup.map(|c| c.removable()),
         cgroup_version: cgroup.map(|c| match c.version() {
             crate::cgroup::Version::V1 => "v1".into(),
             crate::cgroup::Version::V2 => "v2".into(),
         }),
         userns: prepared.plan.mapping.user_namespace(),
-        own_pid_namespace: true,
+        own_pid_namespace: prepared.plan.makes(crate::launch::NsKind::Pid),
     }
 }
 
@@ -163,9 +167,14 @@ fn remove_cgroup(r: &Record) -> Result<()> {
         Some("v2") => crate::cgroup::Version::V2,
         _ => crate::cgroup::Version::V1,
     };
-    crate::cgroup::Cgroup::adopt(version, &r.id, r.cgroup_paths.clone())
-        .remove()
-        .with_context(|| format!("removing the cgroup of container {}", r.id))
+    crate::cgroup::Cgroup::adopt(
+        version,
+        &r.id,
+        r.cgroup_paths.clone(),
+        r.cgroup_removable.clone(),
+    )
+    .remove()
+    .with_context(|| format!("removing the cgroup of container {}", r.id))
 }
 
 /// `rcrun create [--bundle DIR] ID`.
@@ -221,8 +230,15 @@ fn create_in(
     make_fifo(&cd.fifo())?;
     prepared.plan.start_gate = StartGate::ExecFifo(cd.fifo());
     let cg_fs = crate::cgroup::CgroupFs::host();
-    let mut cgroup =
-        crate::commands::parts::make_cgroup(ctx, ex, &cg_fs, id, &prepared.limits, false)?;
+    let mut cgroup = crate::commands::parts::make_cgroup(
+        ctx,
+        ex,
+        &cg_fs,
+        id,
+        prepared.cgroups_path.as_deref(),
+        &prepared.limits,
+        false,
+    )?;
     if let Some(cg) = &cgroup {
         prepared.plan.cgroup = cg.join();
     }

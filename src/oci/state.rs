@@ -119,6 +119,11 @@ pub struct Record {
     pub cgroup_paths: Vec<PathBuf>,
     #[serde(default)]
     pub cgroup_version: Option<String>,
+    /// What `delete` removes of them, in order (a `cgroupsPath` leaf that existed before is
+    /// joined, not removed; parents made on the way are): [`crate::cgroup::Cgroup::removable`].
+    /// Absent in records of older versions: every path.
+    #[serde(default)]
+    pub cgroup_removable: Option<Vec<PathBuf>>,
     /// The container has a user namespace of its own (exec must join it first).
     #[serde(default)]
     pub userns: bool,

@@ -72,6 +72,7 @@ fn limits() -> Limits {
         cpu_shares: Some(512),
         cpuset_cpus: Some("0-1".into()),
         devices: Some(oci_default_rules()),
+        ..Default::default()
     }
 }
 

@@ -463,6 +463,12 @@ pub fn stop_propagation() -> nix::Result<()> {
     )
 }
 
+/// Sets the propagation of the (new) root: `flags` is one of MS_SHARED, MS_SLAVE, MS_PRIVATE,
+/// MS_UNBINDABLE, optionally with MS_REC (mount(2), "Changing the propagation type").
+pub fn set_root_propagation(flags: MsFlags) -> nix::Result<()> {
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+}
+
 /// A tmpfs at `target` with `flags` and mount data `data`.
 pub fn mount_tmpfs(target: &Path, flags: MsFlags, data: &str) -> nix::Result<()> {
     mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(data))

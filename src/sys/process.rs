@@ -146,3 +146,21 @@ pub fn default_signal_dispositions() -> nix::Result<()> {
     }
     nix::sys::signal::SigSet::empty().thread_set_mask()
 }
+
+/// ioctl_ns(2) NS_GET_NSTYPE, `_IO(0xb7, 0x3)`: the CLONE_NEW* type of a namespace file.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// The CLONE_NEW* flag of the namespace `fd` refers to (ioctl_ns(2), NS_GET_NSTYPE, Linux ≥ 4.11);
+/// ENOTTY for a file that is no namespace.
+pub fn namespace_type(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<CloneFlags> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor we hold.
+    let t = nix::errno::Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) })?;
+    Ok(CloneFlags::from_bits_truncate(t))
+}
+
+/// setns(2) into the namespace `fd` refers to; `kind` makes the kernel refuse a file of another
+/// type (EINVAL). For a pid namespace only the children made afterwards are inside it.
+pub fn join_namespace(fd: std::os::fd::BorrowedFd<'_>, kind: CloneFlags) -> nix::Result<()> {
+    nix::sched::setns(fd, kind)
+}

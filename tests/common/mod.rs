@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod oci;
+
 pub const TEST_USER: &str = "rcrun-test";
 
 pub fn skip(why: &str) {

@@ -55,5 +55,7 @@ pub(super) fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
             .transpose()?,
         // Set by `device_policy` once the plan says who runs the container.
         devices: None,
+        cpu_period: None,
+        settings: Vec::new(),
     })
 }

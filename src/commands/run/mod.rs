@@ -196,7 +196,14 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             ex.step("env", e, std::time::Duration::ZERO);
         }
     }
-    launch(ctx, a, &ex, &mut plan, &compiled.limits)
+    launch(
+        ctx,
+        a,
+        &ex,
+        &mut plan,
+        &compiled.limits,
+        compiled.cgroups_path.as_deref(),
+    )
 }
 
 /// Cgroup, namespaces, the child's start, the wait, and the cleanup: the same for an image and
@@ -207,9 +214,10 @@ fn launch(
     ex: &Explain,
     plan: &mut StartupPlan,
     limits: &crate::cgroup::Limits,
+    cgroups_path: Option<&str>,
 ) -> Result<i32> {
     let cg_fs = crate::cgroup::CgroupFs::host();
-    let mut cgroup = make_cgroup(ctx, ex, &cg_fs, &plan.id, limits, a.stats)?;
+    let mut cgroup = make_cgroup(ctx, ex, &cg_fs, &plan.id, cgroups_path, limits, a.stats)?;
     if let Some(cg) = &cgroup {
         plan.cgroup = cg.join();
     }
@@ -318,7 +326,14 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         &store.run_dir(),
         &store.cache_dir(),
     )?;
-    launch(ctx, a, &ex, &mut p.plan, &p.limits)
+    launch(
+        ctx,
+        a,
+        &ex,
+        &mut p.plan,
+        &p.limits,
+        p.cgroups_path.as_deref(),
+    )
 }
 
 /// `--print-spec`: the run's OCI Spec, the one a run compiles, on stdout; its seccomp profile

@@ -5,7 +5,7 @@
 
 use super::explain::Explain;
 use super::mounts::Mnt;
-use super::{NetSetup, StartupPlan};
+use super::{NetSetup, NsKind, StartupPlan};
 use crate::sys::mount::{self as sm};
 use crate::sys::{self, net};
 use std::io::Read;
@@ -42,6 +42,9 @@ pub struct ChildPipes {
     pub net_ready: Option<(OwnedFd, u32)>,
     /// [`super::StartGate::ExecFifo`]: the fifo, opened O_PATH by rcrun before clone.
     pub exec_fifo: Option<OwnedFd>,
+    /// Namespaces joined by path (all but pid, which rcrun entered for the clone), opened and
+    /// checked by rcrun, in join order.
+    pub joins: Vec<(NsKind, OwnedFd)>,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -86,17 +89,32 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     wait_for_parent(&pipes.go_read)?;
     become_namespace_root(plan)?;
     join_cgroup(&pipes.cgroup_tasks, ex)?;
+    // Namespaces by path, before any mount: /sys shows the network namespace current when it is
+    // mounted, and after the mount namespace paths resolve in it (so it comes last).
+    for (kind, fd) in &pipes.joins {
+        ex.timed(
+            "namespaces",
+            &format!("setns({} namespace)", kind.proc_name()),
+            || {
+                sys::process::join_namespace(fd.as_fd(), kind.clone_flag())
+                    .map_err(|e| fail(&format!("setns into the {} namespace", kind.proc_name()), e))
+            },
+        )?;
+    }
+    drop(pipes.joins);
     // The cgroup namespace is rooted at the cgroups current when it is created
     // (cgroup_namespaces(7)), so it is unshared after joining rather than at clone: the container
     // then sees its own cgroup as "/".
-    ex.timed(
-        "namespaces",
-        "unshare(CLONE_NEWCGROUP) — after joining, so the container's cgroup is its \"/\"",
-        || {
-            sys::process::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-                .map_err(|e| fail("unshare(CLONE_NEWCGROUP)", e))
-        },
-    )?;
+    if plan.makes(NsKind::Cgroup) {
+        ex.timed(
+            "namespaces",
+            "unshare(CLONE_NEWCGROUP) — after joining, so the container's cgroup is its \"/\"",
+            || {
+                sys::process::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                    .map_err(|e| fail("unshare(CLONE_NEWCGROUP)", e))
+            },
+        )?;
+    }
     // Mount propagation first (mount_namespaces(7)): nothing we mount may leak back to the host.
     ex.timed(
         "mount",
@@ -137,6 +155,18 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         ),
         || pivot_into(&newroot),
     )?;
+    if let Some(flags) = plan.root_propagation {
+        // After pivot_root, which refuses a shared root, and before the read-only remount: the
+        // container's "/" gets the propagation the spec asks for (a shared root lets the
+        // container's own bind mounts of "/" see later mounts, crun does the same). It stays a
+        // slave of nothing on the host: the host's mounts were cut off before the mounts.
+        let flags = nix::mount::MsFlags::from_bits_truncate(flags as _);
+        ex.timed(
+            "mount",
+            &format!("mount(NULL, \"/\", NULL, {flags:?}) — linux.rootfsPropagation"),
+            || sm::set_root_propagation(flags).map_err(|e| fail("set the propagation of /", e)),
+        )?;
+    }
     if plan.read_only {
         ex.timed(
             "mount",

@@ -13,7 +13,7 @@ use crate::host::Privilege;
 use crate::launch::mounts::{Mnt, MountStep};
 use crate::launch::plan::{IdMapping, IdRange};
 use crate::launch::user::ResolvedUser;
-use crate::launch::{Rlimit, StartupPlan};
+use crate::launch::{NsKind, Rlimit, StartupPlan};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::path::{Path, PathBuf};
 
@@ -104,6 +104,8 @@ pub struct Compiled {
     pub plan: StartupPlan,
     pub limits: Limits,
     pub seccomp: Option<SeccompSource>,
+    /// `linux.cgroupsPath`: where the cgroup goes (None: rcrun's own `rcrun/<id>`).
+    pub cgroups_path: Option<String>,
 }
 
 fn unsupported(what: impl Into<String>) -> CompileError {
@@ -167,23 +169,26 @@ pub fn compile(
         check_sysctl(key, &linux)?;
     }
 
-    // Namespaces: rcrun always makes mount, pid, uts, ipc and cgroup namespaces; the network
-    // namespace is the spec's choice, the user namespace follows the spec and who runs rcrun.
-    let mut new_netns = false;
-    let mut userns = false;
-    for ns in linux.namespaces().iter().flatten() {
-        if let Some(p) = ns.path() {
-            return Err(unsupported(format!(
-                "joining a namespace by path ({:?} at {})",
-                ns.typ(),
-                p.display()
-            )));
-        }
-        match ns.typ() {
-            LinuxNamespaceType::Network => new_netns = true,
-            LinuxNamespaceType::User => userns = true,
-            _ => {}
-        }
+    let root_propagation = match linux.rootfs_propagation() {
+        None => None,
+        Some(p) if p.is_empty() => None,
+        Some(p) => Some(propagation_flag(p).ok_or_else(|| {
+            CompileError::Spec(format!(
+                "linux.rootfsPropagation {p:?}: expected shared, slave, private or unbindable \
+                 (r- forms too)"
+            ))
+        })?),
+    };
+
+    // Namespaces: a listed type without a path is a new namespace, with a path the namespace at
+    // that path, and an unlisted one rcrun's own (see StartupPlan::inherit). The mount namespace
+    // is always rcrun's to make or join.
+    let (new_netns, userns, inherit, joins) = namespaces(&linux, privilege)?;
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && inherit.contains(&NsKind::Uts) {
+        return Err(CompileError::Spec(
+            "hostname is set but the spec has no uts namespace of its own: it would rename the host"
+                .into(),
+        ));
     }
     let uids = ranges(linux.uid_mappings());
     let gids = ranges(linux.gid_mappings());
@@ -378,11 +383,20 @@ pub fn compile(
         start_gate: Default::default(),
         sysctls,
         oom_score_adj: process.oom_score_adj(),
+        root_propagation,
+        inherit,
+        joins,
     };
+    let cgroups_path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty());
     Ok(Compiled {
         plan,
         limits,
         seccomp,
+        cgroups_path,
     })
 }
 
@@ -558,6 +572,77 @@ fn propagation_flag(option: &str) -> Option<u64> {
     Some(f.bits())
 }
 
+type Namespaces = (bool, bool, Vec<NsKind>, Vec<(NsKind, PathBuf)>);
+
+/// `linux.namespaces` → (new network namespace, user namespace listed, inherited kinds, joins in
+/// join order). Each type at most once; paths only as real root and not for the user or mount
+/// namespace (see the errors).
+fn namespaces(
+    linux: &oci_spec::runtime::Linux,
+    privilege: &Privilege,
+) -> Result<Namespaces, CompileError> {
+    use LinuxNamespaceType as T;
+    let mut seen = Vec::new();
+    let mut joins = Vec::new();
+    let (mut new_netns, mut userns) = (false, false);
+    for ns in linux.namespaces().iter().flatten() {
+        let kind = match ns.typ() {
+            T::Mount => NsKind::Mount,
+            T::Cgroup => NsKind::Cgroup,
+            T::Uts => NsKind::Uts,
+            T::Ipc => NsKind::Ipc,
+            T::User => NsKind::User,
+            T::Pid => NsKind::Pid,
+            T::Network => NsKind::Net,
+            T::Time => return Err(unsupported("a time namespace")),
+        };
+        if seen.contains(&kind) {
+            return Err(CompileError::Spec(format!(
+                "linux.namespaces lists the {} namespace twice",
+                kind.proc_name()
+            )));
+        }
+        seen.push(kind);
+        match ns.path().as_ref().filter(|p| !p.as_os_str().is_empty()) {
+            None => match kind {
+                NsKind::Net => new_netns = true,
+                NsKind::User => userns = true,
+                _ => {}
+            },
+            Some(path) => {
+                if !path.is_absolute() {
+                    return Err(CompileError::Spec(format!(
+                        "linux.namespaces: the {} namespace path {} is not absolute",
+                        kind.proc_name(),
+                        path.display()
+                    )));
+                }
+                if kind == NsKind::User {
+                    return Err(unsupported(format!(
+                        "joining a user namespace by path ({})",
+                        path.display()
+                    )));
+                }
+                if !privilege.is_real_root() {
+                    return Err(unsupported(format!(
+                        "joining a namespace by path ({} at {}) without real root: rcrun's \
+                         process in its own user namespace has no privilege over the others",
+                        kind.proc_name(),
+                        path.display()
+                    )));
+                }
+                joins.push((kind, path.clone()));
+            }
+        }
+    }
+    let inherit = [NsKind::Pid, NsKind::Uts, NsKind::Ipc, NsKind::Cgroup]
+        .into_iter()
+        .filter(|k| !seen.contains(k))
+        .collect();
+    joins.sort_by_key(|(k, _)| *k);
+    Ok((new_netns, userns, inherit, joins))
+}
+
 /// A sysctl the container may set: one of its own namespaces' (runc's list: ipc's kernel.msg*,
 /// kernel.sem, kernel.shm*, fs.mqueue.*; uts' kernel.hostname and kernel.domainname; net.*
 /// with a network namespace of its own), spelled with nothing a path could escape with.
@@ -625,24 +710,8 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
 /// linux.resources → cgroup limits; as root the device rules always (the spec's, or the OCI
 /// default when it gives none: a bundle run as root is not left unconfined).
 fn limits(linux: &oci_spec::runtime::Linux, privilege: &Privilege) -> Result<Limits, CompileError> {
-    let mut l = Limits::default();
     let r = linux.resources().clone().unwrap_or_default();
-    if let Some(m) = r.memory() {
-        l.memory = m.limit().filter(|v| *v > 0).map(|v| v as u64);
-        l.memory_swap = m.swap();
-    }
-    if let Some(p) = r.pids() {
-        l.pids = Some(p.limit());
-    }
-    if let Some(c) = r.cpu() {
-        if let (Some(q), Some(p)) = (c.quota(), c.period()) {
-            if q > 0 && p > 0 {
-                l.cpus = Some(q as f64 / p as f64);
-            }
-        }
-        l.cpu_shares = c.shares();
-        l.cpuset_cpus = c.cpus().clone();
-    }
+    let mut l = crate::cgroup::from_spec(&r).map_err(|e| CompileError::Spec(e.to_string()))?;
     if matches!(privilege, Privilege::Root) {
         let rules: Vec<DeviceRule> = r
             .devices()

@@ -119,13 +119,6 @@ fn what_rcrun_cannot_do_is_refused_by_name() {
         .to_string()
         .contains("hooks"));
     let mut v = spec_json(None);
-    v["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into();
-    assert!(plan(v, &Privilege::Root, &b)
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("joining a namespace"));
-    let mut v = spec_json(None);
     v["mounts"].as_array_mut().unwrap().push(
         serde_json::json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}),
     );
@@ -277,5 +270,81 @@ fn oom_score_adj_reaches_the_plan() {
         plan(v, &Privilege::Root, &b).unwrap().plan.oom_score_adj,
         Some(500)
     );
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn namespaces_listed_joined_and_inherited() {
+    use crate::launch::NsKind;
+    let b = bundle("ns");
+    // The starter lists pid, network, ipc, uts, mount, cgroup: all new.
+    let p = plan(spec_json(None), &Privilege::Root, &b).unwrap().plan;
+    assert!(p.inherit.is_empty() && p.joins.is_empty());
+    assert!(p.makes(NsKind::Pid) && p.makes(NsKind::Cgroup) && p.new_netns);
+    // A path joins; the joins come in join order, the mount namespace last.
+    let mut v = spec_json(None);
+    for ns in v["linux"]["namespaces"].as_array_mut().unwrap() {
+        let t = ns["type"].as_str().unwrap().to_string();
+        if t == "mount" || t == "ipc" || t == "network" {
+            ns["path"] = format!("/proc/4242/ns/{t}").into();
+        }
+    }
+    let p = plan(v, &Privilege::Root, &b).unwrap().plan;
+    let kinds: Vec<NsKind> = p.joins.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, [NsKind::Ipc, NsKind::Net, NsKind::Mount]);
+    assert!(!p.new_netns, "a joined network namespace is not made");
+    assert!(!p
+        .clone_flags()
+        .contains(nix::sched::CloneFlags::CLONE_NEWIPC));
+    // Unlisted: shared with rcrun (the runtime spec's rule), but a hostname then needs uts.
+    let mut v = spec_json(None);
+    v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+    v["hostname"] = "".into();
+    let p = plan(v.clone(), &Privilege::Root, &b).unwrap().plan;
+    assert_eq!(
+        p.inherit,
+        [NsKind::Pid, NsKind::Uts, NsKind::Ipc, NsKind::Cgroup]
+    );
+    assert!(p.clone_flags() == nix::sched::CloneFlags::CLONE_NEWNS);
+    v["hostname"] = "box".into();
+    let e = plan(v, &Privilege::Root, &b).err().unwrap().to_string();
+    assert!(e.contains("uts"), "{e}");
+    // Refused by name: a type twice, a user namespace path, a relative path, joins rootless.
+    let mut v = spec_json(None);
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "pid"}));
+    let e = plan(v, &Privilege::Root, &b).err().unwrap().to_string();
+    assert!(e.contains("twice"), "{e}");
+    let mut v = spec_json(None);
+    v["linux"]["namespaces"][0]["path"] = "proc/1/ns/pid".into();
+    let e = plan(v, &Privilege::Root, &b).err().unwrap().to_string();
+    assert!(e.contains("not absolute"), "{e}");
+    let me = Privilege::Rootless {
+        uid: 1000,
+        gid: 1000,
+        subids: None,
+    };
+    let mut v = spec_json(Some((1000, 1000)));
+    v["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into();
+    let e = plan(v, &me, &b).err().unwrap().to_string();
+    assert!(e.contains("without real root"), "{e}");
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn rootfs_propagation_is_checked_and_kept() {
+    let b = bundle("prop");
+    let mut v = spec_json(None);
+    v["linux"]["rootfsPropagation"] = "shared".into();
+    let p = plan(v.clone(), &Privilege::Root, &b).unwrap().plan;
+    assert_eq!(
+        p.root_propagation,
+        Some(nix::mount::MsFlags::MS_SHARED.bits())
+    );
+    v["linux"]["rootfsPropagation"] = "sideways".into();
+    let e = plan(v, &Privilege::Root, &b).err().unwrap().to_string();
+    assert!(e.contains("rootfsPropagation"), "{e}");
     let _ = std::fs::remove_dir_all(&b);
 }
