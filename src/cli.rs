@@ -64,7 +64,7 @@ pub enum Command {
     /// OCI runtime: create a container from a bundle; its process waits for `start`.
     Create(CreateArgs),
     /// OCI runtime: let a created container's process exec its command.
-    Start(IdArg),
+    Start(StartArgs),
     /// OCI runtime: print a container's state (the OCI state JSON).
     State(IdArg),
     /// OCI runtime: send a signal to a container's first process (every process with --all).
@@ -103,6 +103,16 @@ pub struct CompletionsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The container ID.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Narrate the start on stderr: the exec fifo opened, the container's process let go.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct IdArg {
     /// The container ID.
     #[arg(value_name = "ID")]
@@ -134,6 +144,10 @@ pub struct CreateArgs {
     /// The bundle: a directory with config.json and the root file system it names.
     #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
     pub bundle: PathBuf,
+    /// Narrate each step on stderr (the bundle's compile, cgroup, namespaces, id maps, the
+    /// child's mounts up to its start gate), as `run --explain` does.
+    #[arg(long)]
+    pub explain: bool,
     #[command(flatten)]
     pub options: CreateOptions,
     /// The container ID (A-Z a-z 0-9 _ + - ., unique under --root).

@@ -273,7 +273,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Spec(a) => commands::spec::cmd_spec(&a, &ctx.privilege),
         Command::Gc => commands::gc::cmd_gc(&ctx),
         Command::Create(a) => oci_exit(oci::lifecycle::cmd_create(&ctx, &a)),
-        Command::Start(a) => oci_exit(oci::lifecycle::cmd_start(&ctx, &a.id)),
+        Command::Start(a) => oci_exit(oci::lifecycle::cmd_start(&ctx, &a)),
         Command::State(a) => oci_exit(oci::lifecycle::cmd_state(&ctx, &a.id)),
         Command::Kill(a) => oci_exit(oci::lifecycle::cmd_kill(&ctx, &a)),
         Command::Delete(a) => oci_exit(oci::lifecycle::cmd_delete(&ctx, &a)),

@@ -467,3 +467,53 @@ fn cgroups_path_places_the_cgroup_and_delete_removes_it() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `--explain` on `create` and `start` narrates each half on stderr (and only there: stdout
+/// stays the container's).
+fn explain_halves(c: &Case) -> Result<(), String> {
+    let id = format!("ex-{}", c.name);
+    let (code, out) = c.create(&id, &["--explain"]);
+    if code != Some(0) {
+        return Err(format!("create --explain: {code:?}: {out}"));
+    }
+    for needle in [
+        "══ create",
+        "══ spawn",
+        "pivot_root",
+        "state.json",
+        "exec.fifo",
+    ] {
+        if !out.contains(needle) {
+            return Err(format!("create --explain: no {needle:?} in {out}"));
+        }
+    }
+    let o = c.rcrun(&["start", "--explain", &id]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() || !err.contains("══ start") || !err.contains("running") {
+        return Err(format!("start --explain: {}", text(&o)));
+    }
+    if !o.stdout.is_empty() {
+        return Err(format!("start --explain wrote to stdout: {}", text(&o)));
+    }
+    c.wait_output("execve(")?;
+    c.wait_output("ready")?;
+    expect_ok(&c.rcrun(&["delete", "--force", &id]), "delete --force")?;
+    c.assert_gone(&id, &[])
+}
+
+#[test]
+fn create_and_start_explain_their_halves() {
+    let mut failures = Vec::new();
+    for (mode, name) in bundle_modes("oci --explain") {
+        let c = Case::new(
+            "explain",
+            mode,
+            name,
+            serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
+        );
+        let r = explain_halves(&c);
+        check(&mut failures, name, r);
+        c.cleanup();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -179,8 +179,16 @@ fn remove_cgroup(r: &Record) -> Result<()> {
 
 /// `rcrun create [--bundle DIR] ID`.
 pub fn cmd_create(ctx: &Ctx, a: &CreateArgs) -> Result<i32> {
-    let ex = Explain::new(false);
+    let ex = Explain::new(a.explain);
+    ex.phase(
+        "create",
+        &format!(
+            "container {}: the bundle compiled, its process spawned up to the start gate, the state recorded; `rcrun start` does the rest",
+            a.id
+        ),
+    );
     create(ctx, &ex, &a.bundle, &a.id, &a.options)?;
+    ex.summary();
     Ok(0)
 }
 
@@ -227,7 +235,14 @@ fn create_in(
     // Nobody relays stdin after create, and the container outlives this process.
     prepared.plan.interactive = false;
     prepared.plan.die_with_rcrun = false;
-    make_fifo(&cd.fifo())?;
+    ex.timed(
+        "state",
+        &format!(
+            "mkfifo {} (mode 0622): the start gate; the process blocks opening it for writing",
+            cd.fifo().display()
+        ),
+        || make_fifo(&cd.fifo()),
+    )?;
     prepared.plan.start_gate = StartGate::ExecFifo(cd.fifo());
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup = crate::commands::parts::make_cgroup(
@@ -259,17 +274,39 @@ fn create_in(
     // finds the process and its cgroup.
     let record = record_for(&prepared, id, pid.as_raw(), cgroup.as_ref());
     *recorded = Some(record.clone());
-    cd.write(&record)?;
+    ex.timed(
+        "state",
+        &format!(
+            "write {}/state.json (pid {}, its start time {}, cgroup, bundle): status \"created\" while {} exists",
+            cd.dir.display(),
+            record.pid,
+            record.start_time,
+            cd.fifo().display()
+        ),
+        || cd.write(&record),
+    )?;
     // The cgroup now outlives this process: `delete` removes it.
     if let Some(cg) = cgroup.take() {
         cg.keep();
     }
     if let (Some(sock), Some(master)) = (&o.console_socket, &master) {
-        send_console(sock, master)?;
+        ex.timed(
+            "tty",
+            &format!("send the pty master over {} (SCM_RIGHTS)", sock.display()),
+            || send_console(sock, master),
+        )?;
     }
     drop(master);
     if let Some(p) = &o.pid_file {
-        write_pid_file(p, record.pid)?;
+        ex.timed(
+            "state",
+            &format!(
+                "write pid {} to {} (a temporary file renamed over it)",
+                record.pid,
+                p.display()
+            ),
+            || write_pid_file(p, record.pid),
+        )?;
     }
     std::fs::write(
         cd.dir.join("config.json"),
@@ -336,11 +373,21 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 
 /// `rcrun run --bundle DIR -d ID`: create + start, then return (as `runc run -d`). A start that
 /// fails takes the created container down again.
-pub fn run_detached(ctx: &Ctx, bundle: &Path, id: &str, o: &CreateOptions) -> Result<i32> {
-    let ex = Explain::new(false);
+pub fn run_detached(
+    ctx: &Ctx,
+    bundle: &Path,
+    id: &str,
+    o: &CreateOptions,
+    explain: bool,
+) -> Result<i32> {
+    let ex = Explain::new(explain);
+    ex.phase("create", &format!("container {id}"));
     create(ctx, &ex, bundle, id, o)?;
     let cd = ContainerDir::open(&ctx.state_root, id)?;
-    if let Err(e) = start(&cd) {
+    ex.phase("start", &format!("container {id}"));
+    let started = start(&cd, &ex);
+    ex.summary();
+    if let Err(e) = started {
         if let Ok(r) = cd.read() {
             kill_and_wait(&r, Duration::from_secs(5));
             let _ = teardown(cd, Some(&r));
@@ -351,14 +398,32 @@ pub fn run_detached(ctx: &Ctx, bundle: &Path, id: &str, o: &CreateOptions) -> Re
 }
 
 /// `rcrun start ID`.
-pub fn cmd_start(ctx: &Ctx, id: &str) -> Result<i32> {
-    let cd = ContainerDir::open(&ctx.state_root, id)?;
-    start(&cd)?;
+pub fn cmd_start(ctx: &Ctx, a: &crate::cli::StartArgs) -> Result<i32> {
+    let ex = Explain::new(a.explain);
+    ex.phase(
+        "start",
+        &format!(
+            "container {}: open its start gate; its process installs seccomp and execs",
+            a.id
+        ),
+    );
+    let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
+    start(&cd, &ex)?;
+    ex.summary();
     Ok(0)
 }
 
-fn start(cd: &ContainerDir) -> Result<()> {
+fn start(cd: &ContainerDir, ex: &Explain) -> Result<()> {
     let (record, status) = cd.status()?;
+    ex.step(
+        "state",
+        &format!(
+            "read {}/state.json: status {status}, pid {}",
+            cd.dir.display(),
+            record.pid
+        ),
+        Duration::ZERO,
+    );
     match status {
         Status::Created => {}
         Status::Stopped => bail!(
@@ -371,10 +436,29 @@ fn start(cd: &ContainerDir) -> Result<()> {
         ),
     }
     let fifo = cd.fifo();
+    ex.timed(
+        "start",
+        &format!(
+            "open {} O_RDONLY|O_NONBLOCK, read its byte: the container's process, blocked opening it for writing, goes on to seccomp and execve",
+            fifo.display()
+        ),
+        || open_gate(cd, &record, &fifo),
+    )?;
+    // Its absence is the "running" status from now on.
+    ex.timed(
+        "state",
+        &format!("remove {}: status \"running\" from now on", fifo.display()),
+        || std::fs::remove_file(&fifo).with_context(|| format!("remove {}", fifo.display())),
+    )?;
+    Ok(())
+}
+
+/// Opens the exec fifo for reading and takes the byte the container's process writes.
+fn open_gate(cd: &ContainerDir, record: &Record, fifo: &Path) -> Result<()> {
     // O_NONBLOCK: the open returns at once, and the container's open for writing completes
     // (fifo(7)); if the container died meanwhile no writer comes, which the loop notices.
     let f = nix::fcntl::open(
-        &fifo,
+        fifo,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
@@ -397,8 +481,6 @@ fn start(cd: &ContainerDir) -> Result<()> {
             );
         }
     }
-    // Its absence is the "running" status from now on.
-    std::fs::remove_file(&fifo).with_context(|| format!("remove {}", fifo.display()))?;
     Ok(())
 }
 

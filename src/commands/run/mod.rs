@@ -295,7 +295,7 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
     let ex = Explain::new(a.explain);
     let id = a.image.image.to_string_lossy().into_owned();
     if a.detach {
-        return crate::oci::lifecycle::run_detached(ctx, bundle, &id, &a.oci);
+        return crate::oci::lifecycle::run_detached(ctx, bundle, &id, &a.oci, a.explain);
     }
     let o = &a.oci;
     if o.pid_file.is_some() || o.console_socket.is_some() || o.no_pivot || o.preserve_fds > 0 {
