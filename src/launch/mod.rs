@@ -105,6 +105,9 @@ pub struct StartupPlan {
     pub inherit: Vec<NsKind>,
     /// Namespaces joined by path (`linux.namespaces[].path`), in the order they are joined.
     pub joins: Vec<(NsKind, PathBuf)>,
+    /// The child stops once the root is built, before pivot_root, until rcrun has run the
+    /// spec's prestart, createRuntime and createContainer hooks ([`Spawned::until_hooks_point`]).
+    pub hooks_point: bool,
 }
 
 /// A namespace type of an OCI spec.

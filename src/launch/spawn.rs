@@ -42,6 +42,8 @@ pub struct Spawned {
     pub(super) sfd: Option<SignalFd>,
     pub(super) old_mask: SigSet,
     pub(super) interactive: bool,
+    /// With hooks: the child writes one byte here once it stopped before pivot_root.
+    hooks_ready: Option<OwnedFd>,
     /// Set by [`Spawned::until_created`]: None while not asked yet, Some(None) at the gate,
     /// Some(Some(failure)) when the child failed before it.
     pub(super) created: Option<Option<(i32, String)>>,
@@ -81,6 +83,29 @@ impl Spawned {
             _ => None,
         });
         Ok(())
+    }
+
+    /// With hooks ([`super::StartupPlan::hooks_point`]): waits until the child has built the
+    /// root and stopped before pivot_root, for the runtime's hooks. False: it failed before
+    /// ([`Spawned::until_created`] then says why).
+    pub fn until_hooks_point(&mut self) -> bool {
+        let Some(ready) = self.hooks_ready.take() else {
+            return false;
+        };
+        let mut b = [0u8; 1];
+        loop {
+            match nix::unistd::read(&ready, &mut b) {
+                Err(Errno::EINTR) => continue,
+                r => return matches!(r, Ok(1)),
+            }
+        }
+    }
+
+    /// Lets the child go on from its hooks point (to pivot_root and its start gate).
+    pub fn resume_after_hooks(&self) {
+        if let Some(go) = &self.gate {
+            let _ = nix::unistd::write(go, b"1");
+        }
     }
 
     /// With -t: takes the pty master the child sends once it opened its terminal (None if it
@@ -223,6 +248,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         net_ready,
         exec_fifo,
         joins,
+        hooks_ready,
     } = pipes;
     let flags = plan.clone_flags();
     let back_to_own_pid_ns = match enter_pid_namespace(&joins, ex) {
@@ -298,6 +324,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
                     .into_iter()
                     .filter(|(k, _)| *k != NsKind::Pid)
                     .collect(),
+                hooks_ready: hooks_ready.map(|(_, w)| w),
             },
             ex,
         );
@@ -335,6 +362,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         sfd: None,
         old_mask,
         interactive: plan.interactive,
+        hooks_ready: hooks_ready.map(|(r, _)| r),
         created: None,
     };
 
@@ -412,6 +440,8 @@ struct Parts {
     /// `plan.joins`, opened and checked; the pid namespace is rcrun's to enter around clone,
     /// the others the child's.
     joins: Vec<(NsKind, OwnedFd)>,
+    /// [`super::StartupPlan::hooks_point`]: child → rcrun, one byte before pivot_root.
+    hooks_ready: Option<(OwnedFd, OwnedFd)>,
 }
 
 fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), LaunchError> {
@@ -456,6 +486,11 @@ fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), Launc
     };
     let placement = open_placement(&plan.cgroup)?;
     let joins = open_joins(plan, ex)?;
+    let hooks_ready = if plan.hooks_point {
+        Some(pipe()?)
+    } else {
+        None
+    };
     Ok((
         Parts {
             go_read,
@@ -468,6 +503,7 @@ fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), Launc
             net_ready,
             exec_fifo,
             joins,
+            hooks_ready,
         },
         placement,
     ))

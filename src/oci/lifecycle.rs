@@ -5,6 +5,7 @@
 //! up to its start gate ([`crate::launch::StartGate::ExecFifo`]) and detaches from it; `start`,
 //! a later process, opens the fifo.
 
+use super::hooks;
 use super::state::{self, ContainerDir, Record, Status};
 use crate::cli::{CreateArgs, CreateOptions, DeleteArgs, KillArgs, ListArgs};
 use crate::launch::explain::Explain;
@@ -259,6 +260,13 @@ fn create_in(
     }
     let mut spawned = crate::launch::spawn(&prepared.plan, ex)
         .map_err(|e| anyhow::Error::new(e).context(format!("creating container {id}")))?;
+    if prepared.plan.hooks_point && spawned.until_hooks_point() {
+        // A failing hook drops `spawned` (the child is killed) and `create` removes the rest.
+        let record = record_for(&prepared, id, spawned.pid().as_raw(), cgroup.as_ref());
+        create_hooks(&prepared.spec, &record, ex)
+            .with_context(|| format!("creating container {id}"))?;
+        spawned.resume_after_hooks();
+    }
     spawned.until_created()?;
     if let Some((code, message)) = spawned.failure() {
         let failed = crate::ProcessFailed {
@@ -313,6 +321,37 @@ fn create_in(
         serde_json::to_vec(&prepared.spec).context("config.json")?,
     )
     .with_context(|| format!("write {}/config.json", cd.dir.display()))?;
+    Ok(())
+}
+
+/// The hooks of `create` (see [`hooks`]): prestart and createRuntime in rcrun's namespaces,
+/// createContainer in the container's, while its first process waits before pivot_root.
+fn create_hooks(spec: &oci_spec::runtime::Spec, record: &Record, ex: &Explain) -> Result<()> {
+    let state = serde_json::to_vec(&record.oci_state(Status::Created))?;
+    for kind in [hooks::Kind::Prestart, hooks::Kind::CreateRuntime] {
+        let list = hooks::of(spec, kind);
+        if !list.is_empty() {
+            ex.timed(
+                "hooks",
+                &format!(
+                    "{} {} hook(s) in rcrun's namespaces, the state on stdin",
+                    list.len(),
+                    kind.name()
+                ),
+                || hooks::run(kind, &list, &state, None),
+            )?;
+        }
+    }
+    let list = hooks::of(spec, hooks::Kind::CreateContainer);
+    if !list.is_empty() {
+        let ns = hooks::container_namespaces(record.pid)
+            .with_context(|| format!("open the namespaces of pid {}", record.pid))?;
+        ex.timed(
+            "hooks",
+            &format!("{} createContainer hook(s) in the container's namespaces (setns), the state on stdin", list.len()),
+            || hooks::run(hooks::Kind::CreateContainer, &list, &state, Some(&ns)),
+        )?;
+    }
     Ok(())
 }
 
@@ -435,6 +474,31 @@ fn start(cd: &ContainerDir, ex: &Explain) -> Result<()> {
             cd.id
         ),
     }
+    let spec = saved_spec(cd);
+    let hooks_of = |kind| {
+        spec.as_ref()
+            .map(|s| hooks::of(s, kind))
+            .unwrap_or_default()
+    };
+    let start_container = hooks_of(hooks::Kind::StartContainer);
+    if !start_container.is_empty() {
+        let state = serde_json::to_vec(&record.oci_state(Status::Created))?;
+        let ran = hooks::container_namespaces(record.pid)
+            .with_context(|| format!("open the namespaces of pid {}", record.pid))
+            .and_then(|ns| {
+                ex.timed(
+                    "hooks",
+                    &format!("{} startContainer hook(s) in the container's namespaces (setns), the state on stdin", start_container.len()),
+                    || hooks::run(hooks::Kind::StartContainer, &start_container, &state, Some(&ns)),
+                )
+                .map_err(anyhow::Error::from)
+            });
+        if let Err(e) = ran {
+            // runtime-spec: a failing startContainer hook stops the container; `delete` follows.
+            kill_and_wait(&record, Duration::from_secs(5));
+            return Err(e.context(format!("starting container {}", cd.id)));
+        }
+    }
     let fifo = cd.fifo();
     ex.timed(
         "start",
@@ -450,6 +514,19 @@ fn start(cd: &ContainerDir, ex: &Explain) -> Result<()> {
         &format!("remove {}: status \"running\" from now on", fifo.display()),
         || std::fs::remove_file(&fifo).with_context(|| format!("remove {}", fifo.display())),
     )?;
+    let poststart = hooks_of(hooks::Kind::Poststart);
+    if !poststart.is_empty() {
+        let state = serde_json::to_vec(&record.oci_state(Status::Running))?;
+        // Failures are warnings (hooks::run), and `start` succeeds.
+        ex.timed(
+            "hooks",
+            &format!(
+                "{} poststart hook(s) in rcrun's namespaces, the state on stdin",
+                poststart.len()
+            ),
+            || hooks::run(hooks::Kind::Poststart, &poststart, &state, None),
+        )?;
+    }
     Ok(())
 }
 
@@ -632,8 +709,25 @@ pub fn cmd_delete(ctx: &Ctx, a: &DeleteArgs) -> Result<i32> {
             record.pid
         );
     }
+    // The spec is read before the state directory goes: poststop runs after it.
+    let spec = saved_spec(&cd);
     teardown(cd, Some(&record))?;
+    if let Some(spec) = spec {
+        let list = hooks::of(&spec, hooks::Kind::Poststop);
+        if !list.is_empty() {
+            let state = serde_json::to_vec(&record.oci_state(Status::Stopped))?;
+            // Failures are warnings (hooks::run): the container is gone either way.
+            let _ = hooks::run(hooks::Kind::Poststop, &list, &state, None);
+        }
+    }
     Ok(0)
+}
+
+/// The config.json `create` kept in the state directory (None for a container whose create
+/// did not get that far).
+fn saved_spec(cd: &ContainerDir) -> Option<oci_spec::runtime::Spec> {
+    let bytes = std::fs::read(cd.dir.join("config.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// `rcrun list`.
@@ -685,7 +779,7 @@ pub fn cmd_features() -> Result<i32> {
     let doc = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": crate::spec::OCI_VERSION,
-        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": [
             "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "bind", "rbind",
             "private", "rprivate", "shared", "rshared", "slave", "rslave", "relatime",

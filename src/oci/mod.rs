@@ -12,5 +12,6 @@
 //! tests/launch_phases.rs) and the state directory ([`state`]). Next: the commands themselves
 //! (create, start, state, kill, delete, list, features) on top of them.
 
+pub mod hooks;
 pub mod lifecycle;
 pub mod state;

@@ -326,6 +326,13 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         &store.run_dir(),
         &store.cache_dir(),
     )?;
+    if p.spec.hooks().is_some() {
+        // The hooks need the container's state (oci::hooks), which only the state directory
+        // of create/start keeps; `run -d` goes that way.
+        anyhow::bail!(
+            "config.json has hooks: run it with `rcrun create` + `rcrun start` (or `rcrun run -d`), which run them; the foreground `run --bundle` does not yet"
+        );
+    }
     launch(
         ctx,
         a,

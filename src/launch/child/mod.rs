@@ -45,6 +45,8 @@ pub struct ChildPipes {
     /// Namespaces joined by path (all but pid, which rcrun entered for the clone), opened and
     /// checked by rcrun, in join order.
     pub joins: Vec<(NsKind, OwnedFd)>,
+    /// [`super::StartupPlan::hooks_point`]: one byte to rcrun once the root is built.
+    pub hooks_ready: Option<OwnedFd>,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -147,6 +149,19 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         write_sysctls(plan, &newroot, ex)?;
     }
     drop(root_fd);
+    if let Some(ready) = &pipes.hooks_ready {
+        // runtime-spec config.md: prestart and createRuntime hooks run "after the runtime
+        // environment has been created ... but before the pivot_root", createContainer after
+        // them; rcrun runs them while this process waits (runc's procHooks sync).
+        ex.timed(
+            "hooks",
+            "root built: stop before pivot_root while rcrun runs the prestart, createRuntime and createContainer hooks",
+            || {
+                nix::unistd::write(ready, b"1").map_err(|e| fail("tell rcrun the hooks may run", e))?;
+                wait_for_parent(&pipes.go_read)
+            },
+        )?;
+    }
     ex.timed(
         "pivot_root",
         &format!(

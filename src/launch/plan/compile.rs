@@ -124,9 +124,6 @@ pub fn compile(
         id,
         scratch,
     } = *host;
-    if spec.hooks().is_some() {
-        return Err(unsupported("hooks (prestart, createRuntime, …)"));
-    }
     let root = spec
         .root()
         .as_ref()
@@ -179,6 +176,29 @@ pub fn compile(
             ))
         })?),
     };
+
+    // Hooks run by rcrun (oci::hooks); the first three while the child waits before pivot_root.
+    #[allow(deprecated)] // prestart: deprecated by the spec, still what engines send
+    let hooks_point = spec.hooks().as_ref().is_some_and(|h| {
+        [h.prestart(), h.create_runtime(), h.create_container()]
+            .iter()
+            .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
+    });
+
+    if !privilege.is_real_root()
+        && spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.start_container().as_ref())
+            .is_some_and(|l| !l.is_empty())
+    {
+        return Err(unsupported(
+            "startContainer hooks without real root: they run in the container's namespaces, \
+             which `rcrun start` enters from outside, and the container's process stays \
+             non-dumpable until its execve (CVE-2019-5736), which closes its /proc/PID/ns to a \
+             rootless rcrun",
+        ));
+    }
 
     // Namespaces: a listed type without a path is a new namespace, with a path the namespace at
     // that path, and an unlisted one rcrun's own (see StartupPlan::inherit). The mount namespace
@@ -386,6 +406,7 @@ pub fn compile(
         root_propagation,
         inherit,
         joins,
+        hooks_point,
     };
     let cgroups_path = linux
         .cgroups_path()

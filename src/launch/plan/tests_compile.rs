@@ -111,13 +111,17 @@ fn rootless_maps_and_binds() {
 #[test]
 fn what_rcrun_cannot_do_is_refused_by_name() {
     let b = bundle("refuse");
+    // Hooks compile; the first three make the child stop before pivot_root for them.
     let mut v = spec_json(None);
-    v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
-    assert!(plan(v, &Privilege::Root, &b)
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("hooks"));
+    v["hooks"] = serde_json::json!({"poststop": [{"path": "/bin/true"}]});
+    assert!(
+        !plan(v.clone(), &Privilege::Root, &b)
+            .unwrap()
+            .plan
+            .hooks_point
+    );
+    v["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/true"}]});
+    assert!(plan(v, &Privilege::Root, &b).unwrap().plan.hooks_point);
     let mut v = spec_json(None);
     v["mounts"].as_array_mut().unwrap().push(
         serde_json::json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}),
