@@ -65,8 +65,17 @@ pub enum Command {
     Create(CreateArgs),
     /// OCI runtime: let a created container's process exec its command.
     Start(StartArgs),
+    /// OCI runtime: run a new process in a running container (every namespace of its first
+    /// process, its cgroup, capabilities, no_new_privs, seccomp).
+    Exec(ExecArgs),
     /// OCI runtime: print a container's state (the OCI state JSON).
     State(IdArg),
+    /// OCI runtime: list the processes of a container.
+    Ps(PsArgs),
+    /// OCI runtime: freeze every process of a running container (cgroup freezer).
+    Pause(IdArg),
+    /// OCI runtime: thaw a paused container.
+    Resume(IdArg),
     /// OCI runtime: send a signal to a container's first process (every process with --all).
     Kill(KillArgs),
     /// OCI runtime: remove a container: its cgroup and state (--force kills it first).
@@ -100,6 +109,60 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_name = "SHELL")]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The process to run, as an OCI `process` JSON object (what engines pass); the flags
+    /// below then do not apply.
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Working directory inside the container (default: the container's).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Set an environment variable (repeatable), over the container's environment.
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Run as UID[:GID] (numbers, as in config.json; default: the container's user).
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Additional group ids (repeatable).
+    #[arg(short = 'g', long = "additional-gids", value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability to every set of the process (repeatable; `CAP_NET_ADMIN` or `NET_ADMIN`).
+    #[arg(long = "cap", value_name = "CAP")]
+    pub caps: Vec<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Give the process a terminal (a pty from the container's devpts).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Return once the process has started, leaving it running.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Write the process's host pid into FILE.
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// With a terminal: send the pty master over this unix socket (SCM_RIGHTS), as runc.
+    #[arg(long = "console-socket", value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    /// Pass N extra descriptors (not yet: refused when N > 0).
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Narrate each step on stderr.
+    #[arg(long)]
+    pub explain: bool,
+    /// The container ID.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The command and its arguments (without --process).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +244,16 @@ pub struct ListArgs {
     /// table, or json (an array of state objects); with the global -q, only the IDs.
     #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// table (pid and command line), or json (an array of host pids, as runc's).
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+    /// The container ID.
+    #[arg(value_name = "ID")]
+    pub id: String,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,9 @@ pub struct Limits {
     /// (`memory.swappiness`, `cpu.realtimeRuntime`, `blockIO`, `hugepageLimits`, `unified`, …),
     /// in the spec's order; see [`crate::cgroup::from_spec`].
     pub settings: Vec<Setting>,
+    /// Join the v1 freezer hierarchy too (an OCI container, which `pause` may freeze; v2 has
+    /// cgroup.freeze in every cgroup). Not a limit: never makes a cgroup necessary.
+    pub freezer: bool,
 }
 
 /// One cgroup file write from an OCI spec, with the file and value for each cgroup version
@@ -179,6 +182,9 @@ impl Limits {
         }
         if self.cpuset_cpus.is_some() {
             v.push(Controller::Cpuset);
+        }
+        if version == Version::V1 && self.freezer {
+            v.push(Controller::Freezer);
         }
         for s in &self.settings {
             if s.for_version(version).is_some() && !v.contains(&s.controller) {

@@ -42,6 +42,7 @@ pub(super) fn limit_name(c: Controller) -> &'static str {
         Controller::NetCls => "linux.resources.network.classID",
         Controller::NetPrio => "linux.resources.network.priorities",
         Controller::Rdma => "linux.resources.rdma",
+        Controller::Freezer => "pause/resume",
     }
 }
 

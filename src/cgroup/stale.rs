@@ -105,6 +105,7 @@ pub fn gc_stale_older_than(
                 Controller::Cpuacct,
                 Controller::Cpuset,
                 Controller::Devices,
+                Controller::Freezer,
             ] {
                 let mount = fs.root.join(c.name());
                 match rootless_uid {

@@ -56,6 +56,8 @@ pub enum Controller {
     /// v1 only.
     NetPrio,
     Rdma,
+    /// v1 only (v2 freezes through the core file cgroup.freeze): `pause` and `resume`.
+    Freezer,
 }
 
 impl Controller {
@@ -73,6 +75,7 @@ impl Controller {
             Controller::NetCls => "net_cls",
             Controller::NetPrio => "net_prio",
             Controller::Rdma => "rdma",
+            Controller::Freezer => "freezer",
         }
     }
 

@@ -27,7 +27,7 @@ pub(super) fn write_id_maps(
         })
     };
     match mapping {
-        IdMapping::None => Ok(()),
+        IdMapping::None | IdMapping::Entered { .. } => Ok(()),
         IdMapping::Privileged { uid, gid } => ex.timed(
             "idmap",
             &format!(

@@ -108,6 +108,10 @@ pub struct StartupPlan {
     /// The child stops once the root is built, before pivot_root, until rcrun has run the
     /// spec's prestart, createRuntime and createContainer hooks ([`Spawned::until_hooks_point`]).
     pub hooks_point: bool,
+    /// `rcrun exec`: the process enters a running container (every namespace of its first
+    /// process is in `joins`, the user namespace entered by rcrun before clone) and skips
+    /// building a root: the joined mount namespace's root is the container's.
+    pub enter_running: bool,
 }
 
 /// A namespace type of an OCI spec.
@@ -177,8 +181,8 @@ impl StartupPlan {
     /// clone(2) flags for this plan.
     pub fn clone_flags(&self) -> nix::sched::CloneFlags {
         use nix::sched::CloneFlags as C;
-        let mut f = C::CLONE_NEWNS;
-        for k in [NsKind::Pid, NsKind::Uts, NsKind::Ipc] {
+        let mut f = C::empty();
+        for k in [NsKind::Mount, NsKind::Pid, NsKind::Uts, NsKind::Ipc] {
             if self.makes(k) {
                 f |= k.clone_flag();
             }

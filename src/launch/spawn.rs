@@ -251,6 +251,10 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         hooks_ready,
     } = pipes;
     let flags = plan.clone_flags();
+    if let Err(e) = enter_user_namespace(&joins, ex) {
+        let _ = old_mask.thread_set_mask();
+        return Err(e);
+    }
     let back_to_own_pid_ns = match enter_pid_namespace(&joins, ex) {
         Ok(b) => b,
         Err(e) => {
@@ -322,7 +326,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
                 exec_fifo,
                 joins: joins
                     .into_iter()
-                    .filter(|(k, _)| *k != NsKind::Pid)
+                    .filter(|(k, _)| *k != NsKind::Pid && *k != NsKind::User)
                     .collect(),
                 hooks_ready: hooks_ready.map(|(_, w)| w),
             },
@@ -564,6 +568,27 @@ fn open_joins(plan: &StartupPlan, ex: &Explain) -> Result<Vec<(NsKind, OwnedFd)>
         joins.push((*kind, fd));
     }
     Ok(joins)
+}
+
+/// `rcrun exec` into a container with a user namespace: rcrun itself enters it first, so that it
+/// holds the capabilities there that setns(2) into the container's other namespaces needs
+/// (CAP_SYS_ADMIN in the namespace's owner *and* in the caller's own user namespace), the pid
+/// namespace included, which only a later clone can be born in. rcrun stays there until it
+/// exits (a process cannot leave a user namespace); it is made non-dumpable first, so that the
+/// container's root, which holds every capability in that namespace, can neither ptrace it nor
+/// open its /proc/PID/exe, the host's rcrun binary (CVE-2019-5736): the check then needs
+/// CAP_SYS_PTRACE where rcrun's memory was made, the host's user namespace (ptrace(2)).
+fn enter_user_namespace(joins: &[(NsKind, OwnedFd)], ex: &Explain) -> Result<(), LaunchError> {
+    let Some((_, fd)) = joins.iter().find(|(k, _)| *k == NsKind::User) else {
+        return Ok(());
+    };
+    crate::sys::process::set_dumpable(false).map_err(sys("prctl(PR_SET_DUMPABLE, 0)"))?;
+    ex.timed(
+        "namespaces",
+        "prctl(PR_SET_DUMPABLE, 0); setns(user namespace) in rcrun: the container's capabilities for the joins that follow",
+        || crate::sys::process::join_namespace(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER),
+    )
+    .map_err(sys("setns(CLONE_NEWUSER)"))
 }
 
 /// Enters the pid namespace the container joins for the clone that follows (setns(2) with

@@ -23,6 +23,19 @@ pub struct Running {
     pub(super) old_mask: SigSet,
 }
 
+impl Running {
+    /// The process's own report of a failed step or execve (exit code, message).
+    pub fn failure(&self) -> Option<(i32, &str)> {
+        self.failure.as_ref().map(|(c, m)| (*c, m.as_str()))
+    }
+
+    /// Leaves the process running on its own (`exec --detach`): rcrun's signal mask goes back
+    /// and nobody waits for it (its parent's exit hands it to the subreaper or init).
+    pub fn detach(self) {
+        let _ = self.old_mask.thread_set_mask();
+    }
+}
+
 /// Opens the gate of `spawned` and waits for its execve. With --explain (or after
 /// [`Spawned::until_created`]) it first waits until the child sits at the gate, so the narration
 /// shows spawn and start in order; otherwise it opens the gate at once and the child finds the

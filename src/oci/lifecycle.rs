@@ -5,9 +5,10 @@
 //! up to its start gate ([`crate::launch::StartGate::ExecFifo`]) and detaches from it; `start`,
 //! a later process, opens the fifo.
 
+use super::control::container_pids;
 use super::hooks;
 use super::state::{self, ContainerDir, Record, Status};
-use crate::cli::{CreateArgs, CreateOptions, DeleteArgs, KillArgs, ListArgs};
+use crate::cli::{CreateArgs, CreateOptions, DeleteArgs};
 use crate::launch::explain::Explain;
 use crate::launch::{StartGate, StartupPlan};
 use crate::Ctx;
@@ -246,6 +247,8 @@ fn create_in(
     )?;
     prepared.plan.start_gate = StartGate::ExecFifo(cd.fifo());
     let cg_fs = crate::cgroup::CgroupFs::host();
+    // An OCI container may be paused: its v1 cgroup joins the freezer hierarchy too.
+    prepared.limits.freezer = true;
     let mut cgroup = crate::commands::parts::make_cgroup(
         ctx,
         ex,
@@ -369,7 +372,7 @@ fn make_fifo(path: &Path) -> Result<()> {
 
 /// runc's console protocol: connect to the engine's unix socket and send the pty master as
 /// SCM_RIGHTS, with its name as the message (conmon and containerd's shim read both).
-fn send_console(sock: &Path, master: &OwnedFd) -> Result<()> {
+pub(crate) fn send_console(sock: &Path, master: &OwnedFd) -> Result<()> {
     use nix::sys::socket::{
         connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
         UnixAddr,
@@ -399,7 +402,7 @@ fn send_console(sock: &Path, master: &OwnedFd) -> Result<()> {
 }
 
 /// The pid, written whole or not at all (engines poll for this file).
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -561,110 +564,6 @@ fn open_gate(cd: &ContainerDir, record: &Record, fifo: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `rcrun state ID`.
-pub fn cmd_state(ctx: &Ctx, id: &str) -> Result<i32> {
-    let cd = ContainerDir::open(&ctx.state_root, id)?;
-    let (record, status) = cd.status()?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&record.oci_state(status))?
-    );
-    Ok(0)
-}
-
-/// A signal by name (TERM, SIGTERM, term) or number.
-pub fn parse_signal(s: &str) -> Result<Signal> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n)
-            .map_err(|_| anyhow::anyhow!("signal {s}: no such signal number"));
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>().map_err(|_| {
-        anyhow::anyhow!("signal {s:?}: unknown (use a name like TERM or KILL, or a number)")
-    })
-}
-
-/// Every process of the container: its cgroup's; without a cgroup (rootless), every process in
-/// its pid namespace, found by the namespace link of /proc/PID/ns/pid; and where that link is
-/// closed to us (EACCES: reading it needs CAP_SYS_PTRACE over the container's user namespace,
-/// which a command run in a sibling namespace, such as another `unshare -Ur`, lacks), the first
-/// process and its descendants, which in a pid namespace of its own are all of it but what
-/// `exec` put in.
-fn container_pids(r: &Record) -> Vec<i32> {
-    let mut pids: Vec<i32> = Vec::new();
-    let proc_pids = || {
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-    };
-    if !r.cgroup_paths.is_empty() {
-        for p in &r.cgroup_paths {
-            if let Ok(s) = std::fs::read_to_string(p.join("cgroup.procs")) {
-                pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-            }
-        }
-    } else if state::process_seen(r.pid, r.start_time) == state::ProcessSeen::Gone {
-        // The recorded pid may now be someone else's.
-    } else if let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", r.pid)) {
-        pids.extend(proc_pids().filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-                .ok()
-                .as_ref()
-                == Some(&ns)
-        }));
-    } else {
-        let parents: Vec<(i32, i32)> = proc_pids()
-            .filter_map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                Some((pid, state::parent_of(&stat)?))
-            })
-            .collect();
-        pids = descendants(r.pid, &parents);
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    pids
-}
-
-/// `root` and every process below it, from (pid, parent pid) pairs.
-fn descendants(root: i32, parents: &[(i32, i32)]) -> Vec<i32> {
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    found
-}
-
-/// `rcrun kill ID [SIGNAL]`.
-pub fn cmd_kill(ctx: &Ctx, a: &KillArgs) -> Result<i32> {
-    let sig = parse_signal(&a.signal)?;
-    let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
-    let (record, status) = cd.status()?;
-    if status == Status::Stopped {
-        bail!("container not running (container {} is stopped)", a.id);
-    }
-    let pid = nix::unistd::Pid::from_raw(record.pid);
-    if a.all {
-        for p in container_pids(&record) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
-        }
-    } else {
-        nix::sys::signal::kill(pid, sig)
-            .with_context(|| format!("kill({}, {sig}) of container {}", record.pid, a.id))?;
-    }
-    Ok(0)
-}
-
 /// SIGKILL to the first process (in its own pid namespace that ends every process of it,
 /// pid_namespaces(7)) and to any left in its cgroup, then waits until it is gone.
 fn kill_and_wait(r: &Record, timeout: Duration) -> bool {
@@ -677,6 +576,7 @@ fn kill_and_wait(r: &Record, timeout: Duration) -> bool {
         for p in container_pids(r) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
         }
+        super::control::thaw(r);
         if Instant::now() >= deadline {
             return false;
         }
@@ -725,86 +625,7 @@ pub fn cmd_delete(ctx: &Ctx, a: &DeleteArgs) -> Result<i32> {
 
 /// The config.json `create` kept in the state directory (None for a container whose create
 /// did not get that far).
-fn saved_spec(cd: &ContainerDir) -> Option<oci_spec::runtime::Spec> {
+pub(crate) fn saved_spec(cd: &ContainerDir) -> Option<oci_spec::runtime::Spec> {
     let bytes = std::fs::read(cd.dir.join("config.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// `rcrun list`.
-pub fn cmd_list(ctx: &Ctx, a: &ListArgs) -> Result<i32> {
-    let mut rows = Vec::new();
-    for id in state::list_ids(&ctx.state_root) {
-        let Ok(cd) = ContainerDir::open(&ctx.state_root, &id) else {
-            continue;
-        };
-        if let Ok((r, s)) = cd.status() {
-            rows.push((r, s));
-        }
-    }
-    if ctx.quiet {
-        for (r, _) in &rows {
-            println!("{}", r.id);
-        }
-    } else if a.format == "json" {
-        let v: Vec<_> = rows.iter().map(|(r, s)| r.oci_state(*s)).collect();
-        println!("{}", serde_json::to_string(&v)?);
-    } else {
-        println!(
-            "{:<20} {:>8} {:<10} {:<40} CREATED",
-            "ID", "PID", "STATUS", "BUNDLE"
-        );
-        for (r, s) in &rows {
-            let pid = if *s == Status::Stopped { 0 } else { r.pid };
-            println!(
-                "{:<20} {:>8} {:<10} {:<40} {}",
-                r.id,
-                pid,
-                s.to_string(),
-                r.bundle.display(),
-                r.created
-            );
-        }
-    }
-    Ok(0)
-}
-
-/// `rcrun features`: what an engine may ask of this runtime (runtime-spec features.md).
-pub fn cmd_features() -> Result<i32> {
-    let caps: Vec<String> = ::caps::all()
-        .into_iter()
-        .map(|c| c.to_string())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let doc = serde_json::json!({
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": crate::spec::OCI_VERSION,
-        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": [
-            "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "bind", "rbind",
-            "private", "rprivate", "shared", "rshared", "slave", "rslave", "relatime",
-            "norelatime", "strictatime", "nostrictatime", "mode", "size", "uid", "gid",
-            "newinstance", "ptmxmode", "gid"
-        ],
-        "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
-            "capabilities": caps,
-            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false },
-            "seccomp": {
-                "enabled": true,
-                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRAP"],
-                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
-                "archs": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64"]
-            },
-            "apparmor": { "enabled": false },
-            "selinux": { "enabled": false },
-            "intelRdt": { "enabled": false }
-        },
-        "annotations": {
-            "org.opencontainers.runc.version": "none (rcrun)",
-            "io.github.rcrun.version": env!("CARGO_PKG_VERSION")
-        }
-    });
-    println!("{}", serde_json::to_string_pretty(&doc)?);
-    Ok(0)
 }

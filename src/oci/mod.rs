@@ -12,6 +12,9 @@
 //! tests/launch_phases.rs) and the state directory ([`state`]). Next: the commands themselves
 //! (create, start, state, kill, delete, list, features) on top of them.
 
+pub mod control;
+pub mod exec;
 pub mod hooks;
+pub mod info;
 pub mod lifecycle;
 pub mod state;

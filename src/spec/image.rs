@@ -251,7 +251,7 @@ fn capabilities(c: &crate::security::CapPlan) -> Result<LinuxCapabilities, SpecE
 
 fn ranges(m: &IdMapping) -> (Vec<IdRange>, Vec<IdRange>) {
     match m {
-        IdMapping::None => (vec![], vec![]),
+        IdMapping::None | IdMapping::Entered { .. } => (vec![], vec![]),
         IdMapping::Single { uid, gid } | IdMapping::Privileged { uid, gid } => {
             (vec![*uid], vec![*gid])
         }
@@ -346,7 +346,7 @@ fn annotations(run: &ImageRun) -> HashMap<String, String> {
     a.insert(
         "org.rcrun.idmaps".into(),
         match &run.mapping {
-            IdMapping::None => "none (real root, no user namespace)",
+            IdMapping::None | IdMapping::Entered { .. } => "none (real root, no user namespace)",
             IdMapping::Single { .. } => "written by rcrun (one id: yours)",
             IdMapping::Privileged { .. } =>
                 "written by rcrun as root (--userns); the user namespace is entered after the root is built",

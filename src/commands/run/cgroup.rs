@@ -57,5 +57,6 @@ pub(super) fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
         devices: None,
         cpu_period: None,
         settings: Vec::new(),
+        freezer: false,
     })
 }

@@ -117,43 +117,45 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
             },
         )?;
     }
-    // Mount propagation first (mount_namespaces(7)): nothing we mount may leak back to the host.
-    ex.timed(
-        "mount",
-        "mount(NULL, \"/\", NULL, MS_REC|MS_SLAVE) — stop propagation to the host",
-        || sm::stop_propagation().map_err(|e| fail("make / rslave", e)),
-    )?;
-    let (newroot, etc_in_upper) = mount_rootfs(plan, ex)?;
-    let root_fd = open_root(&newroot)?;
-    let mut net_ready = pipes.net_ready;
-    let mut sysctls_written = plan.sysctls.is_empty();
-    for m in &plan.mounts {
-        if etc_in_upper && matches!(m.what, Mnt::HostFile { .. }) {
-            continue;
-        }
-        if !sysctls_written && matches!(m.what, Mnt::Mask | Mnt::ReadOnly) {
-            // Before /proc/sys becomes read-only, in the final network namespace.
-            join_parent_netns(net_ready.take(), ex)?;
-            write_sysctls(plan, &newroot, ex)?;
-            sysctls_written = true;
-        }
-        if m.target.starts_with("/sys") {
-            join_parent_netns(net_ready.take(), ex)?;
-        }
-        ex.timed("mount", &m.describe(), || {
-            apply_mount(plan, root_fd.as_fd(), m)
-        })?;
-    }
-    join_parent_netns(net_ready.take(), ex)?;
-    if !sysctls_written {
-        write_sysctls(plan, &newroot, ex)?;
-    }
-    drop(root_fd);
-    if let Some(ready) = &pipes.hooks_ready {
-        // runtime-spec config.md: prestart and createRuntime hooks run "after the runtime
-        // environment has been created ... but before the pivot_root", createContainer after
-        // them; rcrun runs them while this process waits (runc's procHooks sync).
+    // `rcrun exec` enters a running container: its root, hostname and user namespace are made.
+    if !plan.enter_running {
+        // Mount propagation first (mount_namespaces(7)): nothing we mount may leak back to the host.
         ex.timed(
+            "mount",
+            "mount(NULL, \"/\", NULL, MS_REC|MS_SLAVE) — stop propagation to the host",
+            || sm::stop_propagation().map_err(|e| fail("make / rslave", e)),
+        )?;
+        let (newroot, etc_in_upper) = mount_rootfs(plan, ex)?;
+        let root_fd = open_root(&newroot)?;
+        let mut net_ready = pipes.net_ready;
+        let mut sysctls_written = plan.sysctls.is_empty();
+        for m in &plan.mounts {
+            if etc_in_upper && matches!(m.what, Mnt::HostFile { .. }) {
+                continue;
+            }
+            if !sysctls_written && matches!(m.what, Mnt::Mask | Mnt::ReadOnly) {
+                // Before /proc/sys becomes read-only, in the final network namespace.
+                join_parent_netns(net_ready.take(), ex)?;
+                write_sysctls(plan, &newroot, ex)?;
+                sysctls_written = true;
+            }
+            if m.target.starts_with("/sys") {
+                join_parent_netns(net_ready.take(), ex)?;
+            }
+            ex.timed("mount", &m.describe(), || {
+                apply_mount(plan, root_fd.as_fd(), m)
+            })?;
+        }
+        join_parent_netns(net_ready.take(), ex)?;
+        if !sysctls_written {
+            write_sysctls(plan, &newroot, ex)?;
+        }
+        drop(root_fd);
+        if let Some(ready) = &pipes.hooks_ready {
+            // runtime-spec config.md: prestart and createRuntime hooks run "after the runtime
+            // environment has been created ... but before the pivot_root", createContainer after
+            // them; rcrun runs them while this process waits (runc's procHooks sync).
+            ex.timed(
             "hooks",
             "root built: stop before pivot_root while rcrun runs the prestart, createRuntime and createContainer hooks",
             || {
@@ -161,52 +163,53 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
                 wait_for_parent(&pipes.go_read)
             },
         )?;
-    }
-    ex.timed(
-        "pivot_root",
-        &format!(
-            "chdir({0}); pivot_root(\".\", \".\"); umount2(\".\", MNT_DETACH)",
-            newroot.display()
-        ),
-        || pivot_into(&newroot),
-    )?;
-    if let Some(flags) = plan.root_propagation {
-        // After pivot_root, which refuses a shared root, and before the read-only remount: the
-        // container's "/" gets the propagation the spec asks for (a shared root lets the
-        // container's own bind mounts of "/" see later mounts, crun does the same). It stays a
-        // slave of nothing on the host: the host's mounts were cut off before the mounts.
-        let flags = nix::mount::MsFlags::from_bits_truncate(flags as _);
+        }
         ex.timed(
-            "mount",
-            &format!("mount(NULL, \"/\", NULL, {flags:?}) — linux.rootfsPropagation"),
-            || sm::set_root_propagation(flags).map_err(|e| fail("set the propagation of /", e)),
+            "pivot_root",
+            &format!(
+                "chdir({0}); pivot_root(\".\", \".\"); umount2(\".\", MNT_DETACH)",
+                newroot.display()
+            ),
+            || pivot_into(&newroot),
         )?;
-    }
-    if plan.read_only {
-        ex.timed(
-            "mount",
-            "mount(NULL, \"/\", NULL, MS_REMOUNT|MS_BIND|MS_RDONLY)",
-            || {
-                let root = nix::fcntl::open(
-                    "/",
-                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )
-                .map_err(|e| fail("open /", e))?;
-                sm::remount_readonly(root.as_fd()).map_err(|e| fail("remount / read-only", e))
-            },
-        )?;
-    }
-    if !plan.hostname.is_empty() {
-        ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
-            sys::process::set_hostname(&plan.hostname).map_err(|e| fail("sethostname", e))
-        })?;
-    }
-    if let Some(ready) = &pipes.userns_ready {
-        // The hostname was the last thing needing the initial namespace's privilege.
-        ex.timed("namespaces", "unshare(CLONE_NEWUSER) after the root file system is built; rcrun writes the maps; setresuid/setresgid(0)", || {
+        if let Some(flags) = plan.root_propagation {
+            // After pivot_root, which refuses a shared root, and before the read-only remount: the
+            // container's "/" gets the propagation the spec asks for (a shared root lets the
+            // container's own bind mounts of "/" see later mounts, crun does the same). It stays a
+            // slave of nothing on the host: the host's mounts were cut off before the mounts.
+            let flags = nix::mount::MsFlags::from_bits_truncate(flags as _);
+            ex.timed(
+                "mount",
+                &format!("mount(NULL, \"/\", NULL, {flags:?}) — linux.rootfsPropagation"),
+                || sm::set_root_propagation(flags).map_err(|e| fail("set the propagation of /", e)),
+            )?;
+        }
+        if plan.read_only {
+            ex.timed(
+                "mount",
+                "mount(NULL, \"/\", NULL, MS_REMOUNT|MS_BIND|MS_RDONLY)",
+                || {
+                    let root = nix::fcntl::open(
+                        "/",
+                        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(|e| fail("open /", e))?;
+                    sm::remount_readonly(root.as_fd()).map_err(|e| fail("remount / read-only", e))
+                },
+            )?;
+        }
+        if !plan.hostname.is_empty() {
+            ex.timed("uts", &format!("sethostname({:?})", plan.hostname), || {
+                sys::process::set_hostname(&plan.hostname).map_err(|e| fail("sethostname", e))
+            })?;
+        }
+        if let Some(ready) = &pipes.userns_ready {
+            // The hostname was the last thing needing the initial namespace's privilege.
+            ex.timed("namespaces", "unshare(CLONE_NEWUSER) after the root file system is built; rcrun writes the maps; setresuid/setresgid(0)", || {
             enter_user_namespace_late(ready, &pipes.go_read)
         })?;
+        }
     }
     if let Some(sock) = &pipes.console {
         ex.timed("tty", "open /dev/ptmx in the container's devpts, send the master to rcrun (SCM_RIGHTS), make the slave our controlling terminal", || open_console(sock))?;

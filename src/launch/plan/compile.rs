@@ -407,6 +407,7 @@ pub fn compile(
         inherit,
         joins,
         hooks_point,
+        enter_running: false,
     };
     let cgroups_path = linux
         .cgroups_path()

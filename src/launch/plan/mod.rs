@@ -38,6 +38,9 @@ pub enum IdMapping {
         newuidmap: PathBuf,
         newgidmap: PathBuf,
     },
+    /// `rcrun exec`: the running container's user namespace, entered by rcrun (setns): nothing
+    /// is made and no map written. `setgroups`: what the namespace's /proc/PID/setgroups allows.
+    Entered { setgroups: bool },
 }
 
 impl IdMapping {
@@ -109,8 +112,9 @@ impl IdMapping {
         }
     }
 
+    /// Whether rcrun makes a user namespace (and writes its maps).
     pub fn user_namespace(&self) -> bool {
-        !matches!(self, IdMapping::None)
+        !matches!(self, IdMapping::None | IdMapping::Entered { .. })
     }
 
     /// Whether the user namespace is entered late, after the mounts (see `Privileged`).
@@ -141,7 +145,7 @@ impl IdMapping {
     /// Whether `uid` exists inside the container.
     pub fn maps_uid(&self, uid: u32) -> bool {
         match self {
-            IdMapping::None => true,
+            IdMapping::None | IdMapping::Entered { .. } => true,
             IdMapping::Single { uid: r, .. } | IdMapping::Privileged { uid: r, .. } => {
                 uid >= r.inside && uid - r.inside < r.count
             }
@@ -153,7 +157,11 @@ impl IdMapping {
 
     /// setgroups(2) is only possible when gid_map was written by a privileged helper.
     pub fn setgroups_allowed(&self) -> bool {
-        !matches!(self, IdMapping::Single { .. })
+        match self {
+            IdMapping::Single { .. } => false,
+            IdMapping::Entered { setgroups } => *setgroups,
+            _ => true,
+        }
     }
 }
 

@@ -1,0 +1,288 @@
+//! `rcrun exec`: a new process in a running container, as runc's `exec` (which engines call for
+//! `podman exec`, `kubectl exec` and health checks).
+//!
+//! The process is compiled from the container's saved config.json with its `process` replaced
+//! (by `--process FILE`, or the container's own with the flags applied), so it gets the same
+//! capabilities, no_new_privs, seccomp filter, rlimits and environment rules as the container's
+//! first process. The launcher then runs it with [`crate::launch::StartupPlan::enter_running`]:
+//! instead of making namespaces and a root it joins every namespace of the container's first
+//! process (the user namespace first, entered by rcrun itself; the pid namespace entered by
+//! rcrun for the clone, since setns(2) into a pid namespace only places later children there),
+//! joins its cgroup, and goes through the same security steps and start gate. Until its execve
+//! the process is a non-dumpable copy of rcrun, so a container process cannot open its
+//! /proc/PID/exe, the host's binary (CVE-2019-5736); see `launch::child`.
+
+use super::lifecycle::{saved_spec, send_console, write_pid_file};
+use super::state::{ContainerDir, Status};
+use crate::cli::ExecArgs;
+use crate::launch::explain::Explain;
+use crate::launch::{NsKind, StartGate};
+use crate::Ctx;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+/// The `process` of an exec: `--process FILE`, or the container's with the flags applied.
+fn exec_process(
+    a: &ExecArgs,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<oci_spec::runtime::Process> {
+    if let Some(file) = &a.process {
+        if !a.command.is_empty() {
+            bail!(
+                "--process {}: give the command in the file, not after the ID",
+                file.display()
+            );
+        }
+        let bytes = std::fs::read(file).with_context(|| format!("--process {}", file.display()))?;
+        return serde_json::from_slice(&bytes)
+            .with_context(|| format!("--process {}: not an OCI process object", file.display()));
+    }
+    if a.command.is_empty() {
+        bail!(
+            "exec {}: no command (give one after the ID, or --process FILE)",
+            a.id
+        );
+    }
+    let mut p = spec.process().clone().unwrap_or_default();
+    p.set_args(Some(a.command.clone()));
+    p.set_terminal(Some(a.tty));
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.into());
+    }
+    if !a.env.is_empty() {
+        let mut env = p.env().clone().unwrap_or_default();
+        for kv in &a.env {
+            let key = kv.split('=').next().unwrap_or_default();
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(kv.clone());
+        }
+        p.set_env(Some(env));
+    }
+    let mut user = p.user().clone();
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (u.as_str(), None),
+        };
+        let num = |s: &str, what: &str| -> Result<u32> {
+            s.parse().with_context(|| {
+                format!("--user {u}: the {what} must be a number (as in config.json)")
+            })
+        };
+        user.set_uid(num(uid, "uid")?);
+        if let Some(g) = gid {
+            user.set_gid(num(g, "gid")?);
+        }
+    }
+    if !a.additional_gids.is_empty() {
+        user.set_additional_gids(Some(a.additional_gids.clone()));
+    }
+    p.set_user(user);
+    if !a.caps.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &a.caps {
+            let full = if name.to_ascii_uppercase().starts_with("CAP_") {
+                name.to_ascii_uppercase()
+            } else {
+                format!("CAP_{}", name.to_ascii_uppercase())
+            };
+            crate::security::parse_cap(&full).with_context(|| format!("--cap {name}"))?;
+            let cap: oci_spec::runtime::Capability = full
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--cap {name}: {e}"))?;
+            let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(cap);
+                Some(set)
+            };
+            let (b, e, p, i, amb) = (
+                add(caps.bounding()),
+                add(caps.effective()),
+                add(caps.permitted()),
+                add(caps.inheritable()),
+                add(caps.ambient()),
+            );
+            caps.set_bounding(b)
+                .set_effective(e)
+                .set_permitted(p)
+                .set_inheritable(i)
+                .set_ambient(amb);
+        }
+        p.set_capabilities(Some(caps));
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    Ok(p)
+}
+
+/// The namespaces of the container's first process that are not rcrun's own, in the order
+/// [`NsKind`] joins them (the user namespace is entered by rcrun before the others).
+fn namespaces_of(pid: i32) -> Result<Vec<(NsKind, PathBuf)>> {
+    let mut v = Vec::new();
+    for kind in [
+        NsKind::Ipc,
+        NsKind::Uts,
+        NsKind::Net,
+        NsKind::Cgroup,
+        NsKind::Pid,
+        NsKind::Mount,
+        NsKind::User,
+    ] {
+        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()));
+        let same = std::fs::read_link(&theirs)
+            .with_context(|| format!("the container's process {pid}: read {}", theirs.display()))?
+            == std::fs::read_link(format!("/proc/self/ns/{}", kind.proc_name()))?;
+        if !same {
+            v.push((kind, theirs));
+        }
+    }
+    Ok(v)
+}
+
+/// `rcrun exec ID CMD...` / `rcrun exec --process FILE ID`.
+pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
+    if a.preserve_fds > 0 {
+        bail!(
+            "--preserve-fds {}: passing extra descriptors is not supported yet",
+            a.preserve_fds
+        );
+    }
+    let ex = Explain::new(a.explain);
+    ex.phase("exec", &format!("a new process in container {}", a.id));
+    let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
+    let (record, status) = cd.status()?;
+    match status {
+        Status::Running | Status::Created => {}
+        Status::Paused => bail!("cannot exec in a paused container (container {})", a.id),
+        _ => bail!("cannot exec in a stopped container (container {})", a.id),
+    }
+    let spec = saved_spec(&cd).with_context(|| {
+        format!(
+            "container {}: its config.json is missing from {}",
+            a.id,
+            cd.dir.display()
+        )
+    })?;
+    let process = exec_process(a, &spec)?;
+    if process.terminal() == Some(true) && a.detach && a.console_socket.is_none() {
+        bail!("exec --tty --detach needs --console-socket: nobody would hold the terminal");
+    }
+    let mut exec_spec = spec.clone();
+    exec_spec.set_process(Some(process));
+    // Hooks belong to the container's lifecycle, not to its exec'd processes.
+    exec_spec.set_hooks(None);
+    let scratch = cd.scratch();
+    let compiled = crate::launch::plan::compile(
+        &exec_spec,
+        &crate::launch::plan::Extras::default(),
+        &crate::launch::plan::HostFacts {
+            privilege: &ctx.privilege,
+            bundle: &record.bundle,
+            id: &a.id,
+            scratch: &scratch,
+        },
+    )?;
+    let mut plan = compiled.plan;
+    plan.enter_running = true;
+    plan.joins = namespaces_of(record.pid)?;
+    plan.inherit = Vec::new();
+    plan.new_netns = false;
+    // setgroups(2) works in the container's user namespace only if its maps were written by a
+    // privileged helper ("allow" in /proc/PID/setgroups), as for its first process.
+    plan.mapping = crate::launch::plan::IdMapping::Entered {
+        setgroups: std::fs::read_to_string(format!("/proc/{}/setgroups", record.pid))
+            .map(|s| s.trim() != "deny")
+            .unwrap_or(true),
+    };
+    plan.hooks_point = false;
+    plan.mounts = Vec::new();
+    plan.sysctls = Vec::new();
+    plan.root_propagation = None;
+    plan.init = false;
+    plan.start_gate = StartGate::Pipe;
+    plan.die_with_rcrun = !a.detach;
+    plan.interactive = plan.tty && !a.detach && a.console_socket.is_none();
+    // The container's cgroup, as its first process's (v1: one directory per hierarchy).
+    if ctx.privilege.is_real_root() && !record.cgroup_paths.is_empty() {
+        let v2 = record.cgroup_version.as_deref() == Some("v2");
+        plan.cgroup = crate::cgroup::Join {
+            clone_into: if v2 {
+                record.cgroup_paths.first().cloned()
+            } else {
+                None
+            },
+            self_join_tasks: if v2 {
+                Vec::new()
+            } else {
+                record
+                    .cgroup_paths
+                    .iter()
+                    .map(|p| p.join("tasks"))
+                    .collect()
+            },
+            procs: record
+                .cgroup_paths
+                .iter()
+                .map(|p| p.join("cgroup.procs"))
+                .collect(),
+        };
+    }
+    plan.seccomp = crate::commands::parts::load_seccomp(
+        &ctx.state_root.join(".cache"),
+        compiled.seccomp.as_ref(),
+        &plan,
+        &ex,
+    )?;
+    ex.step(
+        "exec",
+        &format!(
+            "join {} of pid {}; user {}:{}, argv {:?}",
+            plan.joins
+                .iter()
+                .map(|(k, _)| k.proc_name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            record.pid,
+            plan.user.uid,
+            plan.user.gid,
+            plan.argv
+        ),
+        std::time::Duration::ZERO,
+    );
+    // Other commands (state, kill, delete) must not wait for this process's lifetime.
+    drop(cd);
+    let mut spawned = crate::launch::spawn(&plan, &ex)
+        .map_err(|e| anyhow::Error::new(e).context(format!("exec in container {}", a.id)))?;
+    if let Some(sock) = &a.console_socket {
+        spawned.until_created()?;
+        if let Some(master) = spawned.take_master() {
+            send_console(sock, &master)?;
+        }
+    }
+    let pid = spawned.pid();
+    let running = crate::launch::start(spawned, &ex)
+        .map_err(|e| anyhow::Error::new(e).context(format!("exec in container {}", a.id)))?;
+    if let Some(p) = &a.pid_file {
+        write_pid_file(p, pid.as_raw())?;
+    }
+    if a.detach {
+        if let Some((code, msg)) = running.failure() {
+            return Err(anyhow::Error::new(crate::ProcessFailed {
+                code,
+                message: msg.to_string(),
+            })
+            .context(format!("exec in container {}", a.id)));
+        }
+        // The process runs on without us: rcrun's signal mask goes back, nobody waits for it.
+        running.detach();
+        ex.summary();
+        return Ok(0);
+    }
+    let outcome = crate::launch::wait(running, &ex)?;
+    if let Some(msg) = &outcome.failure {
+        eprintln!("rcrun: error: {msg}");
+    }
+    ex.summary();
+    Ok(outcome.status)
+}

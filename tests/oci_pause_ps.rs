@@ -1,0 +1,94 @@
+//! `rcrun pause`/`resume` (the cgroup freezer) and `rcrun ps`, as containerd's shim and podman
+//! call them. Pausing needs the container's cgroup: as root always; rootless without a
+//! delegated cgroup it is refused by name.
+
+mod common;
+use common::oci::*;
+use common::*;
+
+use std::time::Duration;
+
+const TICKER: &str = "echo ready; while :; do echo tick; sleep 0.02; done";
+
+fn ticks(c: &Case) -> usize {
+    c.output().matches("tick").count()
+}
+
+fn pause_resume_ps(c: &Case) -> Result<(), String> {
+    let id = format!("pz-{}", c.name);
+    let (code, out) = c.create(&id, &[]);
+    if code != Some(0) {
+        return Err(format!("create: {code:?}: {out}"));
+    }
+    let cgroups = c.cgroups(&id);
+    expect_ok(&c.rcrun(&["start", &id]), "start")?;
+    c.wait_output("ready")?;
+    let pid = c.status(&id)?.1;
+
+    // ps: the first process is listed (json: host pids, as runc's).
+    let o = c.rcrun(&["ps", "--format", "json", &id]);
+    let pids: Vec<i64> = serde_json::from_slice(&o.stdout)
+        .map_err(|e| format!("ps --format json is not a pid array ({e}): {}", text(&o)))?;
+    if !pids.contains(&pid) {
+        return Err(format!("ps: {pids:?} lacks the first process {pid}"));
+    }
+    let o = c.rcrun(&["ps", &id]);
+    if !String::from_utf8_lossy(&o.stdout).contains("sh -c") {
+        return Err(format!("ps table: no `sh -c` line: {}", text(&o)));
+    }
+
+    if c.mode != Mode::Root {
+        // No cgroup here rootless: refused, and the container runs on.
+        expect_fail(&c.rcrun(&["pause", &id]), "rootless pause", "freezer")?;
+        if c.status(&id)?.0 != "running" {
+            return Err("a refused pause changed the status".into());
+        }
+    } else {
+        expect_fail(
+            &c.rcrun(&["resume", &id]),
+            "resume of a running container",
+            "container not paused",
+        )?;
+        expect_ok(&c.rcrun(&["pause", &id]), "pause")?;
+        if c.status(&id)?.0 != "paused" {
+            return Err(format!("after pause: {:?}", c.status(&id)?));
+        }
+        let frozen_at = ticks(c);
+        std::thread::sleep(Duration::from_millis(300));
+        if ticks(c) != frozen_at {
+            return Err(format!("paused, yet it ticked: {frozen_at} → {}", ticks(c)));
+        }
+        expect_fail(
+            &c.rcrun(&["pause", &id]),
+            "a second pause",
+            "container not running",
+        )?;
+        expect_ok(&c.rcrun(&["resume", &id]), "resume")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ticks(c) <= frozen_at + 3 {
+            if std::time::Instant::now() > deadline {
+                return Err("resumed, but it does not tick".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if c.status(&id)?.0 != "running" {
+            return Err(format!("after resume: {:?}", c.status(&id)?));
+        }
+        // A paused container can be deleted by force (the freezer is thawed by the kill).
+        expect_ok(&c.rcrun(&["pause", &id]), "pause again")?;
+    }
+    expect_ok(&c.rcrun(&["delete", "--force", &id]), "delete --force")?;
+    c.assert_gone(&id, &cgroups)
+}
+
+#[test]
+fn pause_resume_and_ps() {
+    let mut failures = Vec::new();
+    for (mode, name) in bundle_modes("oci pause/ps") {
+        let c = Case::new("pause", mode, name, serde_json::json!(["sh", "-c", TICKER]));
+        let r = pause_resume_ps(&c);
+        check(&mut failures, name, r);
+        c.cleanup();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
