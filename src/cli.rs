@@ -76,6 +76,8 @@ pub enum Command {
     Pause(IdArg),
     /// OCI runtime: thaw a paused container.
     Resume(IdArg),
+    /// OCI runtime: change a running container's resource limits (memory, pids, cpu).
+    Update(UpdateArgs),
     /// OCI runtime: send a signal to a container's first process (every process with --all).
     Kill(KillArgs),
     /// OCI runtime: remove a container: its cgroup and state (--force kills it first).
@@ -244,6 +246,41 @@ pub struct ListArgs {
     /// table, or json (an array of state objects); with the global -q, only the IDs.
     #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The new limits as an OCI `linux.resources` JSON object (`-`: stdin), as containerd's
+    /// shim passes them; the flags below then do not apply.
+    #[arg(short = 'r', long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// Memory limit (e.g. 64m).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Memory + swap total (e.g. 128m; -1 unlimited).
+    #[arg(long = "memory-swap", value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Maximum number of tasks (0 or -1: unlimited).
+    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-shares", value_name = "N")]
+    pub cpu_shares: Option<u64>,
+    /// CFS quota in µs per period.
+    #[arg(long = "cpu-quota", value_name = "US")]
+    pub cpu_quota: Option<i64>,
+    /// CFS period in µs.
+    #[arg(long = "cpu-period", value_name = "US")]
+    pub cpu_period: Option<u64>,
+    /// CPUs allowed (e.g. 0-1).
+    #[arg(long = "cpuset-cpus", value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes allowed (e.g. 0).
+    #[arg(long = "cpuset-mems", value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// The container ID.
+    #[arg(value_name = "ID")]
+    pub id: String,
 }
 
 #[derive(Debug, Args)]

@@ -281,6 +281,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Ps(a) => oci_exit(oci::control::cmd_ps(&ctx, &a)),
         Command::Pause(a) => oci_exit(oci::control::cmd_pause(&ctx, &a.id)),
         Command::Resume(a) => oci_exit(oci::control::cmd_resume(&ctx, &a.id)),
+        Command::Update(a) => oci_exit(oci::update::cmd_update(&ctx, &a)),
         Command::List(a) => oci_exit(oci::info::cmd_list(&ctx, &a)),
         Command::Features => oci_exit(oci::info::cmd_features()),
         Command::Man(a) => commands::man::cmd_man(&a),

@@ -6,6 +6,7 @@ mod common;
 use common::oci::*;
 use common::*;
 
+use std::path::Path;
 use std::time::Duration;
 
 const TICKER: &str = "echo ready; while :; do echo tick; sleep 0.02; done";
@@ -87,6 +88,116 @@ fn pause_resume_and_ps() {
     for (mode, name) in bundle_modes("oci pause/ps") {
         let c = Case::new("pause", mode, name, serde_json::json!(["sh", "-c", TICKER]));
         let r = pause_resume_ps(&c);
+        check(&mut failures, name, r);
+        c.cleanup();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `rcrun update`: as root the limits change in the container's cgroup (flags and an OCI
+/// resources file), and a memory hog exec'd after a lower memory limit dies with 137; rootless
+/// without a cgroup it is refused by name.
+fn update(c: &Case) -> Result<(), String> {
+    let id = format!("up-{}", c.name);
+    if c.mode == Mode::Root {
+        edit_config(&c.bundle, |d| {
+            d["linux"]["resources"]["memory"] = serde_json::json!({"limit": 268435456});
+        });
+    }
+    let (code, out) = c.create(&id, &[]);
+    if code != Some(0) {
+        return Err(format!("create: {code:?}: {out}"));
+    }
+    let cgroups = c.cgroups(&id);
+    expect_ok(&c.rcrun(&["start", &id]), "start")?;
+    c.wait_output("ready")?;
+    if c.mode != Mode::Root {
+        expect_fail(
+            &c.rcrun(&["update", "--memory", "16m", &id]),
+            "rootless update",
+            "no cgroup",
+        )?;
+    } else {
+        let file = |name: &str| -> Result<String, String> {
+            let dir = cgroups
+                .iter()
+                .find(|d| d.join(name).exists())
+                .ok_or_else(|| format!("no {name} in {cgroups:?}"))?;
+            Ok(std::fs::read_to_string(dir.join(name))
+                .unwrap_or_default()
+                .trim()
+                .to_string())
+        };
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let (mem_file, pids_file) = if v2 {
+            ("memory.max", "pids.max")
+        } else {
+            ("memory.limit_in_bytes", "pids.max")
+        };
+        expect_ok(
+            &c.rcrun(&["update", "--memory", "16m", &id]),
+            "update --memory",
+        )?;
+        if file(mem_file)? != "16777216" {
+            return Err(format!(
+                "{mem_file}: {:?} after update --memory 16m",
+                file(mem_file)?
+            ));
+        }
+        let res = c.dir.join("resources.json");
+        std::fs::write(&res, r#"{"pids": {"limit": 7}}"#).unwrap();
+        expect_ok(
+            &c.rcrun(&["update", "--resources", res.to_str().unwrap(), &id]),
+            "update --resources",
+        )?;
+        if file(pids_file)? != "7" {
+            return Err(format!(
+                "{pids_file}: {:?} after update --resources",
+                file(pids_file)?
+            ));
+        }
+        // 64 MiB in a shell variable, over the new 16 MiB limit: the kernel's OOM killer.
+        let o = c.rcrun(&[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "a=$(head -c 67108864 /dev/zero | tr '\\0' x); echo survived ${#a}",
+        ]);
+        if o.status.code() != Some(137) {
+            return Err(format!(
+                "a hog after update --memory 16m: wanted 137: {}",
+                text(&o)
+            ));
+        }
+        // Raising it again (above the memory+swap total) works too.
+        expect_ok(
+            &c.rcrun(&["update", "--memory", "512m", &id]),
+            "update --memory 512m",
+        )?;
+        if file(mem_file)? != "536870912" {
+            return Err(format!("{mem_file}: {:?} after raising", file(mem_file)?));
+        }
+    }
+    expect_ok(&c.rcrun(&["delete", "--force", &id]), "delete --force")?;
+    c.assert_gone(&id, &cgroups)
+}
+
+#[test]
+fn update_changes_the_limits() {
+    let mut failures = Vec::new();
+    for (mode, name) in bundle_modes("oci update") {
+        if mode == Mode::Unshare {
+            skip("oci update [unshare]: exec of the hog runs in a sibling user namespace (see oci_exec.rs); rootless refusal is covered by [user]");
+            continue;
+        }
+        let c = Case::new(
+            "update",
+            mode,
+            name,
+            serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
+        );
+        let r = update(&c);
         check(&mut failures, name, r);
         c.cleanup();
     }

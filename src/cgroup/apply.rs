@@ -136,7 +136,28 @@ impl Cgroup {
             } else {
                 "memory.limit_in_bytes"
             };
-            self.cg_write(dir, file, m.to_string(), || ctl.set_limit(m as i64))?;
+            let written = self.cg_write(dir, file, m.to_string(), || ctl.set_limit(m as i64));
+            match written {
+                // v1 refuses a memory limit above memory+swap (EINVAL): `rcrun update` raising
+                // both writes the new total first (cgroup-v1/memory.rst, 2.5).
+                Err(CgroupError::Write { ref source, .. })
+                    if !v2 && source.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    let total = match l.memory_swap.filter(|s| *s != 0) {
+                        Some(-1) => -1,
+                        Some(s) => s,
+                        None => (m as i64).saturating_mul(2),
+                    };
+                    self.cg_write(
+                        dir,
+                        "memory.memsw.limit_in_bytes",
+                        total.to_string(),
+                        || ctl.set_memswap_limit(total),
+                    )?;
+                    self.cg_write(dir, file, m.to_string(), || ctl.set_limit(m as i64))?;
+                }
+                r => r?,
+            }
         }
         // Swap: Docker's --memory-swap is the memory+swap total; -1 unlimited;
         // unset/0 with --memory = as much swap as memory (total 2 × memory).

@@ -188,11 +188,14 @@ impl Cgroup {
         let owned = |p: &PathBuf| removable.as_ref().is_none_or(|r| r.contains(p));
         let dirs: Vec<CgDir> = paths
             .iter()
-            .map(|p| CgDir {
-                controllers: Vec::new(),
-                mount: p.clone(),
-                path: p.clone(),
-                owned: owned(p),
+            .map(|p| {
+                let (controllers, mount) = controllers_of(version, p);
+                CgDir {
+                    controllers,
+                    mount,
+                    path: p.clone(),
+                    owned: owned(p),
+                }
             })
             .collect();
         // removable lists parents deepest first; parents_made is top first.
@@ -212,6 +215,17 @@ impl Cgroup {
             done: false,
             parents_made,
         }
+    }
+
+    /// New limits for a running container's cgroup (`rcrun update`): the same writes as at
+    /// creation, into the directories [`Cgroup::adopt`] took over.
+    pub fn update(&mut self, limits: &Limits) -> Result<(), CgroupError> {
+        limits.validate()?;
+        limits.check_version(self.version)?;
+        if limits.memory.is_some() {
+            self.memory_limit = limits.memory;
+        }
+        self.apply(limits)
     }
 
     /// What removing this cgroup removes, in order: the leaves rcrun made, then the
@@ -659,6 +673,56 @@ impl Drop for Cgroup {
             }
         }
     }
+}
+
+/// The controllers a cgroup directory stands for, and its hierarchy's mount: v2, all of them at
+/// the cgroup root; v1, those named by the hierarchy's directory (`/sys/fs/cgroup/cpu,cpuacct`
+/// through the `cpu` link), found by resolving the path.
+fn controllers_of(version: Version, dir: &Path) -> (Vec<Controller>, PathBuf) {
+    use Controller as C;
+    let all = [
+        C::Memory,
+        C::Pids,
+        C::Cpu,
+        C::Cpuacct,
+        C::Cpuset,
+        C::Devices,
+        C::Blkio,
+        C::Hugetlb,
+        C::NetCls,
+        C::NetPrio,
+        C::Rdma,
+        C::Freezer,
+    ];
+    if version == Version::V2 {
+        let mut mount = dir.to_path_buf();
+        while let Some(parent) = mount.parent() {
+            if !parent.join("cgroup.controllers").exists() {
+                break;
+            }
+            mount = parent.to_path_buf();
+        }
+        return (all.to_vec(), mount);
+    }
+    let real = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    // The outermost match: a container or cgroupsPath directory may itself be named "memory".
+    let mut best = None;
+    for a in real.ancestors() {
+        let names: Vec<&str> = a
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.split(',').collect())
+            .unwrap_or_default();
+        let found: Vec<Controller> = all
+            .iter()
+            .copied()
+            .filter(|c| names.contains(&c.name()))
+            .collect();
+        if !found.is_empty() && a.join("cgroup.procs").exists() {
+            best = Some((found, a.to_path_buf()));
+        }
+    }
+    best.unwrap_or_else(|| (Vec::new(), dir.to_path_buf()))
 }
 
 /// Extracts the OS error from a cgroups-rs error (it boxes the io::Error).

@@ -18,3 +18,4 @@ pub mod hooks;
 pub mod info;
 pub mod lifecycle;
 pub mod state;
+pub mod update;
