@@ -149,7 +149,7 @@ pub struct ExecArgs {
     /// With a terminal: send the pty master over this unix socket (SCM_RIGHTS), as runc.
     #[arg(long = "console-socket", value_name = "SOCKET")]
     pub console_socket: Option<PathBuf>,
-    /// Pass N extra descriptors (not yet: refused when N > 0).
+    /// Pass descriptors 3 .. 3+N-1 on to the process, as runc (each must be open).
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,
     /// Narrate each step on stderr.
@@ -198,8 +198,8 @@ pub struct CreateOptions {
     /// Accepted: rcrun never creates a session keyring (keyctl is refused by its seccomp).
     #[arg(long = "no-new-keyring")]
     pub no_new_keyring: bool,
-    /// Pass N extra descriptors (3 .. 3+N-1) on to the container's process, as runc (not yet:
-    /// refused when N > 0).
+    /// Pass descriptors 3 .. 3+N-1 on to the container's process, as runc (each must be
+    /// open); with LISTEN_FDS (socket activation) those follow too.
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,
 }

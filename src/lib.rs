@@ -251,6 +251,16 @@ impl Ctx {
 }
 
 pub fn main_with(cli: Cli) -> Result<i32> {
+    // Before rcrun opens anything of its own: the descriptors it is to pass on must all be there.
+    let preserve = match &cli.command {
+        Command::Create(a) => Some(a.options.preserve_fds),
+        Command::Exec(a) => Some(a.preserve_fds),
+        Command::Run(a) if a.bundle.is_some() => Some(a.oci.preserve_fds),
+        _ => None,
+    };
+    if let Some(n) = preserve {
+        oci::passed_fds(n).map_err(|e| e.context(OciCommandFailed))?;
+    }
     let privilege = Privilege::detect();
     let store_root = store_root(&cli);
     let state_root = cli

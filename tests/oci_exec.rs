@@ -417,3 +417,100 @@ fn exec_in_one_unshare_session() {
     c.cleanup();
     r.unwrap();
 }
+
+/// `--preserve-fds N`: descriptor 3 of rcrun (a file here) reaches the container's command and
+/// an exec'd process; asking for one that is not open fails before anything starts.
+#[test]
+fn preserve_fds_passes_descriptors_on() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut failures = Vec::new();
+    for (mode, name) in bundle_modes("oci --preserve-fds") {
+        if mode == Mode::Unshare {
+            skip("oci --preserve-fds [unshare]: each command in its own unshare -Ur; see exec_in_one_unshare_session");
+            continue;
+        }
+        let c = Case::new(
+            "preserve",
+            mode,
+            name,
+            json!([
+                "sh",
+                "-c",
+                "echo \"got $(cat <&3)\"; echo ready; exec sleep 300"
+            ]),
+        );
+        let r = (|| -> R {
+            let passed = c.dir.join("passed");
+            std::fs::write(&passed, "passed-through").unwrap();
+            let run_with_fd3 = |args: &[&str]| -> Output {
+                let file = File::open(&passed).unwrap();
+                let fd = file.as_raw_fd();
+                let mut all = vec![std::ffi::OsStr::new("--root"), c.state.as_os_str()];
+                all.extend(args.iter().map(std::ffi::OsStr::new));
+                let mut cmd = rcrun_as_cmd(c.mode, &all);
+                // SAFETY: dup2 in the forked child before exec: fd 3 becomes the file, without
+                // FD_CLOEXEC, as an engine hands it over.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        // dup2(3, 3) would keep FD_CLOEXEC: clear it either way.
+                        if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                let out = File::create(c.dir.join(format!("cmd-{}", args[0]))).unwrap();
+                let o = cmd
+                    .stdin(Stdio::null())
+                    .stdout(out.try_clone().unwrap())
+                    .stderr(out)
+                    .output()
+                    .unwrap();
+                drop(file);
+                o
+            };
+            let id = format!("pf-{}", c.name);
+            let bundle = c.bundle.to_str().unwrap().to_string();
+            let o = run_with_fd3(&["create", "--preserve-fds", "1", "-b", &bundle, &id]);
+            if !o.status.success() {
+                let log = std::fs::read_to_string(c.dir.join("cmd-create")).unwrap_or_default();
+                return Err(format!("create --preserve-fds 1: {:?}: {log}", o.status));
+            }
+            expect_ok(&c.rcrun(&["start", &id]), "start")?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let log = || std::fs::read_to_string(c.dir.join("cmd-create")).unwrap_or_default();
+            while !log().contains("ready") {
+                if Instant::now() > deadline {
+                    return Err(format!("no ready: {}", log()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !log().contains("got passed-through") {
+                return Err(format!("fd 3 did not reach the command: {}", log()));
+            }
+            let o = run_with_fd3(&["exec", "--preserve-fds", "1", &id, "sh", "-c", "cat <&3"]);
+            let said = std::fs::read_to_string(c.dir.join("cmd-exec")).unwrap_or_default();
+            if !o.status.success() || !said.contains("passed-through") {
+                return Err(format!("exec --preserve-fds 1: {:?}: {said}", o.status));
+            }
+            // Without it, the descriptor stays behind.
+            let o = run_with_fd3(&["exec", &id, "sh", "-c", "cat <&3"]);
+            if o.status.success() {
+                return Err("exec without --preserve-fds passed fd 3 on".into());
+            }
+            let o = c.rcrun(&["create", "--preserve-fds", "4", "-b", &bundle, "pf-missing"]);
+            expect_fail(
+                &o,
+                "create --preserve-fds 4 without fds 3..6",
+                "is not open",
+            )?;
+            c.assert_gone("pf-missing", &[])?;
+            expect_ok(&c.rcrun(&["delete", "--force", &id]), "delete --force")?;
+            c.assert_gone(&id, &[])
+        })();
+        check(&mut failures, name, r);
+        c.cleanup();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -112,6 +112,9 @@ pub struct StartupPlan {
     /// process is in `joins`, the user namespace entered by rcrun before clone) and skips
     /// building a root: the joined mount namespace's root is the container's.
     pub enter_running: bool,
+    /// `--preserve-fds N` plus LISTEN_FDS: descriptors 3 .. 3+N-1 of rcrun go on to the
+    /// command; everything above is closed at execve.
+    pub preserve_fds: u32,
 }
 
 /// A namespace type of an OCI spec.

@@ -142,12 +142,6 @@ fn namespaces_of(pid: i32) -> Result<Vec<(NsKind, PathBuf)>> {
 
 /// `rcrun exec ID CMD...` / `rcrun exec --process FILE ID`.
 pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
-    if a.preserve_fds > 0 {
-        bail!(
-            "--preserve-fds {}: passing extra descriptors is not supported yet",
-            a.preserve_fds
-        );
-    }
     let ex = Explain::new(a.explain);
     ex.phase("exec", &format!("a new process in container {}", a.id));
     let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
@@ -201,6 +195,11 @@ pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
     plan.root_propagation = None;
     plan.init = false;
     plan.start_gate = StartGate::Pipe;
+    let (passed, listen) = super::passed_fds(a.preserve_fds)?;
+    plan.preserve_fds = passed;
+    if listen > 0 {
+        plan.env.push(format!("LISTEN_FDS={listen}"));
+    }
     plan.die_with_rcrun = !a.detach;
     plan.interactive = plan.tty && !a.detach && a.console_socket.is_none();
     // The container's cgroup, as its first process's (v1: one directory per hierarchy).

@@ -142,12 +142,6 @@ fn check_options(o: &CreateOptions) -> Result<()> {
     if o.no_pivot {
         bail!("--no-pivot: rcrun always enters the root with pivot_root(2); a chroot(2) root can be escaped by a process with CAP_SYS_CHROOT");
     }
-    if o.preserve_fds > 0 {
-        bail!(
-            "--preserve-fds {}: passing extra descriptors to the container is not supported yet",
-            o.preserve_fds
-        );
-    }
     Ok(())
 }
 
@@ -233,6 +227,13 @@ fn create_in(
     )?;
     if prepared.plan.tty && o.console_socket.is_none() {
         bail!("config.json: process.terminal is true: --console-socket is needed, since rcrun create does not stay to relay a terminal");
+    }
+    let (passed, listen) = super::passed_fds(o.preserve_fds)?;
+    prepared.plan.preserve_fds = passed;
+    if listen > 0 {
+        // Socket activation (sd_listen_fds(3)): the command is PID 1 of its namespace.
+        prepared.plan.env.push(format!("LISTEN_FDS={listen}"));
+        prepared.plan.env.push("LISTEN_PID=1".into());
     }
     // Nobody relays stdin after create, and the container outlives this process.
     prepared.plan.interactive = false;

@@ -19,3 +19,34 @@ pub mod info;
 pub mod lifecycle;
 pub mod state;
 pub mod update;
+
+/// The descriptors an OCI command passes on to the container's process: `--preserve-fds N`
+/// plus, with socket activation, the LISTEN_FDS that systemd gave rcrun (LISTEN_PID ours), all
+/// from 3 up, as runc passes them. Returns (all, of which LISTEN_FDS). Every one must be open:
+/// a gap would let a descriptor rcrun opens itself (a lock, a pipe) take that number and leak
+/// into the container, so it is checked before rcrun opens anything.
+pub fn passed_fds(preserve: u32) -> anyhow::Result<(u32, u32)> {
+    let ours = std::env::var("LISTEN_PID")
+        .map(|p| p == std::process::id().to_string())
+        .unwrap_or(true);
+    let listen = match std::env::var("LISTEN_FDS") {
+        Ok(n) if ours => n
+            .parse::<u32>()
+            .map_err(|_| anyhow::anyhow!("LISTEN_FDS={n:?}: not a number of descriptors"))?,
+        _ => 0,
+    };
+    let total = preserve.saturating_add(listen);
+    if total > 1024 {
+        anyhow::bail!("--preserve-fds {preserve} (+ LISTEN_FDS {listen}): too many descriptors");
+    }
+    for fd in 3..3 + total as i32 {
+        if !crate::sys::process::fd_is_open(fd) {
+            anyhow::bail!(
+                "--preserve-fds {preserve}{}: descriptor {fd} is not open (rcrun passes 3 .. {} as they are)",
+                if listen > 0 { format!(" + LISTEN_FDS {listen}") } else { String::new() },
+                2 + total
+            );
+        }
+    }
+    Ok((total, listen))
+}

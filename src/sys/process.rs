@@ -72,14 +72,14 @@ pub fn set_hostname(name: &str) -> nix::Result<()> {
     nix::unistd::sethostname(name)
 }
 
-/// Marks every descriptor from 3 up close-on-exec: close_range(2) with CLOSE_RANGE_CLOEXEC
-/// (Linux 5.11), else each one listed in /proc/self/fd.
-pub fn cloexec_from_3() -> std::io::Result<()> {
+/// Marks every descriptor from `first` up close-on-exec: close_range(2) with
+/// CLOSE_RANGE_CLOEXEC (Linux 5.11), else each one listed in /proc/self/fd.
+pub fn cloexec_from(first: u32) -> std::io::Result<()> {
     // SAFETY: close_range(2) with the CLOEXEC flag only changes descriptor flags.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3u32,
+            first,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         )
@@ -89,7 +89,7 @@ pub fn cloexec_from_3() -> std::io::Result<()> {
     }
     let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
+        .filter(|&fd| fd >= first as i32)
         .collect();
     for fd in fds {
         // SAFETY: setting FD_CLOEXEC on a descriptor we may not own is harmless (EBADF ignored).
@@ -163,4 +163,16 @@ pub fn namespace_type(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<CloneFlags
 /// type (EINVAL). For a pid namespace only the children made afterwards are inside it.
 pub fn join_namespace(fd: std::os::fd::BorrowedFd<'_>, kind: CloneFlags) -> nix::Result<()> {
     nix::sched::setns(fd, kind)
+}
+
+/// Whether descriptor `fd` is open (fcntl F_GETFD).
+pub fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed one gives EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Clears FD_CLOEXEC on `fd`: it is passed on through execve (`--preserve-fds`).
+pub fn keep_on_exec(fd: i32) -> nix::Result<()> {
+    // SAFETY: F_SETFD with 0 only clears the close-on-exec flag of a descriptor we were given.
+    nix::errno::Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop)
 }

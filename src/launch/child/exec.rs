@@ -70,8 +70,15 @@ pub(super) fn enter_workdir(plan: &StartupPlan) -> Result<(), Failure> {
     Ok(())
 }
 
-pub(super) fn close_fds_on_exec() -> Result<(), Failure> {
-    crate::sys::process::cloexec_from_3().map_err(|e| fail("mark fds close-on-exec", e))
+pub(super) fn close_fds_on_exec(preserve: u32) -> Result<(), Failure> {
+    // `--preserve-fds N` (and LISTEN_FDS): 3 .. 3+N-1 go on to the command, as runc passes them;
+    // rcrun checked at its start that they are open, so none of its own descriptors is among
+    // them.
+    for fd in 3..3 + preserve as i32 {
+        crate::sys::process::keep_on_exec(fd)
+            .map_err(|e| fail(&format!("keep fd {fd} open"), e))?;
+    }
+    crate::sys::process::cloexec_from(3 + preserve).map_err(|e| fail("mark fds close-on-exec", e))
 }
 
 /// execve with a `$PATH` search in the container's environment (execvpe semantics): 127 when the

@@ -241,8 +241,16 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     // marked close-on-exec (the error pipe must survive until execve itself).
     ex.timed(
         "fds",
-        "close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)",
-        close_fds_on_exec,
+        &if plan.preserve_fds > 0 {
+            format!(
+                "keep fds 3..{} (--preserve-fds/LISTEN_FDS); close_range({}, ~0U, CLOSE_RANGE_CLOEXEC)",
+                2 + plan.preserve_fds,
+                3 + plan.preserve_fds
+            )
+        } else {
+            "close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)".to_string()
+        },
+        || close_fds_on_exec(plan.preserve_fds),
     )?;
     // --init: the copy of rcrun that becomes PID 1 is made while we can still read the binary.
     let init_image = if plan.init {

@@ -408,6 +408,7 @@ pub fn compile(
         joins,
         hooks_point,
         enter_running: false,
+        preserve_fds: 0,
     };
     let cgroups_path = linux
         .cgroups_path()
