@@ -190,9 +190,10 @@ fn bad_bundles_get_one_line_and_125() {
     make_bundle(mode, &dir, &store);
     expect(run("bad/id"), "container ID");
     edit_config(&dir, |d| {
-        d["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/true"}]})
+        d["hooks"] = serde_json::json!({"prestart": [{"path": "/nonexistent/hook"}]})
     });
-    expect(run("c1"), "hooks");
+    // A failing prestart hook fails the run (and the container never starts).
+    expect(run("c1"), "prestart hook /nonexistent/hook");
     edit_config(&dir, |d| {
         d.as_object_mut().unwrap().remove("hooks");
         d["mounts"]

@@ -407,3 +407,51 @@ fn poststart_and_poststop_failures_only_warn() {
 fn start_container_hook_failure_fails_start() {
     in_every_mode("hooks-start-fail", READY, start_container_failure);
 }
+
+/// A foreground `run --bundle` runs the same hooks at the same points (it keeps no state
+/// directory: the state on stdin is made from the spec), and passes the command's status on.
+fn foreground_run(c: &Case) -> R {
+    let id = format!("fg-{}", c.name);
+    let kinds = "prestart createRuntime createContainer poststart poststop";
+    let mut hooks = json!({});
+    for k in kinds.split(' ') {
+        hooks[k] = json!([logging_hook(c, k)]);
+    }
+    if c.mode == Mode::Root {
+        hooks["startContainer"] = json!([start_hook("startContainer")]);
+    }
+    edit_config(&c.bundle, |d| {
+        d["hooks"] = hooks;
+        d["process"]["args"] = json!(["sh", "-c", "cat /dev/shm/hooks 2>/dev/null; exit 3"]);
+    });
+    let o = c.rcrun(&["run", "-b", c.bundle.to_str().unwrap(), &id]);
+    if o.status.code() != Some(3) {
+        return Err(format!("run -b: wanted status 3: {}", text(&o)));
+    }
+    let want: Vec<String> = kinds.split(' ').map(str::to_string).collect();
+    if ran(c) != want {
+        return Err(format!("hooks ran {:?}, wanted {want:?}", ran(c)));
+    }
+    if c.mode == Mode::Root && !String::from_utf8_lossy(&o.stdout).contains("startContainer") {
+        return Err(format!(
+            "startContainer did not run before the command: {}",
+            text(&o)
+        ));
+    }
+    for (name, status) in [
+        ("prestart", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let st = read_state(c, name)?;
+        if st["status"] != status || st["id"] != id.as_str() {
+            return Err(format!("{name}: state {st}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn foreground_run_bundle_runs_the_hooks() {
+    in_every_mode("hooks-fg", READY, foreground_run);
+}

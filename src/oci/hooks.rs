@@ -299,3 +299,77 @@ mod tests {
         assert!(run(Kind::Prestart, &hooks, b"{}", None).is_err());
     }
 }
+
+/// The hooks of a foreground `run --bundle`, which keeps no state directory: the state JSON is
+/// made from the spec, the ID and the bundle each time.
+pub struct Foreground<'a> {
+    pub spec: &'a oci_spec::runtime::Spec,
+    pub id: &'a str,
+    pub bundle: &'a std::path::Path,
+}
+
+impl Foreground<'_> {
+    fn state(&self, status: &str, pid: Option<i32>) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "ociVersion": crate::spec::OCI_VERSION,
+            "id": self.id,
+            "status": status,
+            "bundle": self.bundle,
+            "annotations": self.spec.annotations().clone().unwrap_or_default(),
+        });
+        if let Some(pid) = pid {
+            v["pid"] = pid.into();
+        }
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    fn run_kind(
+        &self,
+        kind: Kind,
+        status: &str,
+        pid: Option<i32>,
+        inside: bool,
+    ) -> anyhow::Result<()> {
+        let list = of(self.spec, kind);
+        if list.is_empty() {
+            return Ok(());
+        }
+        let ns = match (inside, pid) {
+            (true, Some(pid)) => Some(container_namespaces(pid).map_err(|e| {
+                anyhow::anyhow!(
+                    "open the namespaces of pid {pid} for the {} hooks: {e}",
+                    kind.name()
+                )
+            })?),
+            _ => None,
+        };
+        run(kind, &list, &self.state(status, pid), ns.as_deref())?;
+        Ok(())
+    }
+
+    /// prestart, createRuntime (rcrun's namespaces), createContainer (the container's): at the
+    /// child's hooks point, before pivot_root.
+    pub fn create(&self, pid: i32) -> anyhow::Result<()> {
+        self.run_kind(Kind::Prestart, "created", Some(pid), false)?;
+        self.run_kind(Kind::CreateRuntime, "created", Some(pid), false)?;
+        self.run_kind(Kind::CreateContainer, "created", Some(pid), true)
+    }
+
+    /// startContainer, in the container's namespaces, before the start gate opens.
+    pub fn start_container(&self, pid: i32) -> anyhow::Result<()> {
+        self.run_kind(Kind::StartContainer, "created", Some(pid), true)
+    }
+
+    pub fn has_start_container(&self) -> bool {
+        !of(self.spec, Kind::StartContainer).is_empty()
+    }
+
+    /// poststart once the command runs; poststop once the container is gone (warnings only).
+    pub fn poststart(&self, pid: i32) {
+        let _ = self.run_kind(Kind::Poststart, "running", Some(pid), false);
+    }
+
+    pub fn poststop(&self) {
+        let _ = self.run_kind(Kind::Poststop, "stopped", None, false);
+    }
+}

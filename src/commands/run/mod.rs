@@ -203,6 +203,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         &mut plan,
         &compiled.limits,
         compiled.cgroups_path.as_deref(),
+        None,
     )
 }
 
@@ -215,6 +216,7 @@ fn launch(
     plan: &mut StartupPlan,
     limits: &crate::cgroup::Limits,
     cgroups_path: Option<&str>,
+    hooks: Option<&crate::oci::hooks::Foreground>,
 ) -> Result<i32> {
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup = make_cgroup(ctx, ex, &cg_fs, &plan.id, cgroups_path, limits, a.stats)?;
@@ -223,20 +225,46 @@ fn launch(
     }
     // The launcher's three calls: spawn (namespaces, id maps, cgroup; the child builds the
     // container up to its start gate), start (the child execs the command), wait.
-    let started = crate::launch::spawn(plan, ex).and_then(|spawned| {
+    // A bundle's hooks (oci::hooks) at their points: before pivot_root, before the gate, after
+    // the start; poststop after the cleanup below.
+    let started = (|| -> Result<crate::launch::Outcome> {
+        let mut spawned = crate::launch::spawn(plan, ex)?;
         if cgroup.is_some() && ctx.privilege.is_real_root() {
             sweep_stale(&cg_fs, ex);
         }
+        let pid = spawned.pid().as_raw();
+        if let Some(h) = hooks {
+            if plan.hooks_point && spawned.until_hooks_point() {
+                ex.timed(
+                    "hooks",
+                    "prestart, createRuntime and createContainer hooks",
+                    || h.create(pid),
+                )?;
+                spawned.resume_after_hooks();
+            }
+            if h.has_start_container() {
+                spawned.until_created()?;
+                if spawned.failure().is_none() {
+                    ex.timed("hooks", "startContainer hooks", || h.start_container(pid))?;
+                }
+            }
+        }
         let running = crate::launch::start(spawned, ex)?;
-        crate::launch::wait(running, ex)
-    });
+        if let Some(h) = hooks {
+            h.poststart(pid);
+        }
+        Ok(crate::launch::wait(running, ex)?)
+    })();
     let mut outcome = match started {
         Ok(o) => o,
         Err(e) => {
             if let Some(cg) = cgroup.take() {
                 let _ = cg.remove();
             }
-            return Err(anyhow::Error::new(e).context("starting the container"));
+            if let Some(h) = hooks {
+                h.poststop();
+            }
+            return Err(e.context("starting the container"));
         }
     };
     if let Some(cg) = cgroup.take() {
@@ -286,6 +314,10 @@ fn launch(
         std::time::Duration::ZERO,
     );
     ex.step("cleanup", "mount namespace gone with its last process: overlay, scratch tmpfs and all mounts released by the kernel", std::time::Duration::ZERO);
+    if let Some(h) = hooks {
+        // runtime-spec: poststop once the container is deleted (warnings only).
+        h.poststop();
+    }
     ex.summary();
     Ok(outcome.status)
 }
@@ -326,13 +358,11 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         &store.run_dir(),
         &store.cache_dir(),
     )?;
-    if p.spec.hooks().is_some() {
-        // The hooks need the container's state (oci::hooks), which only the state directory
-        // of create/start keeps; `run -d` goes that way.
-        anyhow::bail!(
-            "config.json has hooks: run it with `rcrun create` + `rcrun start` (or `rcrun run -d`), which run them; the foreground `run --bundle` does not yet"
-        );
-    }
+    let hooks = crate::oci::hooks::Foreground {
+        spec: &p.spec,
+        id: &id,
+        bundle: &p.bundle,
+    };
     launch(
         ctx,
         a,
@@ -340,6 +370,7 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         &mut p.plan,
         &p.limits,
         p.cgroups_path.as_deref(),
+        Some(&hooks),
     )
 }
 
