@@ -128,19 +128,12 @@ impl IntoOutput for (Option<i32>, String) {
 
 #[test]
 fn create_start_kill_delete_in_every_mode() {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes("oci lifecycle") {
-        let c = Case::new(
-            "life",
-            mode,
-            name,
-            serde_json::json!(["sh", "-c", LIFECYCLE]),
-        );
-        let r = lifecycle(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(
+        "life",
+        serde_json::json!(["sh", "-c", LIFECYCLE]),
+        None,
+        lifecycle,
+    );
 }
 
 /// PID 1 of a pid namespace ignores signals it has no handler for (pid_namespaces(7)): `kill`
@@ -368,19 +361,12 @@ fn run_detached(c: &Case) -> Result<(), String> {
 
 #[test]
 fn run_bundle_detached_is_create_and_start() {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes("oci run -d") {
-        let c = Case::new(
-            "rund",
-            mode,
-            name,
-            serde_json::json!(["sh", "-c", "echo started; exec sleep 300"]),
-        );
-        let r = run_detached(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(
+        "rund",
+        serde_json::json!(["sh", "-c", "echo started; exec sleep 300"]),
+        None,
+        run_detached,
+    );
 }
 
 /// `linux.cgroupsPath` (absolute: below each hierarchy's mount point). As root the container's
@@ -453,19 +439,12 @@ fn cgroups_path(c: &Case) -> Result<(), String> {
 
 #[test]
 fn cgroups_path_places_the_cgroup_and_delete_removes_it() {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes("oci linux.cgroupsPath") {
-        let c = Case::new(
-            "cgp",
-            mode,
-            name,
-            serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
-        );
-        let r = cgroups_path(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(
+        "cgp",
+        serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
+        None,
+        cgroups_path,
+    );
 }
 
 /// `--explain` on `create` and `start` narrates each half on stderr (and only there: stdout
@@ -503,17 +482,10 @@ fn explain_halves(c: &Case) -> Result<(), String> {
 
 #[test]
 fn create_and_start_explain_their_halves() {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes("oci --explain") {
-        let c = Case::new(
-            "explain",
-            mode,
-            name,
-            serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
-        );
-        let r = explain_halves(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(
+        "explain",
+        serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
+        None,
+        explain_halves,
+    );
 }

@@ -206,14 +206,7 @@ fn create_console(c: &Case) -> R {
 
 #[test]
 fn create_sends_the_pty_master_over_the_console_socket() {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes("oci console create") {
-        let c = Case::new("console-create", mode, name, json!(["sh"]));
-        let r = create_console(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode("console-create", json!(["sh"]), None, create_console);
 }
 
 fn exec_console(c: &Case) -> R {
@@ -244,24 +237,10 @@ fn exec_console(c: &Case) -> R {
 
 #[test]
 fn exec_tty_through_the_console_socket() {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes("oci console exec") {
-        if mode == Mode::Unshare {
-            // The harness runs every rcrun command in a fresh `unshare -Ur`: a sibling of the
-            // user namespace the container was made in, with no privilege over it, so no exec
-            // could enter it (see oci_exec.rs, exec_in_one_unshare_session).
-            skip("oci console exec [unshare]: each command in its own unshare -Ur");
-            continue;
-        }
-        let c = Case::new(
-            "console-exec",
-            mode,
-            name,
-            json!(["sh", "-c", "echo ready; exec sleep 300"]),
-        );
-        let r = exec_console(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(
+        "console-exec",
+        json!(["sh", "-c", "echo ready; exec sleep 300"]),
+        Some(SIBLING_USERNS),
+        exec_console,
+    );
 }

@@ -60,24 +60,7 @@ fn exec_prints(c: &Case, args: &[&str], want: &str) -> R {
 }
 
 fn in_every_mode(test: &str, script: &str, f: fn(&Case) -> R) {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes(&format!("oci {test}")) {
-        if mode == Mode::Unshare {
-            // The harness runs every rcrun command in a fresh `unshare -Ur`: a sibling of the
-            // user namespace the container was made in, with no privilege over it, so no exec
-            // could enter it. A CI job under `unshare -Ur` runs them all in one namespace:
-            // exec_in_one_unshare_session covers that.
-            skip(&format!(
-                "oci {test} [unshare]: each command in its own unshare -Ur; see exec_in_one_unshare_session"
-            ));
-            continue;
-        }
-        let c = Case::new(test, mode, name, json!(["sh", "-c", script]));
-        let r = f(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(test, json!(["sh", "-c", script]), Some(SIBLING_USERNS), f);
 }
 
 /// What the exec'd shell ($$) reports next to the container's first process (PID 1), one

@@ -374,14 +374,7 @@ fn start_container_failure(c: &Case) -> R {
 }
 
 fn in_every_mode(test: &str, script: &str, f: fn(&Case) -> R) {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes(&format!("oci {test}")) {
-        let c = Case::new(test, mode, name, json!(["sh", "-c", script]));
-        let r = f(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(test, json!(["sh", "-c", script]), None, f);
 }
 
 #[test]

@@ -84,14 +84,12 @@ fn pause_resume_ps(c: &Case) -> Result<(), String> {
 
 #[test]
 fn pause_resume_and_ps() {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes("oci pause/ps") {
-        let c = Case::new("pause", mode, name, serde_json::json!(["sh", "-c", TICKER]));
-        let r = pause_resume_ps(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(
+        "pause",
+        serde_json::json!(["sh", "-c", TICKER]),
+        None,
+        pause_resume_ps,
+    );
 }
 
 /// `rcrun update`: as root the limits change in the container's cgroup (flags and an OCI
@@ -185,21 +183,10 @@ fn update(c: &Case) -> Result<(), String> {
 
 #[test]
 fn update_changes_the_limits() {
-    let mut failures = Vec::new();
-    for (mode, name) in bundle_modes("oci update") {
-        if mode == Mode::Unshare {
-            skip("oci update [unshare]: exec of the hog runs in a sibling user namespace (see oci_exec.rs); rootless refusal is covered by [user]");
-            continue;
-        }
-        let c = Case::new(
-            "update",
-            mode,
-            name,
-            serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
-        );
-        let r = update(&c);
-        check(&mut failures, name, r);
-        c.cleanup();
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    each_mode(
+        "update",
+        serde_json::json!(["sh", "-c", "echo ready; exec sleep 300"]),
+        Some(SIBLING_USERNS),
+        update,
+    );
 }

@@ -68,26 +68,10 @@ impl Cgroup {
         unprivileged: bool,
     ) -> Result<Option<Cgroup>, CgroupError> {
         let (absolute, rel) = check_path(cgroups_path)?;
-        limits.validate()?;
-        let Some(version) = fs.version() else {
-            if limits.is_empty() && limits.devices.is_none() {
-                return Ok(None);
-            }
-            return Err(CgroupError::NoCgroupFs {
-                root: fs.root.clone(),
-            });
+        let Some(mut cg) = Cgroup::empty(fs, id, limits)? else {
+            return Ok(None);
         };
-        limits.check_version(version)?;
-        let mut cg = Cgroup {
-            version,
-            id: id.to_string(),
-            dirs: Vec::new(),
-            writes: Vec::new(),
-            memory_limit: limits.memory,
-            owner_pid: std::process::id(),
-            done: false,
-            parents_made: Vec::new(),
-        };
+        let version = cg.version;
         let made = match version {
             Version::V1 => cg.make_v1_at(fs, absolute, &rel, limits),
             Version::V2 => cg.make_v2_at(fs, absolute, &rel, limits),

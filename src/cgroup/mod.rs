@@ -132,27 +132,10 @@ impl Cgroup {
         if id.is_empty() || id.contains('/') || id.contains('\0') || id == "." || id == ".." {
             return Err(CgroupError::BadId(id.to_string()));
         }
-        limits.validate()?;
-        let Some(version) = fs.version() else {
-            if limits.is_empty() && limits.devices.is_none() {
-                debug!(root = %fs.root.display(), "no cgroup filesystem: running without a cgroup");
-                return Ok(None);
-            }
-            return Err(CgroupError::NoCgroupFs {
-                root: fs.root.clone(),
-            });
+        let Some(mut cg) = Cgroup::empty(fs, id, limits)? else {
+            return Ok(None);
         };
-        let mut cg = Cgroup {
-            version,
-            id: id.to_string(),
-            dirs: Vec::new(),
-            writes: Vec::new(),
-            memory_limit: limits.memory,
-            owner_pid: std::process::id(),
-            done: false,
-            parents_made: Vec::new(),
-        };
-        limits.check_version(version)?;
+        let version = cg.version;
         // On any error below, dropping `cg` removes what was created so far.
         match version {
             Version::V1 => {
@@ -174,6 +157,32 @@ impl Cgroup {
         cg.apply(limits)?;
         debug!(id, version = %version, dirs = ?cg.paths(), "cgroup created");
         Ok(Some(cg))
+    }
+
+    /// A cgroup with no directory yet, once the limits are checked against the cgroup file
+    /// system: None without one when no limit needs it (the container then runs without).
+    fn empty(fs: &CgroupFs, id: &str, limits: &Limits) -> Result<Option<Cgroup>, CgroupError> {
+        limits.validate()?;
+        let Some(version) = fs.version() else {
+            if limits.is_empty() && limits.devices.is_none() {
+                debug!(root = %fs.root.display(), "no cgroup filesystem: running without a cgroup");
+                return Ok(None);
+            }
+            return Err(CgroupError::NoCgroupFs {
+                root: fs.root.clone(),
+            });
+        };
+        limits.check_version(version)?;
+        Ok(Some(Cgroup {
+            version,
+            id: id.to_string(),
+            dirs: Vec::new(),
+            writes: Vec::new(),
+            memory_limit: limits.memory,
+            owner_pid: std::process::id(),
+            done: false,
+            parents_made: Vec::new(),
+        }))
     }
 
     /// Takes over the cgroup directories an earlier rcrun process made (`rcrun create` exits

@@ -184,3 +184,32 @@ pub fn expect_fail(o: &Output, what: &str, needle: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// Why a test cannot run a mode's commands one by one under `unshare -Ur`.
+pub const SIBLING_USERNS: &str =
+    "the harness runs every rcrun command in a fresh `unshare -Ur`, a \
+    sibling of the user namespace the container was made in, with no privilege over it \
+    (oci_exec.rs exec_in_one_unshare_session runs them all in one)";
+
+/// Runs `f` on a fresh case (a bundle whose process runs `args`) in every mode `bundle_modes`
+/// offers, Unshare skipped loudly with `skip_unshare`'s reason when given; cleans each case up
+/// and fails with every mode's failure at once.
+pub fn each_mode(
+    tag: &str,
+    args: serde_json::Value,
+    skip_unshare: Option<&str>,
+    f: impl Fn(&Case) -> Result<(), String>,
+) {
+    let mut failures = Vec::new();
+    for (mode, name) in bundle_modes(&format!("oci {tag}")) {
+        if let (Mode::Unshare, Some(why)) = (mode, skip_unshare) {
+            skip(&format!("oci {tag} [unshare]: {why}"));
+            continue;
+        }
+        let c = Case::new(tag, mode, name, args.clone());
+        let r = f(&c);
+        check(&mut failures, name, r);
+        c.cleanup();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
