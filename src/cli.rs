@@ -23,8 +23,8 @@ pub struct Cli {
     /// runc's --root [default: /run/rcrun as root, else $XDG_RUNTIME_DIR/rcrun].
     #[arg(long, env = "RCRUN_ROOT", value_name = "DIR", global = true)]
     pub root: Option<PathBuf>,
-    /// Also append errors to FILE (engines pass it and show its last line when a command
-    /// fails: containerd's shim, conmon).
+    /// Also append errors to FILE, made by every command (engines pass it and show its last
+    /// line when a command fails: containerd's shim, conmon).
     #[arg(long, value_name = "FILE", global = true)]
     pub log: Option<PathBuf>,
     /// Format of --log: text, or json (one {"level","msg","time"} object a line, as runc).

@@ -18,6 +18,15 @@ fn main() {
     };
     let verbose = cli.verbose.max(u8::from(cli.debug));
     let log = cli.log.clone().map(|path| (path, cli.log_format == "json"));
+    if let Some((path, _)) = &log {
+        // Engines read this file after every command, and containerd's shim reports only
+        // "unable to retrieve OCI runtime error (open …/log.json: no such file or directory)"
+        // when it is missing: it exists from the start, empty until something goes wrong.
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+    }
     let store_root = rcrun::store_root(&cli);
     rcrun::init_logging(cli.quiet, verbose);
     match rcrun::main_with(cli) {

@@ -293,6 +293,23 @@ fn failed_creates_leave_nothing() {
     {
         failures.push(format!("--log: {line:?} {}", text(&o)));
     }
+    // containerd's shim reads the file after every command: a command that succeeds makes it
+    // too (else the shim reports "open …/log.json: no such file or directory").
+    let quiet_log = c.dir.join("ok-log.json");
+    let o = c.rcrun(&[
+        "--log",
+        quiet_log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "list",
+    ]);
+    if !o.status.success() || !quiet_log.is_file() {
+        failures.push(format!(
+            "--log with a successful command: no {}: {}",
+            quiet_log.display(),
+            text(&o)
+        ));
+    }
     let left = list(&c.state);
     if !left.is_empty() {
         failures.push(format!("state root not empty: {left:?}"));
