@@ -245,3 +245,50 @@ fn rootfs_propagation_in_every_mode() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// An OCI `cgroup` mount at /sys/fs/cgroup (podman and containerd add one): as root the
+/// container sees its own cgroups there (its memory limit), read-only; rootless on cgroup v1 the
+/// host's tree is bound read-only (the kernel refuses cgroup v1 mounts in a user namespace).
+#[test]
+fn cgroup_mount_shows_the_containers_own_cgroups() {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let script = if v2 {
+        "cat /sys/fs/cgroup/memory.max; touch /sys/fs/cgroup/x 2>/dev/null || echo read-only"
+    } else {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; touch /sys/fs/cgroup/x 2>/dev/null || echo read-only"
+    };
+    each_mode(
+        "cgmount",
+        serde_json::json!(["sh", "-c", script]),
+        None,
+        |c| {
+            edit_config(&c.bundle, |d| {
+                let mounts = d["mounts"].as_array_mut().unwrap();
+                mounts.retain(|m| m["destination"] != "/sys/fs/cgroup");
+                mounts.push(serde_json::json!({
+                    "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                    "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]
+                }));
+                if c.mode == Mode::Root {
+                    d["linux"]["resources"]["memory"] = serde_json::json!({"limit": 33554432});
+                }
+            });
+            let o = c.rcrun(&[
+                "run",
+                "-b",
+                c.bundle.to_str().unwrap(),
+                &format!("cgm-{}", c.name),
+            ]);
+            let out = String::from_utf8_lossy(&o.stdout).to_string();
+            if !o.status.success() || !out.contains("read-only") {
+                return Err(format!("run with a cgroup mount: {}", text(&o)));
+            }
+            if c.mode == Mode::Root && !out.contains("33554432") {
+                return Err(format!(
+                    "the container's memory limit is not what its /sys/fs/cgroup shows: {out}"
+                ));
+            }
+            Ok(())
+        },
+    );
+}

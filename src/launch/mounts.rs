@@ -17,6 +17,10 @@ pub enum Mnt {
     },
     Devpts,
     Mqueue,
+    /// The container's cgroups at the target (an OCI `cgroup` mount; see `child::cgroupfs`).
+    Cgroup {
+        read_only: bool,
+    },
     /// Bind a host path (file or directory).
     Bind {
         source: PathBuf,
@@ -58,7 +62,10 @@ pub enum Mnt {
 impl Mnt {
     /// A fresh instance of one of the kernel's file systems (not a bind, not user data).
     pub fn is_kernel_fs(&self) -> bool {
-        matches!(self, Mnt::Proc | Mnt::Sysfs | Mnt::Devpts | Mnt::Mqueue)
+        matches!(
+            self,
+            Mnt::Proc | Mnt::Sysfs | Mnt::Devpts | Mnt::Mqueue | Mnt::Cgroup { .. }
+        )
     }
 
     /// The file system's name, for messages.
@@ -69,6 +76,7 @@ impl Mnt {
             Mnt::Tmpfs { .. } => "tmpfs",
             Mnt::Devpts => "devpts",
             Mnt::Mqueue => "mqueue",
+            Mnt::Cgroup { .. } => "cgroup",
             Mnt::Bind { .. } | Mnt::HostFile { .. } => "a bind mount",
             Mnt::Device { .. } => "a device node",
             Mnt::Symlink { .. } => "a symlink",
@@ -99,6 +107,10 @@ impl MountStep {
                 "mount(\"devpts\", {t}, \"devpts\", \"newinstance,ptmxmode=0666,mode=0620\")"
             ),
             Mnt::Mqueue => format!("mount(\"mqueue\", {t}, \"mqueue\", nosuid|nodev|noexec)"),
+            Mnt::Cgroup { read_only } => format!(
+                "the container's cgroups at {t}{}: cgroup2, or a tmpfs of one cgroup mount per v1 hierarchy (rootless v1: the host's tree bound read-only)",
+                if *read_only { " (read-only)" } else { "" }
+            ),
             Mnt::Bind {
                 source,
                 recursive,

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 pub use super::failure::Failure;
 
+mod cgroupfs;
 mod console;
 mod exec;
 mod rootfs;

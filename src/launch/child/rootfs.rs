@@ -274,6 +274,12 @@ pub(super) fn apply_mount(
             Some("newinstance,ptmxmode=0666,mode=0620"),
         ),
         Mnt::Mqueue => new_fs("mqueue", nodev, None),
+        Mnt::Cgroup { read_only } => super::cgroupfs::mount_cgroup_tree(
+            root,
+            &m.target,
+            *read_only,
+            plan.mapping.user_namespace(),
+        ),
         Mnt::Bind {
             source,
             recursive,

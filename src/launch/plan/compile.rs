@@ -540,6 +540,7 @@ fn mount_step(
             "sysfs" => Mnt::Sysfs,
             "devpts" => Mnt::Devpts,
             "mqueue" => Mnt::Mqueue,
+            "cgroup" | "cgroup2" => Mnt::Cgroup { read_only: has("ro") },
             "tmpfs" => {
                 let mut flags = F::empty();
                 let mut data = Vec::new();
@@ -568,7 +569,7 @@ fn mount_step(
             }
             other => {
                 return Err(unsupported(format!(
-                    "mount type {other:?} at {target} (rcrun mounts proc, sysfs, tmpfs, devpts, mqueue and bind)"
+                    "mount type {other:?} at {target} (rcrun mounts proc, sysfs, tmpfs, devpts, mqueue, cgroup and bind)"
                 )))
             }
         }
