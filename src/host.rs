@@ -178,3 +178,12 @@ mod tests {
         assert_eq!(parse_subid(f, Some("dave"), 1003), None);
     }
 }
+
+/// Whether setgroups(2) is allowed in the user namespace rcrun runs in: /proc/self/setgroups
+/// says "deny" when its gid_map was written without privilege (`unshare -Ur`), "allow" when a
+/// helper wrote it (rootless podman's newgidmap) or in the initial namespace.
+pub fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() != "deny")
+        .unwrap_or(true)
+}

@@ -292,3 +292,40 @@ fn cgroup_mount_shows_the_containers_own_cgroups() {
         },
     );
 }
+
+/// Root of a user namespace rcrun runs in (rootless podman runs its runtime in its own;
+/// `unshare -Ur` here): a spec without a user namespace shares that one, as runc does.
+#[test]
+fn a_spec_without_a_user_namespace_shares_the_one_rcrun_runs_in() {
+    if !bundle_modes("oci shared userns")
+        .iter()
+        .any(|(m, _)| *m == Mode::Unshare)
+    {
+        return;
+    }
+    let c = Case::new(
+        "shareduserns",
+        Mode::Unshare,
+        "unshare",
+        serde_json::json!(["sh", "-c", "id -u; ls /dev/null; exit 4"]),
+    );
+    edit_config(&c.bundle, |d| {
+        let ns = d["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "user");
+        let linux = d["linux"].as_object_mut().unwrap();
+        linux.remove("uidMappings");
+        linux.remove("gidMappings");
+    });
+    let o = c.rcrun(&["run", "-b", c.bundle.to_str().unwrap(), "shared-userns"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let r = if o.status.code() == Some(4) && out.contains("0\n") && out.contains("/dev/null") {
+        Ok(())
+    } else {
+        Err(format!(
+            "run -b without a user namespace under unshare -Ur: {}",
+            text(&o)
+        ))
+    };
+    c.cleanup();
+    r.unwrap();
+}

@@ -278,7 +278,7 @@ pub(super) fn apply_mount(
             root,
             &m.target,
             *read_only,
-            plan.mapping.user_namespace(),
+            plan.mapping.in_user_namespace(),
         ),
         Mnt::Bind {
             source,

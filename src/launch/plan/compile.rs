@@ -265,7 +265,7 @@ pub fn compile(
         });
     }
 
-    let can_mknod = !mapping.user_namespace() || mapping.enters_late();
+    let can_mknod = !mapping.in_user_namespace() || mapping.enters_late();
     let mut mounts = Vec::new();
     for m in spec.mounts().iter().flatten() {
         let step = mount_step(m, bundle, &extras.host_files)?;
@@ -450,6 +450,11 @@ fn mapping(
         }
         return match privilege {
             Privilege::Root => Ok(IdMapping::None),
+            // Root of a user namespace rcrun already runs in (rootless podman runs its runtime
+            // inside its own, `unshare -Ur` likewise): the container shares it, as runc does.
+            Privilege::FakeRoot => Ok(IdMapping::Entered {
+                setgroups: crate::host::setgroups_allowed(),
+            }),
             _ => Err(CompileError::Spec(
                 "rootless, the spec needs a user namespace with uid/gid mappings (rcrun spec --rootless writes one)".into(),
             )),

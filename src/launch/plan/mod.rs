@@ -38,8 +38,10 @@ pub enum IdMapping {
         newuidmap: PathBuf,
         newgidmap: PathBuf,
     },
-    /// `rcrun exec`: the running container's user namespace, entered by rcrun (setns): nothing
-    /// is made and no map written. `setgroups`: what the namespace's /proc/PID/setgroups allows.
+    /// A user namespace rcrun is already in: `rcrun exec` entered the running container's
+    /// (setns), or rcrun runs as root of one (rootless podman, `unshare -Ur`) and the spec asks
+    /// for none. Nothing is made and no map written. `setgroups`: what /proc/PID/setgroups
+    /// allows there.
     Entered { setgroups: bool },
 }
 
@@ -115,6 +117,12 @@ impl IdMapping {
     /// Whether rcrun makes a user namespace (and writes its maps).
     pub fn user_namespace(&self) -> bool {
         !matches!(self, IdMapping::None | IdMapping::Entered { .. })
+    }
+
+    /// Whether the container's process ends up in a user namespace other than the initial one
+    /// (one rcrun makes, or one it already runs in): no mknod, no cgroup v1 mount.
+    pub fn in_user_namespace(&self) -> bool {
+        !matches!(self, IdMapping::None)
     }
 
     /// Whether the user namespace is entered late, after the mounts (see `Privileged`).

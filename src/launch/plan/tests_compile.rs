@@ -126,11 +126,27 @@ fn what_rcrun_cannot_do_is_refused_by_name() {
     v["mounts"].as_array_mut().unwrap().push(
         serde_json::json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}),
     );
+    // A cgroup mount is the container's own cgroups (child::cgroupfs); an unknown type is not.
+    assert!(plan(v.clone(), &Privilege::Root, &b).is_ok());
+    v["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"destination": "/x", "type": "nfs", "source": "server:/x"}));
     assert!(plan(v, &Privilege::Root, &b)
         .err()
         .unwrap()
         .to_string()
-        .contains("\"cgroup\""));
+        .contains("\"nfs\""));
+    // Root of a user namespace rcrun runs in (rootless podman, unshare -Ur): a spec without
+    // one shares it; a plain user still needs one.
+    let p = plan(spec_json(None), &Privilege::FakeRoot, &b)
+        .unwrap()
+        .plan;
+    assert!(matches!(p.mapping, IdMapping::Entered { .. }));
+    assert!(!p
+        .clone_flags()
+        .contains(nix::sched::CloneFlags::CLONE_NEWUSER));
+    assert!(p.mapping.in_user_namespace());
     let mut v = spec_json(None);
     v["root"]["path"] = "no-such-dir".into();
     assert!(plan(v, &Privilege::Root, &b)
