@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# podman driving rcrun (issue 24): `podman --runtime RCRUN` with throwaway storage, as the user
+# running this script (root, or a plain user with /etc/subuid ranges: podman's own rootless
+# setup). Prints one TAP-like line per scenario (`ok - …` / `not ok - …` with a `#` reason) and
+# exits non-zero if any failed. Nothing of the host's podman is touched: --root, --runroot and
+# XDG_RUNTIME_DIR live under WORKDIR, which is removed at the end.
+#
+#   integration/engines/podman.sh RCRUN IMAGE.tar WORKDIR
+#
+# Facts of this kind of host, the same for runc (measured side by side):
+# - root has no CAP_SYS_RESOURCE, so podman's default RLIMIT_NOFILE 1048576 cannot be set
+#   ("error setting rlimit type 7" from runc): every run passes smaller --ulimit values;
+# - slirp4netns cannot open /dev/net/tun: rootless runs use --network none;
+# - rootless podman on cgroup v1 has no cgroup for any runtime: --memory and pause are root-only.
+set -u
+RCRUN=$1 TAR=$2 W=$3
+rm -rf "$W" && mkdir -p "$W/xdg" && chmod 700 "$W/xdg"
+export XDG_RUNTIME_DIR="$W/xdg" HOME="$W"
+root=false; [ "$(id -u)" = 0 ] && root=true
+P=(podman --root "$W/root" --runroot "$W/runroot" --cgroup-manager cgroupfs
+   --events-backend file --runtime "$RCRUN")
+RUN=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+$root || RUN+=(--network none)
+who=$($root && echo root || echo "$(id -un)")
+failed=0
+ok() { echo "ok - [$who] $1"; }
+bad() { echo "not ok - [$who] $1"; echo "    # ${2:-}" | head -c 600; echo; failed=1; }
+expect() { # NAME WANT-STATUS WANT-OUTPUT-SUBSTRING CMD...
+  local name=$1 want=$2 needle=$3; shift 3
+  local out st
+  out=$(timeout 120 "$@" 2>&1); st=$?
+  if [ "$st" = "$want" ] && [[ "$out" == *"$needle"* ]]; then ok "$name"
+  else bad "$name" "status $st (want $want): $out"; fi
+}
+
+expect "podman load" 0 "Loaded image" "${P[@]}" load -i "$TAR"
+expect "run --rm echo" 0 hello-from-podman "${P[@]}" run --rm "${RUN[@]}" busybox echo hello-from-podman
+expect "exit status passes through" 3 "" "${P[@]}" run --rm "${RUN[@]}" busybox sh -c 'exit 3'
+expect "missing command is 127" 127 "not found" "${P[@]}" run --rm "${RUN[@]}" busybox nosuch-cmd
+expect "-e, -w, -u 1000" 0 "1000 bar /tmp" "${P[@]}" run --rm "${RUN[@]}" -e FOO=bar -w /tmp -u 1000 busybox \
+  sh -c 'echo "$(id -u) $FOO $(pwd)"'
+if $root; then
+  expect "--memory 32m and a hog: 137" 137 "" "${P[@]}" run --rm "${RUN[@]}" --memory 32m busybox \
+    sh -c 'a=$(head -c 67108864 /dev/zero | tr "\0" x); echo survived'
+fi
+expect "run -d" 0 "" "${P[@]}" run -d --name w1 "${RUN[@]}" busybox sh -c 'echo started; exec sleep 300'
+expect "exec sees PID 1" 0 "sleep 300" "${P[@]}" exec w1 sh -c 'tr "\0" " " < /proc/1/cmdline'
+expect "exec status passes through" 4 "" "${P[@]}" exec w1 sh -c 'exit 4'
+expect "top (rcrun ps)" 0 "sleep 300" "${P[@]}" top w1
+expect "logs" 0 started "${P[@]}" logs w1
+if $root; then
+  expect "pause" 0 "" "${P[@]}" pause w1
+  expect "paused in ps" 0 "Paused" "${P[@]}" ps -a --format '{{.Names}} {{.Status}}'
+  expect "unpause" 0 "" "${P[@]}" unpause w1
+fi
+expect "stop" 0 "" "${P[@]}" stop -t 1 w1
+expect "rm" 0 "" "${P[@]}" rm w1
+out=$(printf 'echo tty-$((6*7)); tty; exit 5\n' | timeout 60 script -qc \
+  "$(printf '%q ' "${P[@]}" run --rm -it "${RUN[@]}" busybox sh)" /dev/null 2>&1 | tr -d '\r')
+if [[ "$out" == *tty-42* && "$out" == */dev/pts/* ]]; then ok "-it through conmon's console socket"
+else bad "-it through conmon's console socket" "$out"; fi
+left=$("${P[@]}" ps -aq 2>&1)
+[ -z "$left" ] && ok "--rm and rm leave no container" || bad "--rm and rm leave no container" "$left"
+if $root; then
+  cg=$(find /sys/fs/cgroup/*/libpod_parent -mindepth 1 -maxdepth 1 -type d -name 'libpod-*' 2>/dev/null)
+  [ -z "$cg" ] && ok "no container cgroup left" || bad "no container cgroup left" "$cg"
+fi
+"${P[@]}" rm -af >/dev/null 2>&1
+# Layers unpacked under subordinate ids are not ours to remove outside podman's namespace.
+if $root; then rm -rf "$W"; else podman unshare rm -rf "$W/root" "$W/runroot" 2>/dev/null; rm -rf "$W" 2>/dev/null; fi
+exit $failed
