@@ -1,7 +1,7 @@
 //! Real engines driving rcrun unchanged (issue 24): `integration/engines/podman.sh` runs
 //! podman's everyday scenarios with `--runtime rcrun` and throwaway storage, as root and as the
 //! plain user rcrun-test (podman's own rootless setup). Skipped loudly where podman is not
-//! installed (`.ci/run` installs it).
+//! installed (`.ci/run` installs it); containerd likewise, with its runc shim running rcrun.
 
 mod common;
 use common::*;
@@ -67,4 +67,38 @@ fn podman_drives_rcrun_rootless() {
         return;
     }
     run_podman_scenarios(&["runuser", "-u", TEST_USER, "--"], "rootless");
+}
+
+/// containerd 1.6 with its runc shim running rcrun (`integration/engines/containerd.sh`): a
+/// containerd of its own, as root.
+#[test]
+fn containerd_drives_rcrun() {
+    let installed = Command::new("containerd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        skip("containerd scenarios: containerd is not installed (apt-get install containerd)");
+        return;
+    }
+    if !is_root() {
+        skip("containerd scenarios: containerd runs as root");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/engines/containerd.sh");
+    let work = std::env::temp_dir().join(format!("rcrun-ctd-{}", std::process::id()));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(rcrun_bin())
+        .arg(busybox_image())
+        .arg(&work)
+        .output()
+        .expect("run containerd.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("ok - "),
+        "containerd with rcrun as its runc binary failed:\n{stdout}"
+    );
 }
