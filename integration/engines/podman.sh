@@ -59,6 +59,25 @@ out=$(printf 'echo tty-$((6*7)); tty; exit 5\n' | timeout 60 script -qc \
   "$(printf '%q ' "${P[@]}" run --rm -it "${RUN[@]}" busybox sh)" /dev/null 2>&1 | tr -d '\r')
 if [[ "$out" == *tty-42* && "$out" == */dev/pts/* ]]; then ok "-it through conmon's console socket"
 else bad "-it through conmon's console socket" "$out"; fi
+# By name, as a user sets it up (README, "Use rcrun from podman and containerd"): podman passes
+# --log-format=json only to the runtimes runtime_supports_json names, and then shows the JSON
+# log's message instead of "OCI runtime error: <path>: <stderr>".
+cat > "$W/containers.conf" <<CONF
+[engine]
+runtime = "rcrun"
+runtime_supports_json = ["rcrun", "crun", "runc"]
+[engine.runtimes]
+rcrun = ["$RCRUN"]
+CONF
+BYNAME=(env CONTAINERS_CONF="$W/containers.conf" podman --root "$W/root" --runroot "$W/runroot"
+   --cgroup-manager cgroupfs --events-backend file)
+expect "by name through containers.conf" 0 "rcrun $RCRUN" "${BYNAME[@]}" info \
+  --format '{{.Host.OCIRuntime.Name}} {{.Host.OCIRuntime.Path}}'
+expect "run by name" 0 by-name "${BYNAME[@]}" run --rm "${RUN[@]}" busybox echo by-name
+out=$(timeout 120 "${BYNAME[@]}" run --rm "${RUN[@]}" busybox nosuch-cmd 2>&1); st=$?
+if [ "$st" = 127 ] && [[ "$out" == *"Error: rcrun: creating container"* ]]; then
+  ok "the JSON log's error is podman's message"
+else bad "the JSON log's error is podman's message" "status $st: $out"; fi
 left=$("${P[@]}" ps -aq 2>&1)
 [ -z "$left" ] && ok "--rm and rm leave no container" || bad "--rm and rm leave no container" "$left"
 if $root; then
