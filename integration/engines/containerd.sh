@@ -58,7 +58,7 @@ if [[ "$out" == *tty-42* && "$out" == */dev/pts/* ]]; then ok "run -t through th
 else bad "run -t through the shim's console socket" "$out"; fi
 left=$("${C[@]}" containers ls -q 2>&1)
 [ -z "$left" ] && ok "no container left" || bad "no container left" "$left"
-cg=$(ls -d /sys/fs/cgroup/*/default/* /sys/fs/cgroup/default/* 2>/dev/null)
+cg=$(find /sys/fs/cgroup/*/default /sys/fs/cgroup/default -mindepth 1 -maxdepth 1 -type d 2>/dev/null)
 [ -z "$cg" ] && ok "no container cgroup left" || bad "no container cgroup left" "$cg"
 kill "$daemon"; wait "$daemon" 2>/dev/null
 grep -q " $W/" /proc/self/mountinfo && bad "no mount left under $W" "$(grep " $W/" /proc/self/mountinfo)"

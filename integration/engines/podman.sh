@@ -75,7 +75,9 @@ expect "by name through containers.conf" 0 "rcrun $RCRUN" "${BYNAME[@]}" info \
   --format '{{.Host.OCIRuntime.Name}} {{.Host.OCIRuntime.Path}}'
 expect "run by name" 0 by-name "${BYNAME[@]}" run --rm "${RUN[@]}" busybox echo by-name
 out=$(timeout 120 "${BYNAME[@]}" run --rm "${RUN[@]}" busybox nosuch-cmd 2>&1); st=$?
-if [ "$st" = 127 ] && [[ "$out" == *"Error: rcrun: creating container"* ]]; then
+# (the message is podman's runtime name, then the runtime's own words, instead of "OCI runtime
+# error: PATH: …" made of its stderr)
+if [ "$st" = 127 ] && [[ "$out" == *"Error: rcrun: "* && "$out" != *"OCI runtime error"* ]]; then
   ok "the JSON log's error is podman's message"
 else bad "the JSON log's error is podman's message" "status $st: $out"; fi
 left=$("${P[@]}" ps -aq 2>&1)
