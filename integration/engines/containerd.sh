@@ -37,6 +37,18 @@ expect() { # NAME WANT-STATUS WANT-OUTPUT-SUBSTRING CMD...
 }
 
 expect "ctr image import" 0 "unpacking" "${C[@]}" image import "$TAR"
+# The oci-archive fixtures too, when ../shared is beside the checkout (what skopeo and buildah
+# write): imported under a name of their own and run.
+fixtures="$(dirname "$0")/../../../shared/fixtures"
+for f in busybox.oci-archive.tar layered.oci-archive.tar; do
+  if [ -f "$fixtures/$f" ]; then
+    ref="localhost/fixture-${f%%.*}:oci"
+    expect "ctr image import $f" 0 unpacking "${C[@]}" image import --index-name "$ref" "$fixtures/$f"
+    expect "run the $f image" 0 from-fixture "${C[@]}" run --rm "${RB[@]}" "$ref" "fx-${f%%.*}" echo from-fixture
+  else
+    echo "skip - [containerd] $f: no $fixtures/$f"
+  fi
+done
 expect "run --rm echo" 0 hello-from-containerd "${C[@]}" run --rm "${RB[@]}" "$IMG" t1 echo hello-from-containerd
 expect "exit status passes through" 3 "" "${C[@]}" run --rm "${RB[@]}" "$IMG" t2 sh -c 'exit 3'
 expect "run -d" 0 "" "${C[@]}" run -d "${RB[@]}" "$IMG" d1 sh -c 'echo started; exec sleep 300'
