@@ -19,8 +19,10 @@ fn podman_installed() -> bool {
 fn run_podman_scenarios(wrapper: &[&str], who: &str) {
     let dir = staging();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/engines/podman.sh");
+    // Copied where rcrun-test can read them, with the helpers they source.
     let script_copy = dir.join(format!("podman-{who}.sh"));
     std::fs::copy(&script, &script_copy).unwrap();
+    std::fs::copy(script.with_file_name("tap.sh"), dir.join("tap.sh")).unwrap();
     // Short: podman refuses a --runroot longer than 50 characters.
     let work = std::env::temp_dir().join(format!("rcrun-pm-{}-{who}", std::process::id()));
     let mut cmd = Command::new(wrapper[0]);

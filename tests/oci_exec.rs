@@ -232,21 +232,6 @@ fn exec_detached(c: &Case, args: &[&str]) -> R {
     }
 }
 
-/// Polls until process `pid` is gone (or a zombie).
-fn process_gone(pid: i64) -> R {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z") {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the exec'd process {pid} lives on: {stat}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn detach(c: &Case) -> R {
     let id = format!("det-{}", c.name);
     let cgroups = running(c, &id)?;

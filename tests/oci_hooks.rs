@@ -130,7 +130,7 @@ fn check_state(c: &Case, name: &str, id: &str, statuses: &[&str], pid: Option<i6
         Some(p) => v["pid"].as_i64() == Some(p),
         None => v["pid"].is_null() || v["pid"] == 0,
     };
-    if !v["ociVersion"].as_str().is_some_and(|s| !s.is_empty())
+    if v["ociVersion"].as_str().is_none_or(str::is_empty)
         || v["id"] != id
         || !statuses.iter().any(|s| v["status"] == *s)
         || !pid_ok
@@ -220,21 +220,6 @@ fn hooks_in_order(c: &Case) -> R {
         check_state(c, &name, &id, &["stopped"], None)?;
     }
     c.assert_gone(&id, &cgroups)
-}
-
-/// Polls until process `pid` is gone (or a zombie).
-fn process_gone(pid: i64) -> R {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z") {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the container's process {pid} lives on: {stat}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A failing (or timed out) prestart or createRuntime hook fails `create` with exit status 1

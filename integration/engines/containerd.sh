@@ -25,16 +25,8 @@ for _ in $(seq 100); do [ -S "$W/containerd.sock" ] && break; sleep 0.1; done
 C=(ctr --address "$W/containerd.sock")
 RB=(--runc-binary "$RCRUN")
 IMG=docker.io/library/busybox:latest
-failed=0
-ok() { echo "ok - [containerd] $1"; }
-bad() { echo "not ok - [containerd] $1"; echo "    # ${2:-}" | head -c 600; echo; failed=1; }
-expect() { # NAME WANT-STATUS WANT-OUTPUT-SUBSTRING CMD...
-  local name=$1 want=$2 needle=$3; shift 3
-  local out st
-  out=$(timeout 120 "$@" 2>&1); st=$?
-  if [ "$st" = "$want" ] && [[ "$out" == *"$needle"* ]]; then ok "$name"
-  else bad "$name" "status $st (want $want): $out"; fi
-}
+who=containerd
+. "$(dirname "$0")/tap.sh"
 
 expect "ctr image import" 0 "unpacking" "${C[@]}" image import "$TAR"
 # The oci-archive fixtures too, when ../shared is beside the checkout (what skopeo and buildah

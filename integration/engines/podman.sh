@@ -22,16 +22,7 @@ P=(podman --root "$W/root" --runroot "$W/runroot" --cgroup-manager cgroupfs
 RUN=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 $root || RUN+=(--network none)
 who=$($root && echo root || echo "$(id -un)")
-failed=0
-ok() { echo "ok - [$who] $1"; }
-bad() { echo "not ok - [$who] $1"; echo "    # ${2:-}" | head -c 600; echo; failed=1; }
-expect() { # NAME WANT-STATUS WANT-OUTPUT-SUBSTRING CMD...
-  local name=$1 want=$2 needle=$3; shift 3
-  local out st
-  out=$(timeout 120 "$@" 2>&1); st=$?
-  if [ "$st" = "$want" ] && [[ "$out" == *"$needle"* ]]; then ok "$name"
-  else bad "$name" "status $st (want $want): $out"; fi
-}
+. "$(dirname "$0")/tap.sh"
 
 expect "podman load" 0 "Loaded image" "${P[@]}" load -i "$TAR"
 expect "run --rm echo" 0 hello-from-podman "${P[@]}" run --rm "${RUN[@]}" busybox echo hello-from-podman

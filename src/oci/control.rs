@@ -101,22 +101,15 @@ pub fn cmd_kill(ctx: &Ctx, a: &KillArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The container's freezer: (file, frozen value, thawed value), v1 `freezer.state` or v2
-/// `cgroup.freeze`.
+/// The container's freezer ([`state::freezer_of`]), or why it has none.
 fn freezer_of(r: &Record) -> Result<(std::path::PathBuf, &'static str, &'static str)> {
-    for p in &r.cgroup_paths {
-        if p.join("freezer.state").exists() {
-            return Ok((p.join("freezer.state"), "FROZEN", "THAWED"));
-        }
-        if p.join("cgroup.freeze").exists() {
-            return Ok((p.join("cgroup.freeze"), "1", "0"));
-        }
-    }
-    bail!(
-        "container {} has no cgroup freezer (rootless without a delegated cgroup, or a cgroup \
-         made before rcrun joined the freezer): it cannot be paused",
-        r.id
-    )
+    state::freezer_of(&r.cgroup_paths).with_context(|| {
+        format!(
+            "container {} has no cgroup freezer (rootless without a delegated cgroup, or a cgroup \
+             made before rcrun joined the freezer): it cannot be paused",
+            r.id
+        )
+    })
 }
 
 /// Writes the freezer and waits until the kernel reports the state reached (v1 passes through

@@ -16,10 +16,9 @@ use super::lifecycle::{saved_spec, send_console, write_pid_file};
 use super::state::{ContainerDir, Status};
 use crate::cli::ExecArgs;
 use crate::launch::explain::Explain;
-use crate::launch::{NsKind, StartGate};
+use crate::launch::StartGate;
 use crate::Ctx;
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
 
 /// The `process` of an exec: `--process FILE`, or the container's with the flags applied.
 fn exec_process(
@@ -116,30 +115,6 @@ fn exec_process(
     Ok(p)
 }
 
-/// The namespaces of the container's first process that are not rcrun's own, in the order
-/// [`NsKind`] joins them (the user namespace is entered by rcrun before the others).
-fn namespaces_of(pid: i32) -> Result<Vec<(NsKind, PathBuf)>> {
-    let mut v = Vec::new();
-    for kind in [
-        NsKind::Ipc,
-        NsKind::Uts,
-        NsKind::Net,
-        NsKind::Cgroup,
-        NsKind::Pid,
-        NsKind::Mount,
-        NsKind::User,
-    ] {
-        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()));
-        let same = std::fs::read_link(&theirs)
-            .with_context(|| format!("the container's process {pid}: read {}", theirs.display()))?
-            == std::fs::read_link(format!("/proc/self/ns/{}", kind.proc_name()))?;
-        if !same {
-            v.push((kind, theirs));
-        }
-    }
-    Ok(v)
-}
-
 /// `rcrun exec ID CMD...` / `rcrun exec --process FILE ID`.
 pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
     let ex = Explain::new(a.explain);
@@ -179,7 +154,13 @@ pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
     )?;
     let mut plan = compiled.plan;
     plan.enter_running = true;
-    plan.joins = namespaces_of(record.pid)?;
+    plan.joins = super::namespaces_of(record.pid).with_context(|| {
+        format!(
+            "the namespaces of the container's process {} (exec must run where the container \
+             was made: as its owner, in the user namespace rcrun create ran in)",
+            record.pid
+        )
+    })?;
     plan.inherit = Vec::new();
     plan.new_netns = false;
     // setgroups(2) works in the container's user namespace only if its maps were written by a
@@ -203,29 +184,12 @@ pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
     plan.die_with_rcrun = !a.detach;
     plan.interactive = plan.tty && !a.detach && a.console_socket.is_none();
     // The container's cgroup, as its first process's (v1: one directory per hierarchy).
-    if ctx.privilege.is_real_root() && !record.cgroup_paths.is_empty() {
-        let v2 = record.cgroup_version.as_deref() == Some("v2");
-        plan.cgroup = crate::cgroup::Join {
-            clone_into: if v2 {
-                record.cgroup_paths.first().cloned()
-            } else {
-                None
-            },
-            self_join_tasks: if v2 {
-                Vec::new()
-            } else {
-                record
-                    .cgroup_paths
-                    .iter()
-                    .map(|p| p.join("tasks"))
-                    .collect()
-            },
-            procs: record
-                .cgroup_paths
-                .iter()
-                .map(|p| p.join("cgroup.procs"))
-                .collect(),
-        };
+    if ctx.privilege.is_real_root() {
+        if let Some(cg) = record.adopt_cgroup() {
+            plan.cgroup = cg.join();
+            // Still the container's: its `delete` removes it.
+            cg.keep();
+        }
     }
     plan.seccomp = crate::commands::parts::load_seccomp(
         &ctx.state_root.join(".cache"),

@@ -91,23 +91,17 @@ pub fn needs_hooks_point(spec: &oci_spec::runtime::Spec) -> bool {
 /// cgroup, mnt last: after it paths resolve in the container), skipping those it shares with
 /// rcrun (setns into one's own user namespace is EINVAL).
 pub fn container_namespaces(pid: i32) -> std::io::Result<Vec<(nix::sched::CloneFlags, OwnedFd)>> {
-    use nix::sched::CloneFlags as C;
-    let mut v = Vec::new();
-    for (name, flag) in [
-        ("user", C::CLONE_NEWUSER),
-        ("ipc", C::CLONE_NEWIPC),
-        ("uts", C::CLONE_NEWUTS),
-        ("net", C::CLONE_NEWNET),
-        ("cgroup", C::CLONE_NEWCGROUP),
-        ("mnt", C::CLONE_NEWNS),
-    ] {
-        let theirs = format!("/proc/{pid}/ns/{name}");
-        if std::fs::read_link(&theirs)? == std::fs::read_link(format!("/proc/self/ns/{name}"))? {
-            continue;
-        }
-        v.push((flag, OwnedFd::from(std::fs::File::open(&theirs)?)));
-    }
-    Ok(v)
+    use crate::launch::NsKind;
+    // Not the pid namespace: setns into it would place only the hook's children there.
+    let mut kinds: Vec<_> = super::namespaces_of(pid)?
+        .into_iter()
+        .filter(|(k, _)| *k != NsKind::Pid)
+        .collect();
+    kinds.sort_by_key(|(k, _)| *k != NsKind::User);
+    kinds
+        .into_iter()
+        .map(|(k, path)| Ok((k.clone_flag(), OwnedFd::from(std::fs::File::open(path)?))))
+        .collect()
 }
 
 /// Runs the hooks of `kind` in order with `state` on stdin, in rcrun's namespaces or, with
@@ -222,6 +216,80 @@ fn run_one(
     )))
 }
 
+/// The hooks of a foreground `run --bundle`, which keeps no state directory: the state JSON is
+/// made from the spec, the ID and the bundle each time.
+pub struct Foreground<'a> {
+    pub spec: &'a oci_spec::runtime::Spec,
+    pub id: &'a str,
+    pub bundle: &'a std::path::Path,
+}
+
+impl Foreground<'_> {
+    fn state(&self, status: &str, pid: Option<i32>) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "ociVersion": crate::spec::OCI_VERSION,
+            "id": self.id,
+            "status": status,
+            "bundle": self.bundle,
+            "annotations": self.spec.annotations().clone().unwrap_or_default(),
+        });
+        if let Some(pid) = pid {
+            v["pid"] = pid.into();
+        }
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    fn run_kind(
+        &self,
+        kind: Kind,
+        status: &str,
+        pid: Option<i32>,
+        inside: bool,
+    ) -> anyhow::Result<()> {
+        let list = of(self.spec, kind);
+        if list.is_empty() {
+            return Ok(());
+        }
+        let ns = match (inside, pid) {
+            (true, Some(pid)) => Some(container_namespaces(pid).map_err(|e| {
+                anyhow::anyhow!(
+                    "open the namespaces of pid {pid} for the {} hooks: {e}",
+                    kind.name()
+                )
+            })?),
+            _ => None,
+        };
+        run(kind, &list, &self.state(status, pid), ns.as_deref())?;
+        Ok(())
+    }
+
+    /// prestart, createRuntime (rcrun's namespaces), createContainer (the container's): at the
+    /// child's hooks point, before pivot_root.
+    pub fn create(&self, pid: i32) -> anyhow::Result<()> {
+        self.run_kind(Kind::Prestart, "created", Some(pid), false)?;
+        self.run_kind(Kind::CreateRuntime, "created", Some(pid), false)?;
+        self.run_kind(Kind::CreateContainer, "created", Some(pid), true)
+    }
+
+    /// startContainer, in the container's namespaces, before the start gate opens.
+    pub fn start_container(&self, pid: i32) -> anyhow::Result<()> {
+        self.run_kind(Kind::StartContainer, "created", Some(pid), true)
+    }
+
+    pub fn has_start_container(&self) -> bool {
+        !of(self.spec, Kind::StartContainer).is_empty()
+    }
+
+    /// poststart once the command runs; poststop once the container is gone (warnings only).
+    pub fn poststart(&self, pid: i32) {
+        let _ = self.run_kind(Kind::Poststart, "running", Some(pid), false);
+    }
+
+    pub fn poststop(&self) {
+        let _ = self.run_kind(Kind::Poststop, "stopped", None, false);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,79 +365,5 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "ran\n");
         let _ = std::fs::remove_file(&out);
         assert!(run(Kind::Prestart, &hooks, b"{}", None).is_err());
-    }
-}
-
-/// The hooks of a foreground `run --bundle`, which keeps no state directory: the state JSON is
-/// made from the spec, the ID and the bundle each time.
-pub struct Foreground<'a> {
-    pub spec: &'a oci_spec::runtime::Spec,
-    pub id: &'a str,
-    pub bundle: &'a std::path::Path,
-}
-
-impl Foreground<'_> {
-    fn state(&self, status: &str, pid: Option<i32>) -> Vec<u8> {
-        let mut v = serde_json::json!({
-            "ociVersion": crate::spec::OCI_VERSION,
-            "id": self.id,
-            "status": status,
-            "bundle": self.bundle,
-            "annotations": self.spec.annotations().clone().unwrap_or_default(),
-        });
-        if let Some(pid) = pid {
-            v["pid"] = pid.into();
-        }
-        serde_json::to_vec(&v).unwrap_or_default()
-    }
-
-    fn run_kind(
-        &self,
-        kind: Kind,
-        status: &str,
-        pid: Option<i32>,
-        inside: bool,
-    ) -> anyhow::Result<()> {
-        let list = of(self.spec, kind);
-        if list.is_empty() {
-            return Ok(());
-        }
-        let ns = match (inside, pid) {
-            (true, Some(pid)) => Some(container_namespaces(pid).map_err(|e| {
-                anyhow::anyhow!(
-                    "open the namespaces of pid {pid} for the {} hooks: {e}",
-                    kind.name()
-                )
-            })?),
-            _ => None,
-        };
-        run(kind, &list, &self.state(status, pid), ns.as_deref())?;
-        Ok(())
-    }
-
-    /// prestart, createRuntime (rcrun's namespaces), createContainer (the container's): at the
-    /// child's hooks point, before pivot_root.
-    pub fn create(&self, pid: i32) -> anyhow::Result<()> {
-        self.run_kind(Kind::Prestart, "created", Some(pid), false)?;
-        self.run_kind(Kind::CreateRuntime, "created", Some(pid), false)?;
-        self.run_kind(Kind::CreateContainer, "created", Some(pid), true)
-    }
-
-    /// startContainer, in the container's namespaces, before the start gate opens.
-    pub fn start_container(&self, pid: i32) -> anyhow::Result<()> {
-        self.run_kind(Kind::StartContainer, "created", Some(pid), true)
-    }
-
-    pub fn has_start_container(&self) -> bool {
-        !of(self.spec, Kind::StartContainer).is_empty()
-    }
-
-    /// poststart once the command runs; poststop once the container is gone (warnings only).
-    pub fn poststart(&self, pid: i32) {
-        let _ = self.run_kind(Kind::Poststart, "running", Some(pid), false);
-    }
-
-    pub fn poststop(&self) {
-        let _ = self.run_kind(Kind::Poststop, "stopped", None, false);
     }
 }

@@ -156,21 +156,12 @@ fn teardown(cd: ContainerDir, record: Option<&Record>) -> Result<()> {
 }
 
 fn remove_cgroup(r: &Record) -> Result<()> {
-    if r.cgroup_paths.is_empty() {
-        return Ok(());
+    match r.adopt_cgroup() {
+        None => Ok(()),
+        Some(cg) => cg
+            .remove()
+            .with_context(|| format!("removing the cgroup of container {}", r.id)),
     }
-    let version = match r.cgroup_version.as_deref() {
-        Some("v2") => crate::cgroup::Version::V2,
-        _ => crate::cgroup::Version::V1,
-    };
-    crate::cgroup::Cgroup::adopt(
-        version,
-        &r.id,
-        r.cgroup_paths.clone(),
-        r.cgroup_removable.clone(),
-    )
-    .remove()
-    .with_context(|| format!("removing the cgroup of container {}", r.id))
 }
 
 /// `rcrun create [--bundle DIR] ID`.

@@ -50,3 +50,29 @@ pub fn passed_fds(preserve: u32) -> anyhow::Result<(u32, u32)> {
     }
     Ok((total, listen))
 }
+
+/// The namespaces of process `pid` that are not rcrun's own, as /proc/PID/ns paths, in the
+/// order [`crate::launch::NsKind`] joins them (mount last, user after it: whoever enters them
+/// takes the user namespace first itself). `exec` joins them all; hooks enter them.
+pub fn namespaces_of(
+    pid: i32,
+) -> std::io::Result<Vec<(crate::launch::NsKind, std::path::PathBuf)>> {
+    use crate::launch::NsKind;
+    let mut v = Vec::new();
+    for kind in [
+        NsKind::Ipc,
+        NsKind::Uts,
+        NsKind::Net,
+        NsKind::Cgroup,
+        NsKind::Pid,
+        NsKind::Mount,
+        NsKind::User,
+    ] {
+        let theirs = std::path::PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()));
+        let ours = format!("/proc/self/ns/{}", kind.proc_name());
+        if std::fs::read_link(&theirs)? != std::fs::read_link(ours)? {
+            v.push((kind, theirs));
+        }
+    }
+    Ok(v)
+}

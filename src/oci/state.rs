@@ -154,6 +154,25 @@ pub struct OciState<'a> {
 }
 
 impl Record {
+    /// The container's cgroup, taken over from the `create` that made it (None without one):
+    /// `delete` removes it, `update` writes into it, `exec` joins it. Whoever takes it calls
+    /// `remove` or `keep` (dropped, it would be torn down).
+    pub fn adopt_cgroup(&self) -> Option<crate::cgroup::Cgroup> {
+        if self.cgroup_paths.is_empty() {
+            return None;
+        }
+        let version = match self.cgroup_version.as_deref() {
+            Some("v2") => crate::cgroup::Version::V2,
+            _ => crate::cgroup::Version::V1,
+        };
+        Some(crate::cgroup::Cgroup::adopt(
+            version,
+            &self.id,
+            self.cgroup_paths.clone(),
+            self.cgroup_removable.clone(),
+        ))
+    }
+
     pub fn oci_state(&self, status: Status) -> OciState<'_> {
         OciState {
             oci_version: crate::spec::OCI_VERSION,
@@ -176,6 +195,20 @@ impl Record {
             annotations: &self.annotations,
         }
     }
+}
+
+/// A container's freezer among its cgroup directories: (file, frozen value, thawed value), v1
+/// `freezer.state` or v2 `cgroup.freeze`.
+pub fn freezer_of(paths: &[PathBuf]) -> Option<(PathBuf, &'static str, &'static str)> {
+    paths.iter().find_map(|p| {
+        if p.join("freezer.state").exists() {
+            Some((p.join("freezer.state"), "FROZEN", "THAWED"))
+        } else if p.join("cgroup.freeze").exists() {
+            Some((p.join("cgroup.freeze"), "1", "0"))
+        } else {
+            None
+        }
+    })
 }
 
 /// What /proc says of the recorded process, for [`status_of`].
@@ -337,13 +370,8 @@ impl ContainerDir {
     pub fn status(&self) -> Result<(Record, Status), StateError> {
         let r = self.read()?;
         let seen = process_seen(r.pid, r.start_time);
-        let frozen = r.cgroup_paths.iter().any(|p| {
-            std::fs::read_to_string(p.join("freezer.state"))
-                .map(|s| s.trim() == "FROZEN")
-                .unwrap_or(false)
-                || std::fs::read_to_string(p.join("cgroup.freeze"))
-                    .map(|s| s.trim() == "1")
-                    .unwrap_or(false)
+        let frozen = freezer_of(&r.cgroup_paths).is_some_and(|(file, on, _)| {
+            std::fs::read_to_string(file).is_ok_and(|s| s.trim() == on)
         });
         let fifo = self.fifo().exists();
         Ok((r.clone(), status_of(seen, fifo, frozen)))

@@ -76,19 +76,12 @@ pub fn cmd_update(ctx: &Ctx, a: &UpdateArgs) -> Result<i32> {
         bail!("update {}: the device rules are fixed at create (rcrun does not change a running container's device policy)", a.id);
     }
     let limits = crate::cgroup::from_spec(&r)?;
-    if record.cgroup_paths.is_empty() {
-        bail!("container {} has no cgroup (rootless without a delegated one): its limits cannot change", a.id);
-    }
-    let version = match record.cgroup_version.as_deref() {
-        Some("v2") => crate::cgroup::Version::V2,
-        _ => crate::cgroup::Version::V1,
+    let Some(mut cg) = record.adopt_cgroup() else {
+        bail!(
+            "container {} has no cgroup (rootless without a delegated one): its limits cannot change",
+            a.id
+        );
     };
-    let mut cg = crate::cgroup::Cgroup::adopt(
-        version,
-        &a.id,
-        record.cgroup_paths.clone(),
-        record.cgroup_removable.clone(),
-    );
     let applied = cg.update(&limits);
     for (p, v) in cg.writes() {
         tracing::debug!("update: write {v:?} to {}", p.display());

@@ -213,3 +213,18 @@ pub fn each_mode(
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Polls until process `pid` is gone (or a zombie), for up to 5 s.
+pub fn process_gone(pid: i64) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("process {pid} lives on: {stat}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
