@@ -138,9 +138,20 @@ if [ "$MODE" = root ]; then
   cpu=$(sed -n 's/.*cpu time \([0-9.]*\)s.*/\1/p' "$WORK/err")
   awk -v c="$cpu" 'BEGIN { exit !(c > 0.05 && c < 0.6) }' && ok "--cpus 0.2 holds a busy loop to ~20% (cpu ${cpu}s in 2s)" || bad "--cpus 0.2" "cpu time [$cpu] in 2 s: $(cat "$WORK/err")"
   grep -q "peak memory" "$WORK/err" && ok "--stats reports peak memory, cpu time, pids" || bad "--stats" "$(cat "$WORK/err")"
+  # Read after the exit, pids.current is 0; the peak counts sh and its two sleeps.
+  "$RCRUN" run --stats "$BB" sh -c 'sleep 0.3 & sleep 0.3 & wait' >/dev/null 2>"$WORK/err"
+  peak=$(sed -n 's/.*pids \([0-9]*\) at most.*/\1/p' "$WORK/err")
+  [ "${peak:-0}" -ge 3 ] && ok "--stats reports the pids peak ($peak)" || bad "--stats pids peak" "$(cat "$WORK/err")"
   # The cgroup namespace is unshared after the container joined its cgroup, so that cgroup is
   # its "/" (joined first and unshared at clone, it would read /../../rcrun/ID).
   expect "cgroup namespace rooted at the container's cgroup" "/ /" sh -c "'$RCRUN' run --memory 64m '$BB' cat /proc/self/cgroup | sed -n 's/^[0-9]*:\\(memory\\|pids\\):\\(.*\\)/\\2/p' | xargs"
+  # Programs size themselves from /sys/fs/cgroup: it shows the container's own limit (v1 or v2),
+  # read-only, and no hierarchy it did not join (there its namespace is rooted at the host's).
+  expect "/sys/fs/cgroup shows the --memory limit" "67108864" "$RCRUN" run --memory 64m "$BB" sh -c 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max'
+  expect "/sys/fs/cgroup is read-only" "ro" "$RCRUN" run "$BB" sh -c 'touch /sys/fs/cgroup/pids/x /sys/fs/cgroup/x 2>/dev/null || echo ro'
+  if [ -d /sys/fs/cgroup/blkio ]; then
+    expect "/sys/fs/cgroup has no hierarchy the container did not join" "absent" "$RCRUN" run "$BB" sh -c 'test -e /sys/fs/cgroup/blkio || echo absent'
+  fi
   left=$(find /sys/fs/cgroup/*/rcrun -mindepth 1 -type d 2>/dev/null | wc -l)
   [ "$left" == 0 ] && ok "no cgroup left" || bad "no cgroup left" "$left dirs"
 else

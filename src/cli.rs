@@ -120,7 +120,7 @@ pub struct ExecArgs {
     #[arg(short = 'p', long, value_name = "FILE")]
     pub process: Option<PathBuf>,
     /// Working directory inside the container (default: the container's).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, short = 'w', visible_alias = "workdir", value_name = "DIR")]
     pub cwd: Option<String>,
     /// Set an environment variable (repeatable), over the container's environment.
     #[arg(short = 'e', long = "env", value_name = "K=V")]
@@ -137,9 +137,14 @@ pub struct ExecArgs {
     /// Set no_new_privs for the process.
     #[arg(long = "no-new-privs")]
     pub no_new_privs: bool,
-    /// Give the process a terminal (a pty from the container's devpts).
+    /// Give the process a terminal (a pty from the container's devpts); TERM=xterm unless the
+    /// container's environment sets TERM.
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Accepted for docker's `exec -it`: the process always reads rcrun's stdin (with -t,
+    /// through its terminal).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
     /// Return once the process has started, leaving it running.
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -395,7 +400,7 @@ pub struct RunArgs {
             "command", "print_spec", "entrypoint", "env", "env_file", "workdir", "user", "hostname",
             "init", "tty", "interactive", "read_only", "tmpfs", "volume", "network", "userns",
             "memory", "memory_swap", "pids_limit", "cpus", "cpu_shares", "cpuset_cpus", "cap_add",
-            "cap_drop", "privileged", "security_opt", "device", "reference",
+            "cap_drop", "privileged", "security_opt", "device", "reference", "ulimit",
         ]
     )]
     pub bundle: Option<PathBuf>,
@@ -444,15 +449,25 @@ pub struct RunArgs {
     /// Run a minimal init as PID 1 that reaps zombies and forwards signals.
     #[arg(long, help_heading = "Process")]
     pub init: bool,
-    /// Allocate a pseudo-terminal (raw mode, window size passed on).
+    /// Allocate a pseudo-terminal (raw mode, window size passed on); TERM=xterm unless the
+    /// image or -e sets TERM.
     #[arg(short = 't', long, help_heading = "Process")]
     pub tty: bool,
     /// Keep stdin attached (with -t: forwarded to the terminal).
     #[arg(short = 'i', long, help_heading = "Process")]
     pub interactive: bool,
-    /// Print peak memory, CPU time and pids used after the container exits (needs a cgroup).
+    /// Print peak memory, CPU time and the most pids used after the container exits (needs a
+    /// cgroup).
     #[arg(long, help_heading = "Process")]
     pub stats: bool,
+    /// Accepted for docker's habit: rcrun always removes a container when it exits (its upper
+    /// dir, cgroup and mounts); nothing of a foreground run is kept to remove later.
+    #[arg(long = "rm", help_heading = "Process")]
+    pub remove: bool,
+    /// Set a resource limit of the process: NAME=SOFT[:HARD], docker's names (nofile, nproc,
+    /// core, stack, memlock, …); -1 is unlimited. Repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", help_heading = "Process")]
+    pub ulimit: Vec<String>,
 
     // ── file system ──
     /// Mount the root file system read-only.

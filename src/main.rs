@@ -7,8 +7,15 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; a bad command line is rcrun failing (125, as
-            // docker), with clap's message naming the flag and the accepted values.
-            let _ = e.print();
+            // docker), with clap's message naming the flag and the accepted values, or, for a
+            // docker flag rcrun lacks, what rcrun offers instead.
+            let args: Vec<String> = std::env::args().collect();
+            match rcrun::commands::docker_flags::explain(&e, &args) {
+                Some(msg) => eprintln!("rcrun: error: {}", rcrun::printable(&msg)),
+                None => {
+                    let _ = e.print();
+                }
+            }
             std::process::exit(if e.use_stderr() {
                 rcrun::EXIT_RCRUN_FAILED
             } else {

@@ -204,6 +204,14 @@ fn rootless_limits_with_delegated_cgroup() {
         "-c",
         "head -c 300m /dev/zero | tail > /dev/null",
     ]);
+    // v1 in a user namespace cannot mount cgroup: the container's own directories are bound.
+    let inside = run(&[
+        "--memory",
+        "64m",
+        bb,
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
     let pids = run(&[
         "--pids-limit",
         "20",
@@ -220,6 +228,12 @@ fn rootless_limits_with_delegated_cgroup() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).trim(),
+        "67108864",
+        "/sys/fs/cgroup inside shows the container's limit: {}",
+        String::from_utf8_lossy(&inside.stderr)
+    );
     let hog_err = String::from_utf8_lossy(&hog.stderr);
     assert_eq!(hog.status.code(), Some(137), "memory hog: {hog_err}");
     assert!(hog_err.contains("exceeded its memory limit"), "{hog_err}");

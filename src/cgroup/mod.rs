@@ -520,12 +520,14 @@ impl Cgroup {
                                     .map(Duration::from_micros)
                             })
                         });
-                    s.pids_peak = read_u64(&d.path.join("pids.peak"));
                 }
             }
         }
         if let Some(d) = self.dir_for(Controller::Pids) {
             s.pids_current = read_u64(&d.join("pids.current"));
+            // Read after the container exited, pids.current is 0: the peak (v1 and v2 since
+            // Linux 6.13, pids.peak in Documentation/admin-guide/cgroup-v2.rst) is the figure.
+            s.pids_peak = read_u64(&d.join("pids.peak"));
         }
         s
     }

@@ -831,13 +831,14 @@ fn v1_oom_and_stats() {
     put(&m.join("memory.max_usage_in_bytes"), "1234\n");
     put(&fs.root.join("cpuacct/rcrun/c/cpuacct.usage"), "1000\n");
     put(&fs.root.join("pids/rcrun/c/pids.current"), "0\n");
+    put(&fs.root.join("pids/rcrun/c/pids.peak"), "4\n");
     assert_eq!(
         cg.stats(),
         Stats {
             peak_memory_bytes: Some(1234),
             cpu_time: Some(Duration::from_nanos(1000)),
             pids_current: Some(0),
-            pids_peak: None,
+            pids_peak: Some(4),
         }
     );
 }

@@ -57,6 +57,14 @@ fn exec_process(
         }
         p.set_env(Some(env));
     }
+    // As docker exec -t: a terminal with no TERM in the container's environment gets xterm's.
+    if a.tty {
+        let mut env = p.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+            p.set_env(Some(env));
+        }
+    }
     let mut user = p.user().clone();
     if let Some(u) = &a.user {
         let (uid, gid) = match u.split_once(':') {

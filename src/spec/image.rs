@@ -62,6 +62,8 @@ pub struct ImageRun {
     pub devices: Vec<DeviceMapping>,
     /// The seccomp profile (name, bytes in Docker's format), None when unconfined.
     pub seccomp: Option<(String, Vec<u8>)>,
+    /// `--ulimit`s, as `process.rlimits`.
+    pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
 }
 
 impl ImageRun {
@@ -148,7 +150,7 @@ fn spec(run: &ImageRun, limits: &Limits) -> Result<Spec, SpecError> {
         .set_env(Some(run.env.clone()))
         .set_cwd(PathBuf::from(&run.cwd))
         .set_capabilities(Some(capabilities(&run.caps)?))
-        .set_rlimits(None)
+        .set_rlimits((!run.rlimits.is_empty()).then(|| run.rlimits.clone()))
         .set_no_new_privileges(Some(run.no_new_privs))
         .set_apparmor_profile(None)
         .set_oom_score_adj(None)
@@ -474,6 +476,14 @@ fn mounts_and_devices(run: &ImageRun) -> Result<(Vec<Mount>, Vec<LinuxDevice>), 
     // CAP_SYS_ADMIN over the network namespace): it binds the host's /sys, whole tree read-only.
     if run.new_netns || run.mounts_as_host_root() {
         mounts.push(fs("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?);
+        // The container's own cgroups, read-only, as docker mounts them: programs size themselves
+        // from them (the JVM, Go's automaxprocs, .NET, nginx's worker count read memory.max or
+        // memory.limit_in_bytes and the cpu quota). launch/child/cgroupfs.rs says how.
+        mounts.push(fs(
+            "/sys/fs/cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?);
     } else {
         mounts.push(bind("/sys", Path::new("/sys"), &["rbind", "ro"])?);
     }

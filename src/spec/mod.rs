@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 pub mod bundle;
 pub mod image;
+pub mod ulimit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

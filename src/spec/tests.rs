@@ -47,6 +47,7 @@ fn run(mapping: IdMapping, new_netns: bool) -> ImageRun {
         tmpfs: vec!["/scratch".to_string()],
         devices: vec![],
         seccomp: None,
+        rlimits: vec![],
     }
 }
 
@@ -362,6 +363,19 @@ mod compiled {
             name: Some("root".into()),
         };
         r
+    }
+
+    #[test]
+    fn ulimits_reach_the_plan() {
+        let mut r = run(IdMapping::None, true);
+        r.rlimits = vec![crate::spec::ulimit::parse_ulimit("nofile=100:200").unwrap()];
+        let plan = compiled(&r, &Privilege::Root);
+        assert_eq!(plan.rlimits.len(), 1);
+        let l = &plan.rlimits[0];
+        assert_eq!(
+            (l.resource, l.soft, l.hard),
+            (nix::sys::resource::Resource::RLIMIT_NOFILE, 100, 200)
+        );
     }
 
     fn mounts(p: &StartupPlan) -> &[MountStep] {

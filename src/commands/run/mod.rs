@@ -292,10 +292,10 @@ fn launch(
                 s.cpu_time
                     .map(|d| format!("{:.3}s", d.as_secs_f64()))
                     .unwrap_or_else(|| "n/a".into()),
+                // After the exit pids.current is 0: only the peak says anything.
                 s.pids_peak
-                    .or(s.pids_current)
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "n/a".into()),
+                    .map(|n| format!("{n} at most"))
+                    .unwrap_or_else(|| "n/a (this kernel has no pids.peak)".into()),
             );
         }
         let paths: Vec<String> = cg.paths().iter().map(|p| p.display().to_string()).collect();

@@ -145,6 +145,11 @@ pub fn decide(
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
+    // docker sets TERM for a terminal when the image has none: without it, programs that draw
+    // (vi, top, less) refuse or fall back to a dumb terminal.
+    if a.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     let cwd = a
         .workdir
         .clone()
@@ -183,6 +188,11 @@ pub fn decide(
     let user_is_root = user.uid == 0;
     let caps = crate::security::plan_caps(&a.cap_add, &a.cap_drop, a.privileged, user_is_root)?;
     let seccomp = super::security::seccomp_source(a, sec)?;
+    let rlimits = a
+        .ulimit
+        .iter()
+        .map(|u| crate::spec::ulimit::parse_ulimit(u))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ImageRun {
         id,
         mapping,
@@ -207,6 +217,7 @@ pub fn decide(
         tmpfs: a.tmpfs.clone(),
         devices,
         seccomp,
+        rlimits,
     })
 }
 

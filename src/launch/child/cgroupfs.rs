@@ -5,7 +5,10 @@
 //! * cgroup v2: one `cgroup2` mount.
 //! * cgroup v1: a tmpfs holding one `cgroup` mount per hierarchy the host has, named as on the
 //!   host (`memory`, `cpu,cpuacct`, `name=systemd` as `systemd`), with the host's links
-//!   (`cpu` → `cpu,cpuacct`); read-only afterwards when asked. In a user namespace the kernel
+//!   (`cpu` → `cpu,cpuacct`); read-only afterwards when asked. Only the hierarchies the
+//!   container joined: in the others its cgroup namespace is rooted at rcrun's own cgroup, often
+//!   the host's root, and a mount there would show every cgroup of the host (docker binds the
+//!   container's own directories for the same reason). In a user namespace the kernel
 //!   refuses cgroup v1 mounts (the file system is not FS_USERNS_MOUNT), so the host's
 //!   /sys/fs/cgroup is bound read-only instead, as podman does rootless.
 
@@ -57,6 +60,7 @@ pub(super) fn mount_cgroup_tree(
     target: &str,
     read_only: bool,
     in_userns: bool,
+    joined_v1_tasks: &[std::path::PathBuf],
 ) -> Result<(), Failure> {
     let f = |e: nix::Error| fail(&format!("mount the cgroup file system at {target}"), e);
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -78,7 +82,17 @@ pub(super) fn mount_cgroup_tree(
         )
         .map_err(f);
     }
-    if in_userns {
+    let joined: Vec<(Hierarchy, &Path)> = host_hierarchies()
+        .into_iter()
+        .filter_map(|h| {
+            let dir = Path::new("/sys/fs/cgroup").join(&h.dir);
+            let own = joined_v1_tasks.iter().find(|t| t.starts_with(&dir))?;
+            Some((h, own.parent()?))
+        })
+        .collect();
+    if in_userns && joined.is_empty() {
+        // Nothing of its own to show (rootless without a delegated cgroup): the host's tree,
+        // read-only, as runc and podman give a rootless container.
         sm::mount_at(
             Some(Path::new("/sys/fs/cgroup")),
             t.as_fd(),
@@ -101,12 +115,24 @@ pub(super) fn mount_cgroup_tree(
         Some("mode=755"),
     )
     .map_err(f)?;
-    let hierarchies = host_hierarchies();
-    for h in &hierarchies {
+    for (h, own) in &joined {
         let sub = format!("{}/{}", target.trim_end_matches('/'), h.dir);
         let d = sm::mountpoint(root, &sub, Create::Dir)
             .map_err(f)?
             .expect("created");
+        if in_userns {
+            // The kernel refuses a cgroup v1 mount in a user namespace (not FS_USERNS_MOUNT):
+            // the container's own directory of the hierarchy is bound there instead.
+            sm::mount_at(Some(own), d.as_fd(), None, MsFlags::MS_BIND, None)
+                .map_err(|e| fail(&format!("bind {} at {sub}", own.display()), e))?;
+            let d = sm::mountpoint(root, &sub, Create::Nothing)
+                .map_err(f)?
+                .expect("exists");
+            if read_only {
+                sm::make_tree_readonly(d.as_fd()).map_err(f)?;
+            }
+            continue;
+        }
         sm::mount_at(
             Some(Path::new("cgroup")),
             d.as_fd(),
@@ -116,6 +142,7 @@ pub(super) fn mount_cgroup_tree(
         )
         .map_err(|e| fail(&format!("mount cgroup ({}) at {sub}", h.options), e))?;
     }
+    let hierarchies: Vec<Hierarchy> = joined.into_iter().map(|(h, _)| h).collect();
     // The host's links for co-mounted controllers: cpu → cpu,cpuacct.
     let tree = sm::mountpoint(root, target, Create::Nothing)
         .map_err(f)?

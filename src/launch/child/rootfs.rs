@@ -279,6 +279,7 @@ pub(super) fn apply_mount(
             &m.target,
             *read_only,
             plan.mapping.in_user_namespace(),
+            &plan.cgroup.self_join_tasks,
         ),
         Mnt::Bind {
             source,
