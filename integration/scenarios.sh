@@ -39,6 +39,11 @@ expect "env-file" "1 two" "$RCRUN" run --env-file "$WORK/envfile" "$BB" sh -c 'e
 expect "workdir created" "/work/dir" "$RCRUN" run -w /work/dir "$BB" pwd
 expect "entrypoint override" "x y" "$RCRUN" run --entrypoint /bin/echo "$BB" x y
 expect "HOME from passwd" "/root" "$RCRUN" run "$BB" sh -c 'echo $HOME'
+expect "--ulimit nofile=100:200" "100 200" "$RCRUN" run --ulimit nofile=100:200 "$BB" sh -c 'echo $(ulimit -n) $(ulimit -Hn)'
+if command -v script >/dev/null; then
+  printf '#!/bin/sh\nexec "%s" run -t "%s" sh -c %s\n' "$RCRUN" "$BB" "'echo \$TERM'" > "$WORK/tty.sh"; chmod +x "$WORK/tty.sh"
+  expect "-t sets TERM=xterm" "xterm" sh -c "script -qc '$WORK/tty.sh' /dev/null </dev/null | tr -d '\r\000'"
+fi
 
 # Under unshare -Ur only container root exists, so the layered image's User 1000:1000 cannot be
 # mapped: those runs ask for root explicitly (the refusal itself is checked below).

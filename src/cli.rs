@@ -70,8 +70,17 @@ pub enum Command {
     Exec(ExecArgs),
     /// OCI runtime: print a container's state (the OCI state JSON).
     State(IdArg),
-    /// OCI runtime: list the processes of a container.
+    /// List containers as docker ps does (running ones; -a every one), or with an ID, as the
+    /// OCI runtime command, the processes of that container.
     Ps(PsArgs),
+    /// Stop running containers: SIGTERM to the first process, SIGKILL after -t seconds.
+    Stop(StopArgs),
+    /// Remove containers: their state, log and name (-f: kill a running one first).
+    Rm(RmArgs),
+    /// Print the output of a container started with `run -d` (-f: follow it until it exits).
+    Logs(LogsArgs),
+    /// Wait until containers exit and print each one's exit status.
+    Wait(WaitArgs),
     /// OCI runtime: freeze every process of a running container (cgroup freezer).
     Pause(IdArg),
     /// OCI runtime: thaw a paused container.
@@ -230,11 +239,58 @@ pub struct KillArgs {
     /// Signal every process of the container, not only the first.
     #[arg(short, long)]
     pub all: bool,
+    /// The signal, docker's way (`kill -s HUP NAME`).
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL")]
+    pub signal_flag: Option<String>,
+    /// The container: its ID, or for one started with `run -d`, its name or an ID prefix.
     #[arg(value_name = "ID")]
     pub id: String,
-    /// Signal name (TERM, SIGTERM) or number.
-    #[arg(value_name = "SIGNAL", default_value = "SIGTERM")]
-    pub signal: String,
+    /// Signal name (TERM, SIGTERM) or number [default: TERM, as runc; KILL for a container of
+    /// `run -d`, as docker].
+    #[arg(value_name = "SIGNAL")]
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(
+        short = 't',
+        long = "time",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    pub time: u64,
+    /// Containers: IDs, names or ID prefixes.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill a running container first.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Containers: IDs, names or ID prefixes.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// The container: ID, name or ID prefix.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Containers: IDs, names or ID prefixes.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -290,12 +346,16 @@ pub struct UpdateArgs {
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
-    /// table (pid and command line), or json (an array of host pids, as runc's).
+    /// table, or json (with an ID: an array of host pids, as runc's; without: one object per
+    /// container).
     #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
-    /// The container ID.
+    /// Without an ID: also list containers that exited.
+    #[arg(short, long)]
+    pub all: bool,
+    /// A container: list its processes (the OCI runtime command).
     #[arg(value_name = "ID")]
-    pub id: String,
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -404,10 +464,15 @@ pub struct RunArgs {
         ]
     )]
     pub bundle: Option<PathBuf>,
-    /// With --bundle: create and start the container, then return, as `runc run -d`; it is left
-    /// to `rcrun state/kill/delete` (state under --root).
-    #[arg(short = 'd', long, requires = "bundle")]
+    /// Run in the background: print the container's ID and return. Its output goes to a log
+    /// file (`rcrun logs`); `rcrun ps`, `exec`, `stop`, `kill`, `wait` and `rm` take its ID, an
+    /// ID prefix or its --name. A small rcrun process stays with it to collect its exit status
+    /// and clean up. With --bundle: create and start, as `runc run -d`.
+    #[arg(short = 'd', long)]
     pub detach: bool,
+    /// A name for the container, unique among the containers under --root (A-Z a-z 0-9 _ - .).
+    #[arg(long, value_name = "NAME", conflicts_with = "bundle")]
+    pub name: Option<String>,
     /// With --bundle -d: runc's create options (--pid-file, --console-socket, …).
     #[command(flatten)]
     pub oci: CreateOptions,
@@ -460,13 +525,17 @@ pub struct RunArgs {
     /// cgroup).
     #[arg(long, help_heading = "Process")]
     pub stats: bool,
-    /// Accepted for docker's habit: rcrun always removes a container when it exits (its upper
-    /// dir, cgroup and mounts); nothing of a foreground run is kept to remove later.
+    /// A foreground run is always removed when it exits (its upper dir, cgroup and mounts); with
+    /// -d, its state, log and name are removed too when it exits, as docker's --rm.
     #[arg(long = "rm", help_heading = "Process")]
     pub remove: bool,
     /// Set a resource limit of the process: NAME=SOFT[:HARD], docker's names (nofile, nproc,
     /// core, stack, memlock, …); -1 is unlimited. Repeatable.
-    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", help_heading = "Process")]
+    #[arg(
+        long = "ulimit",
+        value_name = "NAME=SOFT[:HARD]",
+        help_heading = "Process"
+    )]
     pub ulimit: Vec<String>,
 
     // ── file system ──

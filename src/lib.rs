@@ -288,7 +288,14 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Kill(a) => oci_exit(oci::control::cmd_kill(&ctx, &a)),
         Command::Delete(a) => oci_exit(oci::lifecycle::cmd_delete(&ctx, &a)),
         Command::Exec(a) => oci_exit(oci::exec::cmd_exec(&ctx, &a)),
+        Command::Ps(a) if a.id.is_none() => {
+            oci_exit(commands::containers::verbs::cmd_ps_list(&ctx, &a))
+        }
         Command::Ps(a) => oci_exit(oci::control::cmd_ps(&ctx, &a)),
+        Command::Stop(a) => oci_exit(commands::containers::verbs::cmd_stop(&ctx, &a)),
+        Command::Rm(a) => oci_exit(commands::containers::verbs::cmd_rm(&ctx, &a)),
+        Command::Logs(a) => oci_exit(commands::containers::verbs::cmd_logs(&ctx, &a)),
+        Command::Wait(a) => oci_exit(commands::containers::verbs::cmd_wait(&ctx, &a)),
         Command::Pause(a) => oci_exit(oci::control::cmd_pause(&ctx, &a.id)),
         Command::Resume(a) => oci_exit(oci::control::cmd_resume(&ctx, &a.id)),
         Command::Update(a) => oci_exit(oci::update::cmd_update(&ctx, &a)),

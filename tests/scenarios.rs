@@ -80,29 +80,42 @@ fn fixtures_present(test: &str) -> bool {
 }
 
 fn run_scenarios(mode: &str, wrapper: &[&str]) {
-    if !fixtures_present(&format!("scenarios as {mode}")) {
+    run_script("scenarios", mode, wrapper, None);
+}
+
+/// `integration/docker-habits.sh`: a docker user's routine (run -d --name, ps, exec, logs,
+/// stop, wait, rm, kill, gc) in one shell of the mode.
+fn run_docker_habits(mode: &str, wrapper: &[&str]) {
+    run_script(
+        "docker-habits",
+        mode,
+        wrapper,
+        Some("busybox.docker-save.tar"),
+    );
+}
+
+/// Runs `integration/NAME.sh RCRUN ARG MODE` (ARG: the staging dir, or one image in it).
+fn run_script(name: &str, mode: &str, wrapper: &[&str], image: Option<&str>) {
+    if !fixtures_present(&format!("{name} as {mode}")) {
         return;
     }
     let dir = staging();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/scenarios.sh");
-    let script_copy = dir.join(format!("scenarios-{mode}.sh"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("integration/{name}.sh"));
+    let script_copy = dir.join(format!("{name}-{mode}.sh"));
     std::fs::copy(&script, &script_copy).unwrap();
     let mut cmd = Command::new(wrapper[0]);
     cmd.args(&wrapper[1..])
         .arg("bash")
         .arg(&script_copy)
         .arg(dir.join("rcrun"))
-        .arg(&dir)
+        .arg(image.map_or(dir.clone(), |i| dir.join(i)))
         .arg(mode)
         .current_dir(&dir);
-    let out = cmd.output().expect("run scenarios");
+    let out = cmd.output().expect("run the script");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "scenarios failed as {mode}:\n{stdout}"
-    );
+    assert!(out.status.success(), "{name} failed as {mode}:\n{stdout}");
 }
 
 #[test]
@@ -111,6 +124,27 @@ fn scenarios_as_root() {
         return skip("scenarios as root need real root");
     }
     run_scenarios("root", &["env"]);
+    // After, not beside: both check that no cgroup under rcrun/ is left.
+    run_docker_habits("root", &["env"]);
+}
+
+#[test]
+fn docker_habits_as_plain_user() {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip("the docker routine as a plain user needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
+    }
+    run_docker_habits("rootless", &["runuser", "-u", TEST_USER, "--"]);
+}
+
+#[test]
+fn docker_habits_under_unshare_ur() {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip("the docker routine under unshare -Ur needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
+    }
+    run_docker_habits(
+        "unshare",
+        &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"],
+    );
 }
 
 #[test]

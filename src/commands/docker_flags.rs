@@ -77,11 +77,17 @@ mod tests {
         let e = error_for("rcrun run -p 8080:80 img.tar").unwrap();
         assert!(e.starts_with("-p: rcrun has no port publishing yet"), "{e}");
         let e = error_for("rcrun run --publish=8080:80 img.tar").unwrap();
-        assert!(e.starts_with("--publish: rcrun has no port publishing"), "{e}");
+        assert!(
+            e.starts_with("--publish: rcrun has no port publishing"),
+            "{e}"
+        );
         let e = error_for("rcrun run --restart always img.tar").unwrap();
         assert!(e.contains("no restart policy"), "{e}");
         let e = error_for("rcrun run --network bridge img.tar").unwrap();
-        assert!(e.starts_with("--network bridge: rcrun has no bridge network"), "{e}");
+        assert!(
+            e.starts_with("--network bridge: rcrun has no bridge network"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -101,7 +107,10 @@ mod tests {
     fn every_table_line_parses_and_names_no_flag_rcrun_has() {
         let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
         let run = cmd.find_subcommand("run").unwrap();
-        for line in TABLE.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in TABLE
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let (flags, msg) = line.split_once('|').expect(line);
             assert!(!msg.trim().is_empty(), "{line}");
             for f in flags.split_whitespace().filter(|f| !f.contains('=')) {
@@ -109,7 +118,10 @@ mod tests {
                     a.get_long().map(|l| format!("--{l}")).as_deref() == Some(f)
                         || a.get_short().map(|s| format!("-{s}")).as_deref() == Some(f)
                 });
-                assert!(!known, "{f} is a flag of rcrun run: drop it from docker-flags.txt");
+                assert!(
+                    !known,
+                    "{f} is a flag of rcrun run: drop it from docker-flags.txt"
+                );
             }
         }
     }

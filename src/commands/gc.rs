@@ -7,6 +7,7 @@ use anyhow::Result;
 pub fn cmd_gc(ctx: &Ctx) -> Result<i32> {
     let store = Store::open(&ctx.store_root)?;
     let mut removed = ctx.reclaim(&store);
+    removed.extend(crate::commands::containers::verbs::gc_orphans(ctx));
     let uid = nix::unistd::geteuid().as_raw();
     removed.extend(cgroup::gc_stale(
         &cgroup::CgroupFs::host(),

@@ -83,9 +83,19 @@ fn descendants(root: i32, parents: &[(i32, i32)]) -> Vec<i32> {
 
 /// `rcrun kill ID [SIGNAL]`.
 pub fn cmd_kill(ctx: &Ctx, a: &KillArgs) -> Result<i32> {
-    let sig = parse_signal(&a.signal)?;
-    let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
+    let id = crate::commands::containers::resolve(&ctx.state_root, &a.id)?;
+    let cd = ContainerDir::open(&ctx.state_root, &id)?;
     let (record, status) = cd.status()?;
+    let detached_run = record
+        .annotations
+        .contains_key(crate::commands::containers::MONITOR);
+    let sig = match (&a.signal_flag, &a.signal) {
+        (Some(_), Some(_)) => bail!("give the signal once: -s SIGNAL or after the ID"),
+        (Some(s), None) | (None, Some(s)) => parse_signal(s)?,
+        // runc's default for engines; docker's for the containers of `run -d`.
+        (None, None) if detached_run => Signal::SIGKILL,
+        (None, None) => Signal::SIGTERM,
+    };
     if status == Status::Stopped {
         bail!("container not running (container {} is stopped)", a.id);
     }
@@ -178,7 +188,9 @@ pub fn cmd_resume(ctx: &Ctx, id: &str) -> Result<i32> {
 /// `rcrun ps [--format table|json] ID`: the container's processes (json: their host pids, as
 /// runc prints them for containerd's shim; table: pid and command line).
 pub fn cmd_ps(ctx: &Ctx, a: &crate::cli::PsArgs) -> Result<i32> {
-    let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
+    let given = a.id.as_deref().unwrap_or_default();
+    let id = crate::commands::containers::resolve(&ctx.state_root, given)?;
+    let cd = ContainerDir::open(&ctx.state_root, &id)?;
     let (record, status) = cd.status()?;
     let pids = if status == Status::Stopped {
         Vec::new()

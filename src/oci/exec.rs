@@ -127,7 +127,8 @@ fn exec_process(
 pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
     let ex = Explain::new(a.explain);
     ex.phase("exec", &format!("a new process in container {}", a.id));
-    let cd = ContainerDir::open(&ctx.state_root, &a.id)?;
+    let id = crate::commands::containers::resolve(&ctx.state_root, &a.id)?;
+    let cd = ContainerDir::open(&ctx.state_root, &id)?;
     let (record, status) = cd.status()?;
     match status {
         Status::Running | Status::Created => {}
@@ -150,9 +151,25 @@ pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
     // Hooks belong to the container's lifecycle, not to its exec'd processes.
     exec_spec.set_hooks(None);
     let scratch = cd.scratch();
+    // A container of `run -d` keeps its image run's Spec, whose root is the overlay its
+    // monitor's mount namespace holds: no root.path to check here (exec builds no root).
+    let extras = if record
+        .annotations
+        .contains_key(crate::commands::containers::MONITOR)
+    {
+        crate::launch::plan::Extras {
+            layers: Some(crate::launch::plan::ImageLayers {
+                lowers_top_first: Vec::new(),
+                etc_layer: None,
+            }),
+            ..Default::default()
+        }
+    } else {
+        crate::launch::plan::Extras::default()
+    };
     let compiled = crate::launch::plan::compile(
         &exec_spec,
-        &crate::launch::plan::Extras::default(),
+        &extras,
         &crate::launch::plan::HostFacts {
             privilege: &ctx.privilege,
             bundle: &record.bundle,

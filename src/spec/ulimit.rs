@@ -103,7 +103,10 @@ mod tests {
             ("nofile", "expected NAME=SOFT[:HARD]"),
             ("files=10", "unknown limit \"files\""),
             ("nofile=ten", "\"ten\" is not a number"),
-            ("nofile=2048:1024", "soft limit 2048 is above the hard limit 1024"),
+            (
+                "nofile=2048:1024",
+                "soft limit 2048 is above the hard limit 1024",
+            ),
             ("nofile=1:2:3", "\"2:3\" is not a number"),
         ] {
             let e = parse_ulimit(bad).unwrap_err().to_string();

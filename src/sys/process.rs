@@ -176,3 +176,44 @@ pub fn keep_on_exec(fd: i32) -> nix::Result<()> {
     // SAFETY: F_SETFD with 0 only clears the close-on-exec flag of a descriptor we were given.
     nix::errno::Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop)
 }
+
+/// fork(2) for `run -d`'s monitor: the child (None) leaves rcrun's session with setsid(2), so
+/// the terminal's hangup and the shell's job control no longer reach it (credentials(7): a new
+/// session has no controlling terminal). Refused unless the process has one thread: a fork
+/// copies only the calling thread, and a lock another thread held stays locked in the copy.
+pub fn fork_monitor() -> std::io::Result<Option<nix::unistd::Pid>> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(std::io::Error::other(format!(
+            "rcrun has {threads} threads: a monitor can only be forked from one"
+        )));
+    }
+    // SAFETY: single-threaded (checked above), so the child's copy of the heap and of every lock
+    // is consistent; the child goes on as a normal rcrun process.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => {
+            nix::unistd::setsid()?;
+            Ok(None)
+        }
+    }
+}
+
+/// Makes `fd` the process's stdout and stderr, and /dev/null its stdin (dup2(2) closes what
+/// they were).
+pub fn redirect_stdio(out: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::File::open("/dev/null")?;
+    for (from, to) in [
+        (null.as_raw_fd(), 0),
+        (out.as_raw_fd(), 1),
+        (out.as_raw_fd(), 2),
+    ] {
+        // SAFETY: dup2(2) of descriptors we hold onto the standard ones, which this process
+        // gives up (std's handles keep working: they name the numbers, not the files).
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

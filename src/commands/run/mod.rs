@@ -156,9 +156,21 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     let mut limits = limits(a)?;
     limits.devices = device_policy(ctx, a, &run, &ex);
     if a.print_spec {
-        print_spec(&run, &limits)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&spec_document(&run, &limits)?)?
+        );
         return Ok(0);
     }
+    if a.detach && (a.tty || a.interactive) {
+        bail!("-d with -t or -i: rcrun has no `attach`, so nobody could use that terminal or stdin; run the container with a long-lived command (e.g. sleep infinity) and open a shell in it with `rcrun exec -it ID sh`");
+    }
+    // A detached run keeps its Spec in its state directory: `exec` compiles its process from it.
+    let detached_config = if a.detach || a.name.is_some() {
+        Some(spec_document(&run, &limits)?)
+    } else {
+        None
+    };
     // The one front door: the run written as an OCI Spec, compiled as a bundle's is.
     let (spec, extras) = ex.timed(
         "spec",
@@ -196,6 +208,39 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             ex.step("env", e, std::time::Duration::ZERO);
         }
     }
+    if let Some(config) = detached_config {
+        let image = match &a.image.reference {
+            Some(r) => format!("{} ({r})", a.image.image.display()),
+            None => a.image.image.display().to_string(),
+        };
+        let argv = plan.argv.clone();
+        let detached = crate::commands::containers::detach::Detached {
+            id: &run.id,
+            name: a.name.as_deref(),
+            image,
+            argv: &argv,
+            auto_remove: a.remove,
+            config,
+            userns: plan.mapping.user_namespace(),
+        };
+        let go = |on_started: &crate::commands::containers::detach::OnStarted<'_>| {
+            launch(
+                ctx,
+                a,
+                &ex,
+                &mut plan,
+                &compiled.limits,
+                compiled.cgroups_path.as_deref(),
+                None,
+                Some(on_started),
+            )
+        };
+        return if a.detach {
+            crate::commands::containers::detach::run(ctx, &detached, go)
+        } else {
+            crate::commands::containers::detach::run_named_foreground(ctx, &detached, go)
+        };
+    }
     launch(
         ctx,
         a,
@@ -203,6 +248,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         &mut plan,
         &compiled.limits,
         compiled.cgroups_path.as_deref(),
+        None,
         None,
     )
 }
@@ -217,6 +263,7 @@ fn launch(
     limits: &crate::cgroup::Limits,
     cgroups_path: Option<&str>,
     hooks: Option<&crate::oci::hooks::Foreground>,
+    on_started: Option<&crate::commands::containers::detach::OnStarted<'_>>,
 ) -> Result<i32> {
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup = make_cgroup(ctx, ex, &cg_fs, &plan.id, cgroups_path, limits, a.stats)?;
@@ -252,6 +299,9 @@ fn launch(
         let running = crate::launch::start(spawned, ex)?;
         if let Some(h) = hooks {
             h.poststart(pid);
+        }
+        if let Some(f) = on_started {
+            f(pid, cgroup.as_ref(), running.failure());
         }
         Ok(crate::launch::wait(running, ex)?)
     })();
@@ -371,12 +421,17 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         &p.limits,
         p.cgroups_path.as_deref(),
         Some(&hooks),
+        None,
     )
 }
 
-/// `--print-spec`: the run's OCI Spec, the one a run compiles, on stdout; its seccomp profile
-/// written in OCI's format (the entries that apply to this run) as `linux.seccomp`.
-fn print_spec(run: &crate::spec::image::ImageRun, limits: &crate::cgroup::Limits) -> Result<()> {
+/// The run's OCI Spec, the one a run compiles, as JSON (what `--print-spec` prints and a `run -d`
+/// keeps); its seccomp profile written in OCI's format (the entries that apply to this run) as
+/// `linux.seccomp`.
+fn spec_document(
+    run: &crate::spec::image::ImageRun,
+    limits: &crate::cgroup::Limits,
+) -> Result<serde_json::Value> {
     let parsed = run
         .seccomp
         .as_ref()
@@ -401,6 +456,5 @@ fn print_spec(run: &crate::spec::image::ImageRun, limits: &crate::cgroup::Limits
     // Parse it back into the typed Spec: what is printed is a valid OCI document.
     let _: oci_spec::runtime::Spec =
         serde_json::from_value(doc.clone()).map_err(crate::spec::SpecError::from)?;
-    println!("{}", serde_json::to_string_pretty(&doc)?);
-    Ok(())
+    Ok(doc)
 }
