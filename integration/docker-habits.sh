@@ -56,6 +56,18 @@ sleep 0.2
 expect "kill -s HUP reaches its trap" "5" sh -c "'$RCRUN' kill -s HUP h && timeout 10 '$RCRUN' wait h"
 "$RCRUN" rm -f h >/dev/null
 
+# ── exec -u NAME reads the container's own /etc, never the host's ──
+printf 'evil:x:4242:4242::/:/bin/sh\n' > "$WORK/host-passwd"; chmod 644 "$WORK/host-passwd"
+"$RCRUN" run -d --name u "$BB" sleep 60 >/dev/null
+if [ "$MODE" = unshare ]; then WHO=root; WANT="0 0"; else WHO=nobody; WANT="65534 65534"; fi
+expect "exec -u NAME from the container's /etc/passwd" "$WANT" "$RCRUN" exec -u $WHO u sh -c 'echo $(id -u) $(id -g)'
+"$RCRUN" exec u sh -c "rm /etc/passwd; ln -s '$WORK/host-passwd' /etc/passwd"
+status "exec -u: a symlink to a host file resolves inside the container" 1 "$RCRUN" exec -u evil u id
+"$RCRUN" exec u sh -c 'rm /etc/passwd; mkfifo /etc/passwd'
+status "exec -u: a FIFO as /etc/passwd is refused, not waited on" 1 timeout 10 "$RCRUN" exec -u root u id
+grep -q "not a regular file" "$WORK/err" && ok "… saying so" || bad "… saying so" "$(cat "$WORK/err")"
+"$RCRUN" rm -f u >/dev/null
+
 # ── logs -f follows until the exit ──
 "$RCRUN" run -d --name f "$BB" sh -c 'for i in 1 2 3; do echo $i; sleep 0.2; done' >/dev/null
 expect "logs -f follows to the end" "1 2 3" sh -c "timeout 10 '$RCRUN' logs -f f | xargs"

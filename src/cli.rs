@@ -134,8 +134,10 @@ pub struct ExecArgs {
     /// Set an environment variable (repeatable), over the container's environment.
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
-    /// Run as UID[:GID] (numbers, as in config.json; default: the container's user).
-    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    /// Run as UID[:GID] (numbers, as in config.json), or as docker takes it, a NAME[:GROUP]
+    /// from the container's own /etc/passwd and /etc/group, with its groups (default: the
+    /// container's user).
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
     /// Additional group ids (repeatable).
     #[arg(short = 'g', long = "additional-gids", value_name = "GID")]

@@ -120,7 +120,8 @@ fn every_readme_command_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all("/tmp/busybox-rootfs");
-    let _ = std::fs::remove_dir_all("/tmp/rcrun-lesson");
+    // The lesson's store: `RCRUN_ROOT=/tmp/rcrun-lesson-$(id -u)`, one per user.
+    let _ = std::fs::remove_dir_all(format!("/tmp/rcrun-lesson-{}", nix::unistd::getuid()));
     if !had_busybox {
         let _ = std::fs::remove_file(Path::new(MANIFEST).join("busybox.tar"));
     }

@@ -20,10 +20,36 @@ use crate::launch::StartGate;
 use crate::Ctx;
 use anyhow::{bail, Context, Result};
 
+/// `-u NAME[:GROUP]`: the user and its groups from /etc/passwd and /etc/group of the container
+/// whose first process is `pid`, read inside its root ([`crate::sys::fs::read_in_container`]).
+fn user_in_container(pid: i32, spec: &str) -> Result<crate::launch::user::ResolvedUser> {
+    // As the image's tables are read for `run -u`: bounded, whatever the container wrote there.
+    const MAX_TABLE: u64 = 16 << 20;
+    let read = |path: &str| -> Result<String> {
+        let bytes = crate::sys::fs::read_in_container(pid, path, MAX_TABLE)
+            .with_context(|| format!("--user {spec}: read {path} in the container"))?;
+        Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+    };
+    let (passwd, group) = (read("/etc/passwd")?, read("/etc/group")?);
+    fn table(t: &str) -> crate::launch::user::Table<'_> {
+        if t.is_empty() {
+            crate::launch::user::Table::Absent
+        } else {
+            crate::launch::user::Table::Text(t)
+        }
+    }
+    Ok(crate::launch::user::resolve_user(
+        spec,
+        &table(&passwd),
+        &table(&group),
+    )?)
+}
+
 /// The `process` of an exec: `--process FILE`, or the container's with the flags applied.
 fn exec_process(
     a: &ExecArgs,
     spec: &oci_spec::runtime::Spec,
+    pid: i32,
 ) -> Result<oci_spec::runtime::Process> {
     if let Some(file) = &a.process {
         if !a.command.is_empty() {
@@ -66,7 +92,14 @@ fn exec_process(
         }
     }
     let mut user = p.user().clone();
-    if let Some(u) = &a.user {
+    let numeric = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if let Some(u) = a.user.as_ref().filter(|u| !u.split(':').all(numeric)) {
+        // A name, as docker exec takes it: resolved in the running container's own /etc.
+        let resolved = user_in_container(pid, u)?;
+        user.set_uid(resolved.uid);
+        user.set_gid(resolved.gid);
+        user.set_additional_gids(Some(resolved.groups));
+    } else if let Some(u) = &a.user {
         let (uid, gid) = match u.split_once(':') {
             Some((u, g)) => (u, Some(g)),
             None => (u.as_str(), None),
@@ -142,7 +175,7 @@ pub fn cmd_exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
             cd.dir.display()
         )
     })?;
-    let process = exec_process(a, &spec)?;
+    let process = exec_process(a, &spec, record.pid)?;
     if process.terminal() == Some(true) && a.detach && a.console_socket.is_none() {
         bail!("exec --tty --detach needs --console-socket: nobody would hold the terminal");
     }

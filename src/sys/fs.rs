@@ -238,3 +238,30 @@ mod tests {
         assert_ne!(flags & FS_TOPDIR_FL, 0, "FS_TOPDIR_FL not set: {flags:#x}");
     }
 }
+
+/// Reads the regular file `path` (absolute, inside a running container) through the
+/// container's root `/proc/PID/root`: every component resolved with `openat2(2)`
+/// `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`, so an absolute symlink or `..` planted by the
+/// container stays inside its root, and opened `O_NONBLOCK` so a FIFO cannot hang the reader
+/// (it is refused as not a regular file). None when absent; at most `max` bytes.
+pub fn read_in_container(pid: i32, path: &str, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(root.as_fd(), Path::new(path.trim_start_matches('/')), how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{path} in the container is not a regular file"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
