@@ -26,11 +26,11 @@ pub fn wait(running: Running, ex: &super::explain::Explain) -> Result<Outcome, L
         failure,
         old_mask,
     } = running;
-    let raw = match (&master, interactive) {
-        (Some(_), true) => RawMode::enter(),
-        _ => None,
+    let (raw, stdin_open) = match (&master, interactive) {
+        (Some(m), true) => RawMode::enter(m),
+        _ => (None, false),
     };
-    let result = wait_loop(pid, &sfd, master.as_ref(), interactive);
+    let result = wait_loop(pid, &sfd, master.as_ref(), stdin_open);
     drop(raw);
     let _ = old_mask.thread_set_mask();
     let (status, signaled) = result?;
@@ -75,11 +75,11 @@ fn wait_loop(
     pid: Pid,
     sfd: &SignalFd,
     master: Option<&OwnedFd>,
-    interactive: bool,
+    stdin_open: bool,
 ) -> Result<(i32, Option<Signal>), LaunchError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut emulated: Option<Signal> = None;
-    let mut stdin_open = interactive && master.is_some();
+    let mut stdin_open = stdin_open && master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // Reap first: the child may already be gone.
@@ -192,14 +192,78 @@ fn drain_master(master: Option<&OwnedFd>, buf: &mut [u8]) {
 struct RawMode(nix::sys::termios::Termios);
 
 impl RawMode {
-    fn enter() -> Option<RawMode> {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    /// Raw mode on rcrun's stdin, and whether that input is still open (true when it is no
+    /// terminal: then the relay reads it as it is).
+    ///
+    /// What the terminal queued while still canonical is read first, still canonical, and
+    /// forwarded: a VEOF there (the ^D `script` writes when its own stdin ends, or one typed
+    /// early) is no input byte (termios(3): "Recognized when ICANON is set, and then not passed
+    /// as input"), but Linux keeps it queued as a NUL, which a switch to raw hands over as data;
+    /// forwarded, the container's terminal echoed it as `^@` and never saw an end of input
+    /// (issue 25). VEOF is disabled before that read, so one arriving meanwhile stays a plain
+    /// ^D byte and reaches the container as one typed in raw mode does.
+    fn enter(master: &OwnedFd) -> (Option<RawMode>, bool) {
+        use nix::sys::termios::{
+            cfmakeraw, tcgetattr, tcsetattr, SetArg, SpecialCharacterIndices, _POSIX_VDISABLE,
+        };
         let stdin = std::io::stdin();
-        let orig = tcgetattr(&stdin).ok()?;
+        let Ok(orig) = tcgetattr(&stdin) else {
+            return (None, true);
+        };
+        let mut no_eof = orig.clone();
+        no_eof.control_chars[SpecialCharacterIndices::VEOF as usize] = _POSIX_VDISABLE;
+        let open = match tcsetattr(&stdin, SetArg::TCSANOW, &no_eof) {
+            Ok(()) => forward_queued_lines(master),
+            Err(_) => true,
+        };
         let mut raw = orig.clone();
         cfmakeraw(&mut raw);
-        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
-        Some(RawMode(orig))
+        if tcsetattr(&stdin, SetArg::TCSANOW, &raw).is_err() {
+            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &orig);
+            return (None, open);
+        }
+        (Some(RawMode(orig)), open)
+    }
+}
+
+/// Forwards the complete lines rcrun's canonical stdin holds now to the container's terminal.
+/// False when it held an end of input (a read of 0): the container's terminal gets its own
+/// VEOF for it, as it would have got the ^D raw, and stdin is read no more.
+fn forward_queued_lines(master: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let stdin = std::io::stdin();
+    let mut buf = [0u8; 4096];
+    loop {
+        // Canonical: readable only once a line or a VEOF is queued (a partial line stays for raw).
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(1) if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) => {}
+            Err(Errno::EINTR) => continue,
+            _ => return true,
+        }
+        match nix::unistd::read(stdin.as_fd(), &mut buf) {
+            Ok(0) => {
+                send_eof(master);
+                return false;
+            }
+            Ok(n) => {
+                let _ = nix::unistd::write(master, &buf[..n]);
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The container terminal's own VEOF character (read(2) there returns 0 at a line's start),
+/// unless it is disabled: writing _POSIX_VDISABLE would be the NUL again.
+fn send_eof(master: &OwnedFd) {
+    use nix::sys::termios::{tcgetattr, SpecialCharacterIndices, _POSIX_VDISABLE};
+    if let Ok(t) = tcgetattr(master) {
+        let c = t.control_chars[SpecialCharacterIndices::VEOF as usize];
+        if c != _POSIX_VDISABLE {
+            let _ = nix::unistd::write(master, &[c]);
+        }
     }
 }
 

@@ -298,7 +298,11 @@ impl ContainerDir {
         validate_id(id)?;
         ensure_root(root)?;
         let dir = root.join(id);
-        match std::fs::create_dir(&dir) {
+        // 0700: config.json holds the container's environment (secrets, often), and a
+        // container's log its output; no other user has business there (runc's are 0711 with
+        // 0600 files).
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(StateError::Exists {
