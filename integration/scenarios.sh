@@ -39,6 +39,7 @@ expect "env-file" "1 two" "$RCRUN" run --env-file "$WORK/envfile" "$BB" sh -c 'e
 expect "workdir created" "/work/dir" "$RCRUN" run -w /work/dir "$BB" pwd
 expect "entrypoint override" "x y" "$RCRUN" run --entrypoint /bin/echo "$BB" x y
 expect "HOME from passwd" "/root" "$RCRUN" run "$BB" sh -c 'echo $HOME'
+expect "--rm is accepted" "hi" "$RCRUN" run --rm "$BB" echo hi
 expect "--ulimit nofile=100:200" "100 200" "$RCRUN" run --ulimit nofile=100:200 "$BB" sh -c 'echo $(ulimit -n) $(ulimit -Hn)'
 if command -v script >/dev/null; then
   printf '#!/bin/sh\nexec "%s" run -t "%s" sh -c %s\n' "$RCRUN" "$BB" "'echo \$TERM'" > "$WORK/tty.sh"; chmod +x "$WORK/tty.sh"
@@ -153,10 +154,11 @@ if [ "$MODE" = root ]; then
   # Programs size themselves from /sys/fs/cgroup: it shows the container's own limit (v1 or v2),
   # read-only, and no hierarchy it did not join (there its namespace is rooted at the host's).
   expect "/sys/fs/cgroup shows the --memory limit" "67108864" "$RCRUN" run --memory 64m "$BB" sh -c 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max'
-  expect "/sys/fs/cgroup is read-only" "ro" "$RCRUN" run "$BB" sh -c 'touch /sys/fs/cgroup/pids/x /sys/fs/cgroup/x 2>/dev/null || echo ro'
+  expect "/sys/fs/cgroup is read-only" "ro" "$RCRUN" run --pids-limit 10 "$BB" sh -c 'touch /sys/fs/cgroup/pids/x /sys/fs/cgroup/x 2>/dev/null || echo ro'
   if [ -d /sys/fs/cgroup/blkio ]; then
-    expect "/sys/fs/cgroup has no hierarchy the container did not join" "absent" "$RCRUN" run "$BB" sh -c 'test -e /sys/fs/cgroup/blkio || echo absent'
+    expect "/sys/fs/cgroup has no hierarchy the container did not join" "absent" "$RCRUN" run --pids-limit 10 "$BB" sh -c 'test -e /sys/fs/cgroup/blkio || echo absent'
   fi
+  expect "without limits /sys/fs/cgroup stays sysfs's empty directory (no mounts on the start path)" "" "$RCRUN" run "$BB" ls /sys/fs/cgroup
   left=$(find /sys/fs/cgroup/*/rcrun -mindepth 1 -type d 2>/dev/null | wc -l)
   [ "$left" == 0 ] && ok "no cgroup left" || bad "no cgroup left" "$left dirs"
 else
