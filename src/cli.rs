@@ -460,7 +460,7 @@ pub struct RunArgs {
         value_name = "DIR",
         conflicts_with_all = [
             "command", "print_spec", "entrypoint", "env", "env_file", "workdir", "user", "hostname",
-            "init", "tty", "interactive", "read_only", "tmpfs", "volume", "network", "userns",
+            "init", "tty", "interactive", "read_only", "tmpfs", "volume", "network", "publish", "dns", "add_host", "userns",
             "memory", "memory_swap", "pids_limit", "cpus", "cpu_shares", "cpuset_cpus", "cap_add",
             "cap_drop", "privileged", "security_opt", "device", "reference", "ulimit",
         ]
@@ -557,9 +557,23 @@ pub struct RunArgs {
     pub volume: Vec<String>,
 
     // ── namespaces ──
-    /// none: a new network namespace with only lo (default); host: share the host's network.
-    #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none", "host"], help_heading = "Namespaces")]
+    /// none: a new network namespace with only lo (default); host: share the host's network;
+    /// slirp4netns[:allow_host_loopback=true]: a new network namespace that reaches out through
+    /// slirp4netns(1) (10.0.2.100, gateway 10.0.2.2, DNS forwarder 10.0.2.3; the host's own
+    /// 127.0.0.1 as 10.0.2.2 only with allow_host_loopback), as podman's rootless default.
+    #[arg(long, value_name = "MODE", default_value = "none", help_heading = "Namespaces")]
     pub network: String,
+    /// Publish a container port on the host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
+    /// (docker's syntax; repeatable). Needs --network slirp4netns.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]", help_heading = "Namespaces")]
+    pub publish: Vec<String>,
+    /// A DNS server for the container's /etc/resolv.conf (repeatable; default: slirp4netns's
+    /// forwarder with --network slirp4netns, else the host's file).
+    #[arg(long, value_name = "IP", help_heading = "Namespaces")]
+    pub dns: Vec<String>,
+    /// An /etc/hosts line for the container: NAME:IP (repeatable).
+    #[arg(long = "add-host", value_name = "NAME:IP", help_heading = "Namespaces")]
+    pub add_host: Vec<String>,
     /// As root: also create a user namespace. Container ids 0..65535 map to root's range in
     /// /etc/subuid and /etc/subgid, else to the first free 65536 ids above every range listed
     /// there; layers are stored with owners shifted into that range. The namespace is entered

@@ -126,6 +126,28 @@ fn scenarios_as_root() {
     run_scenarios("root", &["env"]);
     // After, not beside: both check that no cgroup under rcrun/ is left.
     run_docker_habits("root", &["env"]);
+    run_network("root", &["env"]);
+}
+
+/// `integration/network.sh`: --network slirp4netns, -p, --dns, --add-host, the helper's end.
+fn run_network(mode: &str, wrapper: &[&str]) {
+    run_script("network", mode, wrapper, Some("busybox.docker-save.tar"));
+}
+
+#[test]
+fn network_as_plain_user() {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip("--network slirp4netns as a plain user needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
+    }
+    run_network("rootless", &["runuser", "-u", TEST_USER, "--"]);
+}
+
+#[test]
+fn network_under_unshare_ur() {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip("--network slirp4netns under unshare -Ur needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
+    }
+    run_network("unshare", &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"]);
 }
 
 #[test]

@@ -74,20 +74,12 @@ mod tests {
 
     #[test]
     fn docker_flags_are_named_in_docker_terms() {
-        let e = error_for("rcrun run -p 8080:80 img.tar").unwrap();
-        assert!(e.starts_with("-p: rcrun has no port publishing yet"), "{e}");
-        let e = error_for("rcrun run --publish=8080:80 img.tar").unwrap();
-        assert!(
-            e.starts_with("--publish: rcrun has no port publishing"),
-            "{e}"
-        );
+        let e = error_for("rcrun run -P img.tar").unwrap();
+        assert!(e.starts_with("-P: rcrun publishes only the ports you name"), "{e}");
+        let e = error_for("rcrun run --expose=80 img.tar").unwrap();
+        assert!(e.starts_with("--expose: rcrun publishes only"), "{e}");
         let e = error_for("rcrun run --restart always img.tar").unwrap();
         assert!(e.contains("no restart policy"), "{e}");
-        let e = error_for("rcrun run --network bridge img.tar").unwrap();
-        assert!(
-            e.starts_with("--network bridge: rcrun has no bridge network"),
-            "{e}"
-        );
     }
 
     #[test]
@@ -100,7 +92,7 @@ mod tests {
     #[test]
     fn other_errors_keep_clap_s_message() {
         assert_eq!(error_for("rcrun run --memory"), None);
-        assert_eq!(error_for("rcrun run --network sideways img.tar"), None);
+        assert_eq!(error_for("rcrun run --cpus"), None);
     }
 
     #[test]

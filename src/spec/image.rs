@@ -44,8 +44,10 @@ pub struct ImageRun {
     pub etc_layer: Option<usize>,
     pub read_only: bool,
     pub hostname: String,
-    /// The host's /etc/resolv.conf, for the container's.
+    /// The container's /etc/resolv.conf (the host's, or the network helper's forwarder).
     pub resolv_conf: String,
+    /// `--add-host` entries (name, address) for its /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
     pub argv: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
@@ -85,8 +87,12 @@ fn host_files(run: &ImageRun) -> Vec<(String, String)> {
         (
             hosts.into(),
             format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
-                run.hostname
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n{}",
+                run.hostname,
+                run.extra_hosts
+                    .iter()
+                    .map(|(name, ip)| format!("{ip}\t{name}\n"))
+                    .collect::<String>()
             ),
         ),
         (resolv_conf.into(), run.resolv_conf.clone()),

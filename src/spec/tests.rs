@@ -24,6 +24,7 @@ fn run(mapping: IdMapping, new_netns: bool) -> ImageRun {
         read_only: true,
         hostname: "box".into(),
         resolv_conf: "nameserver 10.0.0.1\n".into(),
+        extra_hosts: vec![],
         argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
         env: vec!["PATH=/bin".into(), "HOME=/root".into()],
         cwd: "/work".into(),

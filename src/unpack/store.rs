@@ -201,10 +201,13 @@ impl Store {
         };
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = match name
+            // `stdin-<pid>.tar` (an image read from stdin) and `net-<pid>-<container pid>` (a
+            // network helper's API socket) belong to the rcrun process `<pid>`.
+            let owner = name
                 .strip_prefix("stdin-")
                 .and_then(|r| r.strip_suffix(".tar"))
-            {
+                .or_else(|| name.strip_prefix("net-").and_then(|r| r.split('-').next()));
+            let stale = match owner {
                 Some(pid) => pid.parse::<i32>().map(|p| !pid_alive(p)).unwrap_or(true),
                 None => {
                     // `<owners-tag>-<hex>.<pid>.<nonce>`: the extractor holds `<owners-tag>-<hex>.lock`.

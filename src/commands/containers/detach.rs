@@ -68,7 +68,7 @@ pub fn run(
             return Err(e);
         }
     };
-    let (report_rx, report_tx) = nix::unistd::pipe().context("pipe for the monitor's report")?;
+    let (report_rx, report_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe for the monitor's report")?;
     let forked = crate::sys::process::fork_monitor().context("fork the container's monitor")?;
     match forked {
         Some(_monitor) => {

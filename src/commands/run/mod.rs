@@ -8,6 +8,7 @@ use crate::Ctx;
 use anyhow::{bail, Result};
 
 mod cgroup;
+pub mod network;
 mod security;
 mod startup;
 use self::cgroup::{limits, sweep_stale};
@@ -265,6 +266,22 @@ fn launch(
     hooks: Option<&crate::oci::hooks::Foreground>,
     on_started: Option<&crate::commands::containers::detach::OnStarted<'_>>,
 ) -> Result<i32> {
+    let network = network::Network::parse(&a.network)?;
+    let ports = a
+        .publish
+        .iter()
+        .map(|p| network::parse_publish(p))
+        .collect::<Result<Vec<_>>>()?;
+    // Before spawn: as root rcrun leaves the host's network namespace while the child mounts.
+    let host_netns = if network.helper() {
+        // The helper joins the container's namespaces where OCI hooks would run: the child
+        // stops there, before pivot_root, still dumpable (after it, /proc/PID/ns/* of the
+        // non-dumpable child can be opened by root only).
+        plan.hooks_point = true;
+        Some(network::host_namespace()?)
+    } else {
+        None
+    };
     let cg_fs = crate::cgroup::CgroupFs::host();
     let mut cgroup = make_cgroup(ctx, ex, &cg_fs, &plan.id, cgroups_path, limits, a.stats)?;
     if let Some(cg) = &cgroup {
@@ -280,6 +297,39 @@ fn launch(
             sweep_stale(&cg_fs, ex);
         }
         let pid = spawned.pid().as_raw();
+        let mut helper = None;
+        if let (network::Network::Slirp4netns { allow_host_loopback }, Some(host_netns)) =
+            (&network, &host_netns)
+        {
+            if spawned.until_hooks_point() {
+                let h = network::start_slirp4netns(
+                    pid,
+                    host_netns,
+                    *allow_host_loopback,
+                    &ports,
+                    &ctx.store_root.join("tmp"),
+                )?;
+                ex.step(
+                    "net",
+                    &format!(
+                        "slirp4netns --configure --mtu=65520{} --exit-fd --ready-fd --api-socket {pid} tap0: {}/24 via {}, DNS {}{}",
+                        if *allow_host_loopback { "" } else { " --disable-host-loopback" },
+                        network::CONTAINER_ADDR,
+                        network::GATEWAY_ADDR,
+                        network::DNS_ADDR,
+                        ports
+                            .iter()
+                            .map(|p| format!("; add_hostfwd {}", p.spec))
+                            .collect::<String>()
+                    ),
+                    h.took,
+                );
+                helper = Some(h);
+                if hooks.is_none() {
+                    spawned.resume_after_hooks();
+                }
+            }
+        }
         if let Some(h) = hooks {
             if plan.hooks_point && spawned.until_hooks_point() {
                 ex.timed(
@@ -303,7 +353,11 @@ fn launch(
         if let Some(f) = on_started {
             f(pid, cgroup.as_ref(), running.failure());
         }
-        Ok(crate::launch::wait(running, ex)?)
+        let outcome = crate::launch::wait(running, ex)?;
+        // The helper goes with the container (killed and reaped here; its --exit-fd pipe would
+        // end it anyway when rcrun exits).
+        drop(helper);
+        Ok(outcome)
     })();
     let mut outcome = match started {
         Ok(o) => o,

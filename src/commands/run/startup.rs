@@ -183,8 +183,20 @@ pub fn decide(
         .iter()
         .map(|d| plan::parse_device(d))
         .collect::<Result<Vec<_>, _>>()?;
-    let new_netns = a.network != "host";
-    let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let network = super::network::Network::parse(&a.network)?;
+    for p in &a.publish {
+        super::network::parse_publish(p)?;
+        if !network.helper() {
+            bail!("-p {p}: publishing a port needs --network slirp4netns (a network of the container's own, reached through slirp4netns; with --network host its ports are the host's already)");
+        }
+    }
+    let new_netns = network.new_namespace();
+    let resolv_conf = super::network::resolv_conf(
+        &network,
+        &a.dns,
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    )?;
+    let extra_hosts = super::network::extra_hosts(&a.add_host)?;
     let user_is_root = user.uid == 0;
     let caps = crate::security::plan_caps(&a.cap_add, &a.cap_drop, a.privileged, user_is_root)?;
     let seccomp = super::security::seccomp_source(a, sec)?;
@@ -204,6 +216,7 @@ pub fn decide(
         read_only: a.read_only,
         hostname,
         resolv_conf,
+        extra_hosts,
         argv,
         env,
         cwd,
