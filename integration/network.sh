@@ -66,6 +66,18 @@ status "a taken port is refused" 125 "$RCRUN" run --network slirp4netns -p 127.0
 grep -q -- "-p 127.0.0.1:$((BASE+2)):80: the host's TCP port" "$WORK/err" && ok "… naming the -p value" || bad "… naming the -p value" "$(cat "$WORK/err")"
 "$RCRUN" rm -f "$id" "$id2" >/dev/null
 
+# ── UDP: the image's busybox has no UDP receiver, so a static one of ours is bound in ──
+mkdir -p "$WORK/udp"
+if gcc -static -O2 -o "$WORK/udp/udp-recv" "$(dirname "$0")/udp-recv.c" 2>"$WORK/err"; then
+  id=$("$RCRUN" run -d --network slirp4netns -v "$WORK/udp:/u:ro" -p 127.0.0.1:$((BASE+4)):5353/udp "$BB" /u/udp-recv 5353)
+  sleep 0.5
+  for i in 1 2 3; do echo datagram > /dev/udp/127.0.0.1/$((BASE+4)); sleep 0.2; done
+  expect "-p …/udp delivers a datagram" "0 datagram" sh -c "(timeout 10 '$RCRUN' wait '$id'; '$RCRUN' logs '$id') | xargs"
+  "$RCRUN" rm -f "$id" >/dev/null
+else
+  skip "-p …/udp" "gcc -static could not build integration/udp-recv.c: $(head -c 200 "$WORK/err")"
+fi
+
 # ── the helper goes with the container, however it ends ──
 [ "$(helpers)" == 0 ] && ok "no helper after normal exits" || bad "no helper after normal exits" "$(helpers) left"
 # SIGINT reaches the container (forwarded); its trap ends it, and rcrun with it.

@@ -103,6 +103,11 @@ fn run_script(name: &str, mode: &str, wrapper: &[&str], image: Option<&str>) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("integration/{name}.sh"));
     let script_copy = dir.join(format!("{name}-{mode}.sh"));
     std::fs::copy(&script, &script_copy).unwrap();
+    if name == "network" {
+        // Its UDP receiver, built by the script (the test images' busybox has none).
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/udp-recv.c");
+        std::fs::copy(src, dir.join("udp-recv.c")).unwrap();
+    }
     let mut cmd = Command::new(wrapper[0]);
     cmd.args(&wrapper[1..])
         .arg("bash")
