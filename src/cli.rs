@@ -561,11 +561,21 @@ pub struct RunArgs {
     /// slirp4netns[:allow_host_loopback=true]: a new network namespace that reaches out through
     /// slirp4netns(1) (10.0.2.100, gateway 10.0.2.2, DNS forwarder 10.0.2.3; the host's own
     /// 127.0.0.1 as 10.0.2.2 only with allow_host_loopback), as podman's rootless default.
-    #[arg(long, value_name = "MODE", default_value = "none", help_heading = "Namespaces")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "none",
+        help_heading = "Namespaces"
+    )]
     pub network: String,
     /// Publish a container port on the host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
     /// (docker's syntax; repeatable). Needs --network slirp4netns.
-    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]", help_heading = "Namespaces")]
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[IP:]HOST:CTR[/PROTO]",
+        help_heading = "Namespaces"
+    )]
     pub publish: Vec<String>,
     /// A DNS server for the container's /etc/resolv.conf (repeatable; default: slirp4netns's
     /// forwarder with --network slirp4netns, else the host's file).

@@ -152,7 +152,10 @@ fn network_under_unshare_ur() {
     if !is_root() || !user_exists(TEST_USER) {
         return skip("--network slirp4netns under unshare -Ur needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
     }
-    run_network("unshare", &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"]);
+    run_network(
+        "unshare",
+        &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"],
+    );
 }
 
 #[test]

@@ -75,7 +75,10 @@ mod tests {
     #[test]
     fn docker_flags_are_named_in_docker_terms() {
         let e = error_for("rcrun run -P img.tar").unwrap();
-        assert!(e.starts_with("-P: rcrun publishes only the ports you name"), "{e}");
+        assert!(
+            e.starts_with("-P: rcrun publishes only the ports you name"),
+            "{e}"
+        );
         let e = error_for("rcrun run --expose=80 img.tar").unwrap();
         assert!(e.starts_with("--expose: rcrun publishes only"), "{e}");
         let e = error_for("rcrun run --restart always img.tar").unwrap();

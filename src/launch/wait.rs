@@ -237,7 +237,10 @@ fn forward_queued_lines(master: &OwnedFd) -> bool {
         // Canonical: readable only once a line or a VEOF is queued (a partial line stays for raw).
         let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(1) if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) => {}
+            Ok(1)
+                if fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLIN)) => {}
             Err(Errno::EINTR) => continue,
             _ => return true,
         }

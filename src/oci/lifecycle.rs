@@ -125,17 +125,13 @@ fn record_for(
             .collect(),
         created: state::rfc3339_now(),
         owner: nix::unistd::geteuid().as_raw(),
-        cgroup_paths: cgroup
-            .map(|c| c.paths().iter().map(|p| p.to_path_buf()).collect())
-            .unwrap_or_default(),
-        cgroup_removable: cgroup.map(|c| c.removable()),
-        cgroup_version: cgroup.map(|c| match c.version() {
-            crate::cgroup::Version::V1 => "v1".into(),
-            crate::cgroup::Version::V2 => "v2".into(),
-        }),
+        cgroup_paths: Vec::new(),
+        cgroup_removable: None,
+        cgroup_version: None,
         userns: prepared.plan.mapping.user_namespace(),
         own_pid_namespace: prepared.plan.makes(crate::launch::NsKind::Pid),
     }
+    .with_cgroup(cgroup)
 }
 
 fn check_options(o: &CreateOptions) -> Result<()> {

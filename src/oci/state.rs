@@ -173,6 +173,19 @@ impl Record {
         ))
     }
 
+    /// The record with the container's cgroup in it (none: no cgroup).
+    pub fn with_cgroup(mut self, cg: Option<&crate::cgroup::Cgroup>) -> Record {
+        self.cgroup_paths = cg
+            .map(|c| c.paths().iter().map(|p| p.to_path_buf()).collect())
+            .unwrap_or_default();
+        self.cgroup_removable = cg.map(|c| c.removable());
+        self.cgroup_version = cg.map(|c| match c.version() {
+            crate::cgroup::Version::V1 => "v1".into(),
+            crate::cgroup::Version::V2 => "v2".into(),
+        });
+        self
+    }
+
     pub fn oci_state(&self, status: Status) -> OciState<'_> {
         OciState {
             oci_version: crate::spec::OCI_VERSION,

@@ -44,31 +44,22 @@ pub fn run(
     d: &Detached<'_>,
     launch: impl FnOnce(&OnStarted<'_>) -> Result<i32>,
 ) -> Result<i32> {
-    let root = &ctx.state_root;
-    let cd = ContainerDir::claim(root, d.id)?;
-    let claimed = (|| -> Result<std::fs::File> {
-        if let Some(name) = d.name {
-            super::reserve_name(root, name, d.id)?;
-        }
-        let config = cd.dir.join("config.json");
-        std::fs::write(&config, serde_json::to_vec_pretty(&d.config)?)
-            .with_context(|| format!("write {}", config.display()))?;
-        let log = cd.dir.join(LOG_FILE);
-        std::fs::OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("create {}", log.display()))
-    })();
-    let log = match claimed {
+    let cd = claim(ctx, d)?;
+    let log = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(cd.dir.join(LOG_FILE))
+        .with_context(|| format!("create {}", cd.dir.join(LOG_FILE).display()));
+    let log = match log {
         Ok(log) => log,
         Err(e) => {
-            release(root, d);
+            release(&ctx.state_root, d);
             let _ = cd.remove();
             return Err(e);
         }
     };
-    let (report_rx, report_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe for the monitor's report")?;
+    let (report_rx, report_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("pipe for the monitor's report")?;
     let forked = crate::sys::process::fork_monitor().context("fork the container's monitor")?;
     match forked {
         Some(_monitor) => {
@@ -94,6 +85,29 @@ pub fn run_named_foreground(
     launch: impl FnOnce(&OnStarted<'_>) -> Result<i32>,
 ) -> Result<i32> {
     let root = &ctx.state_root;
+    let cd = claim(ctx, d)?;
+    // Other commands (exec, stop, ps) must not wait for the container's lifetime.
+    cd.unlock();
+    let monitor_id = this_monitor();
+    let on_started =
+        |pid: i32, cg: Option<&crate::cgroup::Cgroup>, failure: Option<(i32, &str)>| {
+            if failure.is_none() {
+                if let Err(e) = cd.write(&record(d, pid, cg, &monitor_id)) {
+                    eprintln!("rcrun: warning: container {}: {e}", d.id);
+                }
+            }
+        };
+    let outcome = launch(&on_started);
+    release(root, d);
+    let _ = cd.relock();
+    let _ = cd.remove();
+    outcome
+}
+
+/// Claims the container's directory under --root, its name, and writes its config.json; on a
+/// failure leaves none of them.
+fn claim(ctx: &Ctx, d: &Detached<'_>) -> Result<ContainerDir> {
+    let root = &ctx.state_root;
     let cd = ContainerDir::claim(root, d.id)?;
     let prepared = (|| -> Result<()> {
         if let Some(name) = d.name {
@@ -103,30 +117,20 @@ pub fn run_named_foreground(
         std::fs::write(&config, serde_json::to_vec_pretty(&d.config)?)
             .with_context(|| format!("write {}", config.display()))
     })();
-    if let Err(e) = prepared {
-        release(root, d);
-        let _ = cd.remove();
-        return Err(e);
-    }
-    // Other commands (exec, stop, ps) must not wait for the container's lifetime.
-    cd.unlock();
-    let monitor_id = format!(
-        "{}:{}",
-        std::process::id(),
-        state::start_time_of(std::process::id() as i32).unwrap_or(0)
-    );
-    let on_started = |pid: i32, cg: Option<&crate::cgroup::Cgroup>, failure: Option<(i32, &str)>| {
-        if failure.is_none() {
-            if let Err(e) = cd.write(&record(d, pid, cg, &monitor_id)) {
-                eprintln!("rcrun: warning: container {}: {e}", d.id);
-            }
+    match prepared {
+        Ok(()) => Ok(cd),
+        Err(e) => {
+            release(root, d);
+            let _ = cd.remove();
+            Err(e)
         }
-    };
-    let outcome = launch(&on_started);
-    release(root, d);
-    let _ = cd.relock();
-    let _ = cd.remove();
-    outcome
+    }
+}
+
+/// This process as the record's monitor: `PID:START_TIME`.
+fn this_monitor() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", state::start_time_of(pid as i32).unwrap_or(0))
 }
 
 /// The `rcrun run -d` the user typed: the monitor's report decides what it says.
@@ -161,10 +165,7 @@ fn parent(ctx: &Ctx, cd: &ContainerDir, d: &Detached<'_>, report: &str) -> Resul
 
 fn release(root: &std::path::Path, d: &Detached<'_>) {
     if let Some(name) = d.name {
-        let link = root.join(".names").join(name);
-        if std::fs::read_link(&link).is_ok_and(|t| t.as_os_str() == d.id) {
-            let _ = std::fs::remove_file(link);
-        }
+        super::release_name_of(root, name, d.id);
     }
 }
 
@@ -186,11 +187,7 @@ fn monitor(
     }
     drop(log);
     let report_tx = RefCell::new(Some(report_tx));
-    let monitor_id = format!(
-        "{}:{}",
-        std::process::id(),
-        state::start_time_of(std::process::id() as i32).unwrap_or(0)
-    );
+    let monitor_id = this_monitor();
     let on_started =
         |pid: i32, cg: Option<&crate::cgroup::Cgroup>, failure: Option<(i32, &str)>| {
             let Some(tx) = report_tx.borrow_mut().take() else {
@@ -263,17 +260,13 @@ fn record(d: &Detached<'_>, pid: i32, cg: Option<&crate::cgroup::Cgroup>, monito
         annotations,
         created: state::rfc3339_now(),
         owner: nix::unistd::geteuid().as_raw(),
-        cgroup_paths: cg
-            .map(|c| c.paths().iter().map(|p| p.to_path_buf()).collect())
-            .unwrap_or_default(),
-        cgroup_removable: cg.map(|c| c.removable()),
-        cgroup_version: cg.map(|c| match c.version() {
-            crate::cgroup::Version::V1 => "v1".into(),
-            crate::cgroup::Version::V2 => "v2".into(),
-        }),
+        cgroup_paths: Vec::new(),
+        cgroup_removable: None,
+        cgroup_version: None,
         userns: d.userns,
         own_pid_namespace: true,
     }
+    .with_cgroup(cg)
 }
 
 /// The command as one line, words with spaces quoted (docker ps's COMMAND column).

@@ -93,13 +93,18 @@ pub fn reserve_name(root: &Path, name: &str, id: &str) -> Result<()> {
     bail!("the name {name:?} is being taken by another run right now")
 }
 
-/// Releases a name if it still points at `id`.
+/// Releases the name of a container of `run -d` (see [`release_name_of`]).
 pub fn release_name(root: &Path, record: &Record) {
     if let Some(name) = record.annotations.get(NAME) {
-        let link = names_dir(root).join(name);
-        if std::fs::read_link(&link).is_ok_and(|t| t.as_os_str() == record.id.as_str()) {
-            let _ = std::fs::remove_file(link);
-        }
+        release_name_of(root, name, &record.id);
+    }
+}
+
+/// Releases `name` if it still points at `id` (another container may have taken it over).
+pub fn release_name_of(root: &Path, name: &str, id: &str) {
+    let link = names_dir(root).join(name);
+    if std::fs::read_link(&link).is_ok_and(|t| t.as_os_str() == id) {
+        let _ = std::fs::remove_file(link);
     }
 }
 

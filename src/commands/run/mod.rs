@@ -209,49 +209,45 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             ex.step("env", e, std::time::Duration::ZERO);
         }
     }
-    if let Some(config) = detached_config {
-        let image = match &a.image.reference {
-            Some(r) => format!("{} ({r})", a.image.image.display()),
-            None => a.image.image.display().to_string(),
-        };
-        let argv = plan.argv.clone();
-        let detached = crate::commands::containers::detach::Detached {
-            id: &run.id,
-            name: a.name.as_deref(),
-            image,
-            argv: &argv,
-            auto_remove: a.remove,
-            config,
-            userns: plan.mapping.user_namespace(),
-        };
-        let go = |on_started: &crate::commands::containers::detach::OnStarted<'_>| {
-            launch(
-                ctx,
-                a,
-                &ex,
-                &mut plan,
-                &compiled.limits,
-                compiled.cgroups_path.as_deref(),
-                None,
-                Some(on_started),
-            )
-        };
-        return if a.detach {
-            crate::commands::containers::detach::run(ctx, &detached, go)
-        } else {
-            crate::commands::containers::detach::run_named_foreground(ctx, &detached, go)
-        };
+    // Read before `go` borrows the plan for the launch (only a registered run needs them).
+    let registered = detached_config
+        .is_some()
+        .then(|| (plan.argv.clone(), plan.mapping.user_namespace()));
+    let limits = &compiled.limits;
+    let cgroups_path = compiled.cgroups_path.as_deref();
+    let mut go = |on_started: Option<&crate::commands::containers::detach::OnStarted<'_>>| {
+        launch(
+            ctx,
+            a,
+            &ex,
+            &mut plan,
+            limits,
+            cgroups_path,
+            None,
+            on_started,
+        )
+    };
+    let (Some(config), Some((argv, userns))) = (detached_config, registered) else {
+        return go(None);
+    };
+    let image = match &a.image.reference {
+        Some(r) => format!("{} ({r})", a.image.image.display()),
+        None => a.image.image.display().to_string(),
+    };
+    let detached = crate::commands::containers::detach::Detached {
+        id: &run.id,
+        name: a.name.as_deref(),
+        image,
+        argv: &argv,
+        auto_remove: a.remove,
+        config,
+        userns,
+    };
+    if a.detach {
+        crate::commands::containers::detach::run(ctx, &detached, |f| go(Some(f)))
+    } else {
+        crate::commands::containers::detach::run_named_foreground(ctx, &detached, |f| go(Some(f)))
     }
-    launch(
-        ctx,
-        a,
-        &ex,
-        &mut plan,
-        &compiled.limits,
-        compiled.cgroups_path.as_deref(),
-        None,
-        None,
-    )
 }
 
 /// Cgroup, namespaces, the child's start, the wait, and the cleanup: the same for an image and
@@ -298,8 +294,12 @@ fn launch(
         }
         let pid = spawned.pid().as_raw();
         let mut helper = None;
-        if let (network::Network::Slirp4netns { allow_host_loopback }, Some(host_netns)) =
-            (&network, &host_netns)
+        if let (
+            network::Network::Slirp4netns {
+                allow_host_loopback,
+            },
+            Some(host_netns),
+        ) = (&network, &host_netns)
         {
             if spawned.until_hooks_point() {
                 let h = network::start_slirp4netns(

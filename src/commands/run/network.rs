@@ -87,7 +87,11 @@ pub struct Publish {
 
 /// Parses `-p` as docker does (a host port is required: rcrun picks none itself).
 pub fn parse_publish(spec: &str) -> Result<Publish> {
-    let err = |why: &str| anyhow::anyhow!("-p {spec}: {why} (use [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. 8080:80)");
+    let err = |why: &str| {
+        anyhow::anyhow!(
+            "-p {spec}: {why} (use [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. 8080:80)"
+        )
+    };
     let (ports, proto) = match spec.rsplit_once('/') {
         Some((p, "tcp")) => (p, false),
         Some((p, "udp")) => (p, true),
@@ -103,12 +107,16 @@ pub fn parse_publish(spec: &str) -> Result<Publish> {
     let port = |p: &str, which: &str| -> Result<u16> {
         match p.parse::<u16>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(err(&format!("{which} port {p:?} is not a number from 1 to 65535"))),
+            _ => Err(err(&format!(
+                "{which} port {p:?} is not a number from 1 to 65535"
+            ))),
         }
     };
     let host_ip = host_ip.trim_start_matches('[').trim_end_matches(']');
     if host_ip.parse::<std::net::Ipv4Addr>().is_err() {
-        return Err(err(&format!("host address {host_ip:?} is not an IPv4 address")));
+        return Err(err(&format!(
+            "host address {host_ip:?} is not an IPv4 address"
+        )));
     }
     Ok(Publish {
         spec: spec.to_string(),
@@ -177,7 +185,9 @@ pub fn start_slirp4netns(
     let moved = {
         use std::os::unix::fs::MetadataExt;
         let here = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
-        let host = nix::sys::stat::fstat(host_netns.as_fd()).map(|st| st.st_ino).ok();
+        let host = nix::sys::stat::fstat(host_netns.as_fd())
+            .map(|st| st.st_ino)
+            .ok();
         here != host
     };
     let (exit_fd, ready_fd, netns_fd) = (
@@ -259,8 +269,13 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
 /// slirp4netns's API (its `add_hostfwd` request): the host port bound in the host's network
 /// namespace, forwarded to the container's address.
 fn add_hostfwd(api: &Path, p: &Publish) -> Result<()> {
-    let mut s = std::os::unix::net::UnixStream::connect(api)
-        .with_context(|| format!("-p {}: connect to slirp4netns's API {}", p.spec, api.display()))?;
+    let mut s = std::os::unix::net::UnixStream::connect(api).with_context(|| {
+        format!(
+            "-p {}: connect to slirp4netns's API {}",
+            p.spec,
+            api.display()
+        )
+    })?;
     let request = serde_json::json!({
         "execute": "add_hostfwd",
         "arguments": {
@@ -349,9 +364,15 @@ mod tests {
     #[test]
     fn publish_takes_docker_s_syntax() {
         let p = parse_publish("8080:80").unwrap();
-        assert_eq!((p.host_ip.as_str(), p.host_port, p.container_port, p.udp), ("0.0.0.0", 8080, 80, false));
+        assert_eq!(
+            (p.host_ip.as_str(), p.host_port, p.container_port, p.udp),
+            ("0.0.0.0", 8080, 80, false)
+        );
         let p = parse_publish("127.0.0.1:5353:53/udp").unwrap();
-        assert_eq!((p.host_ip.as_str(), p.host_port, p.container_port, p.udp), ("127.0.0.1", 5353, 53, true));
+        assert_eq!(
+            (p.host_ip.as_str(), p.host_port, p.container_port, p.udp),
+            ("127.0.0.1", 5353, 53, true)
+        );
         for (bad, says) in [
             ("80", "a host port and a container port are needed"),
             ("x:80", "host port \"x\""),
@@ -360,7 +381,10 @@ mod tests {
             ("host:8080:80", "host address \"host\""),
         ] {
             let e = parse_publish(bad).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("-p {bad}: ")) && e.contains(says), "{bad}: {e}");
+            assert!(
+                e.starts_with(&format!("-p {bad}: ")) && e.contains(says),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -369,7 +393,9 @@ mod tests {
         assert_eq!(Network::parse("none").unwrap(), Network::None);
         assert_eq!(
             Network::parse("slirp4netns:allow_host_loopback=true").unwrap(),
-            Network::Slirp4netns { allow_host_loopback: true }
+            Network::Slirp4netns {
+                allow_host_loopback: true
+            }
         );
         assert!(Network::parse("bridge").is_err());
         assert!(Network::parse("host:x").is_err());
@@ -379,8 +405,13 @@ mod tests {
     #[test]
     fn resolv_conf_names_the_forwarder_or_the_given_servers() {
         let host = "search example.org\nnameserver 127.0.0.53\n";
-        let slirp = Network::Slirp4netns { allow_host_loopback: false };
-        assert_eq!(resolv_conf(&slirp, &[], host).unwrap(), "search example.org\nnameserver 10.0.2.3\n");
+        let slirp = Network::Slirp4netns {
+            allow_host_loopback: false,
+        };
+        assert_eq!(
+            resolv_conf(&slirp, &[], host).unwrap(),
+            "search example.org\nnameserver 10.0.2.3\n"
+        );
         assert_eq!(
             resolv_conf(&Network::None, &["1.1.1.1".into()], host).unwrap(),
             "search example.org\nnameserver 1.1.1.1\n"
