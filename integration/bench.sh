@@ -202,6 +202,11 @@ start_bench() { # start_bench MODE(root|rootless)
   local -a names=() cmds=()
   add() { names+=("$1"); cmds+=("$2"); }
   add rcrun "$RCRUN -q --root $store run $IMG/busybox.tar /bin/true"
+  # The cost of a network that reaches out: the same start with pasta (issue 12); none stays the
+  # default and the row above.
+  if "${as[@]}" "$RCRUN" -q --root "$store" run --network pasta "$IMG/busybox.tar" /bin/true >"$WORK/peer.out" 2>&1; then
+    add "rcrun --network pasta" "$RCRUN -q --root $store run --network pasta $IMG/busybox.tar /bin/true"
+  else note "rcrun --network pasta ($mode) does not start here, skipped: $(head -c 300 "$WORK/peer.out")"; fi
   local rl=0; [ "$mode" = rootless ] && rl=1
   for tool in crun runc; do
     have "$tool" || { note "$tool missing: skipped"; continue; }
@@ -227,6 +232,9 @@ start_bench() { # start_bench MODE(root|rootless)
     if id=$("${as[@]}" $p load -q -i "$IMG/busybox.tar" 2>"$WORK/peer.out" | sed -n 's/^Loaded image[^:]*: *//p' | tail -1) \
        && [ -n "$id" ] && "${as[@]}" $p run --rm --network=none "$id" /bin/true >>"$WORK/peer.out" 2>&1; then
       add "podman run" "$p run --rm --network=none $id /bin/true"
+      if "${as[@]}" $p run --rm --network=pasta "$id" /bin/true >"$WORK/peer.out" 2>&1; then
+        add "podman run (pasta)" "$p run --rm --network=pasta $id /bin/true"
+      else note "podman --network=pasta ($mode) does not start here, skipped: $(head -c 300 "$WORK/peer.out")"; fi
     else note "podman ($mode) failed, skipped: $(head -c 300 "$WORK/peer.out")"; fi
   fi
   local -a args=()

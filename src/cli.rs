@@ -558,9 +558,11 @@ pub struct RunArgs {
 
     // ── namespaces ──
     /// none: a new network namespace with only lo (default); host: share the host's network;
-    /// slirp4netns[:allow_host_loopback=true]: a new network namespace that reaches out through
-    /// slirp4netns(1) (10.0.2.100, gateway 10.0.2.2, DNS forwarder 10.0.2.3; the host's own
-    /// 127.0.0.1 as 10.0.2.2 only with allow_host_loopback), as podman's rootless default.
+    /// pasta[:allow_host_loopback=true]: a new network namespace that reaches out through
+    /// pasta(1) (eth0 with the host's addresses and routes, DNS forwarder 169.254.1.1; the
+    /// host's own 127.0.0.1 as the gateway's address only with allow_host_loopback), podman's
+    /// rootless default; slirp4netns[:allow_host_loopback=true]: the same through slirp4netns(1)
+    /// (10.0.2.100, gateway 10.0.2.2, DNS forwarder 10.0.2.3).
     #[arg(
         long,
         value_name = "MODE",
@@ -569,7 +571,7 @@ pub struct RunArgs {
     )]
     pub network: String,
     /// Publish a container port on the host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
-    /// (docker's syntax; repeatable). Needs --network slirp4netns.
+    /// (docker's syntax; repeatable). Needs --network pasta or slirp4netns.
     #[arg(
         short = 'p',
         long = "publish",
@@ -577,8 +579,8 @@ pub struct RunArgs {
         help_heading = "Namespaces"
     )]
     pub publish: Vec<String>,
-    /// A DNS server for the container's /etc/resolv.conf (repeatable; default: slirp4netns's
-    /// forwarder with --network slirp4netns, else the host's file).
+    /// A DNS server for the container's /etc/resolv.conf (repeatable; default: the helper's
+    /// forwarder with --network pasta or slirp4netns, else the host's file).
     #[arg(long, value_name = "IP", help_heading = "Namespaces")]
     pub dns: Vec<String>,
     /// An /etc/hosts line for the container: NAME:IP (repeatable).

@@ -94,14 +94,18 @@ fn run_docker_habits(mode: &str, wrapper: &[&str]) {
     );
 }
 
-/// Runs `integration/NAME.sh RCRUN ARG MODE` (ARG: the staging dir, or one image in it).
+/// Runs `integration/NAME.sh RCRUN ARG MODE [EXTRA…]` (ARG: the staging dir, or one image in it).
 fn run_script(name: &str, mode: &str, wrapper: &[&str], image: Option<&str>) {
+    run_script_with(name, mode, wrapper, image, &[])
+}
+
+fn run_script_with(name: &str, mode: &str, wrapper: &[&str], image: Option<&str>, extra: &[&str]) {
     if !fixtures_present(&format!("{name} as {mode}")) {
         return;
     }
     let dir = staging();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("integration/{name}.sh"));
-    let script_copy = dir.join(format!("{name}-{mode}.sh"));
+    let script_copy = dir.join(format!("{name}-{mode}{}.sh", extra.join("-")));
     std::fs::copy(&script, &script_copy).unwrap();
     if name == "network" {
         // Its UDP receiver, built by the script (the test images' busybox has none).
@@ -115,6 +119,7 @@ fn run_script(name: &str, mode: &str, wrapper: &[&str], image: Option<&str>) {
         .arg(dir.join("rcrun"))
         .arg(image.map_or(dir.clone(), |i| dir.join(i)))
         .arg(mode)
+        .args(extra)
         .current_dir(&dir);
     let out = cmd.output().expect("run the script");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -134,15 +139,24 @@ fn scenarios_as_root() {
     run_network("root", &["env"]);
 }
 
-/// `integration/network.sh`: --network slirp4netns, -p, --dns, --add-host, the helper's end.
+/// `integration/network.sh`: --network pasta and slirp4netns, -p, --dns, --add-host, the
+/// helper's end, one helper after the other.
 fn run_network(mode: &str, wrapper: &[&str]) {
-    run_script("network", mode, wrapper, Some("busybox.docker-save.tar"));
+    for helper in ["slirp4netns", "pasta"] {
+        run_script_with(
+            "network",
+            mode,
+            wrapper,
+            Some("busybox.docker-save.tar"),
+            &[helper],
+        );
+    }
 }
 
 #[test]
 fn network_as_plain_user() {
     if !is_root() || !user_exists(TEST_USER) {
-        return skip("--network slirp4netns as a plain user needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
+        return skip("--network pasta and slirp4netns as a plain user need root (to switch user) and the user rcrun-test (.ci/run creates it)");
     }
     run_network("rootless", &["runuser", "-u", TEST_USER, "--"]);
 }
@@ -150,7 +164,7 @@ fn network_as_plain_user() {
 #[test]
 fn network_under_unshare_ur() {
     if !is_root() || !user_exists(TEST_USER) {
-        return skip("--network slirp4netns under unshare -Ur needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
+        return skip("--network pasta and slirp4netns under unshare -Ur need root (to switch user) and the user rcrun-test (.ci/run creates it)");
     }
     run_network(
         "unshare",

@@ -44,6 +44,10 @@ pub struct Spawned {
     pub(super) interactive: bool,
     /// With hooks: the child writes one byte here once it stopped before pivot_root.
     hooks_ready: Option<OwnedFd>,
+    /// With hooks and `--userns` as root: the child enters its user namespace after pivot_root,
+    /// i.e. after the hooks point, so its maps are written once the hooks ran
+    /// ([`Spawned::resume_after_hooks`]), not in [`spawn`], which would wait for it forever.
+    late_userns: Option<(OwnedFd, super::plan::IdMapping)>,
     /// Set by [`Spawned::until_created`]: None while not asked yet, Some(None) at the gate,
     /// Some(Some(failure)) when the child failed before it.
     pub(super) created: Option<Option<(i32, String)>>,
@@ -101,11 +105,34 @@ impl Spawned {
         }
     }
 
-    /// Lets the child go on from its hooks point (to pivot_root and its start gate).
-    pub fn resume_after_hooks(&self) {
+    /// Lets the child go on from its hooks point (to pivot_root and its start gate); with
+    /// `--userns` as root, maps the user namespace it enters on the way.
+    pub fn resume_after_hooks(&mut self, ex: &Explain) -> Result<(), LaunchError> {
         if let Some(go) = &self.gate {
             let _ = nix::unistd::write(go, b"1");
         }
+        match self.late_userns.take() {
+            Some((ready, mapping)) => self.map_late_user_namespace(ready, &mapping, ex),
+            None => Ok(()),
+        }
+    }
+
+    /// `--userns` as root: the child unshares its user namespace once the root file system is
+    /// built; map it and let it go on. EOF means it failed before (the error pipe says why).
+    fn map_late_user_namespace(
+        &self,
+        ready: OwnedFd,
+        mapping: &super::plan::IdMapping,
+        ex: &Explain,
+    ) -> Result<(), LaunchError> {
+        let mut b = [0u8; 1];
+        if matches!(nix::unistd::read(&ready, &mut b), Ok(1)) {
+            write_id_maps(self.pid(), mapping, ex)?;
+            if let Some(go) = &self.gate {
+                let _ = nix::unistd::write(go, b"1");
+            }
+        }
+        Ok(())
     }
 
     /// With -t: takes the pty master the child sends once it opened its terminal (None if it
@@ -367,6 +394,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         old_mask,
         interactive: plan.interactive,
         hooks_ready: hooks_ready.map(|(r, _)| r),
+        late_userns: None,
         created: None,
     };
 
@@ -413,17 +441,15 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         made?;
         let _ = nix::unistd::write(&w, b"1");
     }
+    spawned.gate = Some(go_write);
     if let Some((ready, w)) = userns_ready {
-        // --userns as root: the child unshares its user namespace once the root file system is
-        // built; map it and let it go on. EOF means it failed before (the error pipe says why).
         drop(w);
-        let mut b = [0u8; 1];
-        if matches!(nix::unistd::read(&ready, &mut b), Ok(1)) {
-            write_id_maps(pid, &plan.mapping, ex)?;
-            let _ = nix::unistd::write(&go_write, b"1");
+        if spawned.hooks_ready.is_some() {
+            spawned.late_userns = Some((ready, plan.mapping.clone()));
+        } else {
+            spawned.map_late_user_namespace(ready, &plan.mapping, ex)?;
         }
     }
-    spawned.gate = Some(go_write);
     Ok(spawned)
 }
 

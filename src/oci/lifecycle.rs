@@ -256,7 +256,7 @@ fn create_in(
         let record = record_for(&prepared, id, spawned.pid().as_raw(), cgroup.as_ref());
         create_hooks(&prepared.spec, &record, ex)
             .with_context(|| format!("creating container {id}"))?;
-        spawned.resume_after_hooks();
+        spawned.resume_after_hooks(ex)?;
     }
     spawned.until_created()?;
     if let Some((code, message)) = spawned.failure() {

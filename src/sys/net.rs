@@ -43,3 +43,43 @@ fn bring_up_loopback() -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// ioctl_ns(2) NS_GET_USERNS, `_IO(0xb7, 0x1)`: the user namespace owning a namespace.
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+
+/// The user namespace that owns the namespace `fd` refers to (ioctl_ns(2), Linux ≥ 4.9): the one
+/// a helper must join to hold CAP_SYS_ADMIN over it. EPERM when that user namespace is outside
+/// the caller's.
+pub fn owning_user_namespace(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new descriptor, which we own.
+    let u = Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_USERNS) })?;
+    // SAFETY: fd fresh from the ioctl.
+    Ok(unsafe { OwnedFd::from_raw_fd(u) })
+}
+
+/// Prepares `cmd` to run as a network helper (slirp4netns, pasta): the descriptors in `pass`
+/// survive its execve, it starts in the network namespace `netns` when given (the host's, which
+/// rcrun as root has left for the container's: setns(2) needs CAP_SYS_ADMIN over the target, so
+/// only a process that left may go back), and it is killed when rcrun dies (PR_SET_PDEATHSIG,
+/// prctl(2): kept across execve of a program that gains no privileges).
+pub fn prepare_helper(cmd: &mut std::process::Command, pass: Vec<i32>, netns: Option<i32>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls: fcntl, setns, prctl; `pass`
+    // was allocated before the fork and is only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &pass {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(fd) = netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    };
+}

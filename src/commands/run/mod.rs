@@ -294,39 +294,15 @@ fn launch(
         }
         let pid = spawned.pid().as_raw();
         let mut helper = None;
-        if let (
-            network::Network::Slirp4netns {
-                allow_host_loopback,
-            },
-            Some(host_netns),
-        ) = (&network, &host_netns)
-        {
+        if let Some(host_netns) = &host_netns {
             if spawned.until_hooks_point() {
-                let h = network::start_slirp4netns(
-                    pid,
-                    host_netns,
-                    *allow_host_loopback,
-                    &ports,
-                    &ctx.store_root.join("tmp"),
-                )?;
-                ex.step(
-                    "net",
-                    &format!(
-                        "slirp4netns --configure --mtu=65520{} --exit-fd --ready-fd --api-socket {pid} tap0: {}/24 via {}, DNS {}{}",
-                        if *allow_host_loopback { "" } else { " --disable-host-loopback" },
-                        network::CONTAINER_ADDR,
-                        network::GATEWAY_ADDR,
-                        network::DNS_ADDR,
-                        ports
-                            .iter()
-                            .map(|p| format!("; add_hostfwd {}", p.spec))
-                            .collect::<String>()
-                    ),
-                    h.took,
-                );
+                let h = network
+                    .start_helper(pid, host_netns, &ports, &ctx.store_root.join("tmp"))?
+                    .expect("a network with a host namespace kept has a helper");
+                ex.step("net", &format!("{}: {}", h.command_line, h.gave), h.took);
                 helper = Some(h);
                 if hooks.is_none() {
-                    spawned.resume_after_hooks();
+                    spawned.resume_after_hooks(ex)?;
                 }
             }
         }
@@ -337,7 +313,7 @@ fn launch(
                     "prestart, createRuntime and createContainer hooks",
                     || h.create(pid),
                 )?;
-                spawned.resume_after_hooks();
+                spawned.resume_after_hooks(ex)?;
             }
             if h.has_start_container() {
                 spawned.until_created()?;
@@ -354,9 +330,15 @@ fn launch(
             f(pid, cgroup.as_ref(), running.failure());
         }
         let outcome = crate::launch::wait(running, ex)?;
-        // The helper goes with the container (killed and reaped here; its --exit-fd pipe would
+        // The helper goes with the container (killed and reaped here; PR_SET_PDEATHSIG would
         // end it anyway when rcrun exits).
-        drop(helper);
+        if let Some(h) = helper {
+            let what = format!("stop {}: SIGKILL, reap, remove its scratch", h.program());
+            ex.timed("net", &what, || -> Result<()> {
+                drop(h);
+                Ok(())
+            })?;
+        }
         Ok(outcome)
     })();
     let mut outcome = match started {

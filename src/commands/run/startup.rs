@@ -187,7 +187,7 @@ pub fn decide(
     for p in &a.publish {
         super::network::parse_publish(p)?;
         if !network.helper() {
-            bail!("-p {p}: publishing a port needs --network slirp4netns (a network of the container's own, reached through slirp4netns; with --network host its ports are the host's already)");
+            bail!("-p {p}: publishing a port needs --network pasta or slirp4netns (a network of the container's own, reached through that helper; with --network host its ports are the host's already)");
         }
     }
     let new_netns = network.new_namespace();

@@ -1,26 +1,24 @@
-//! `--network slirp4netns`: a user-mode network for the container's own network namespace, as
-//! podman gives a rootless container. rcrun starts slirp4netns(1) once the container's process
-//! waits at its start gate (its namespaces exist, its command has not run), waits until it has
-//! configured `tap0` (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3), publishes `-p` ports
-//! through its API socket, and only then lets the command start. The helper dies with the
-//! container: it reads `--exit-fd`, a pipe whose only write end rcrun holds, so it exits when
-//! rcrun does, however rcrun ends (SIGKILL included), and rcrun also kills it at cleanup.
+//! The container's network beyond `lo`: `--network pasta` or `--network slirp4netns`, the two
+//! user-mode helpers podman uses for rootless containers. Either one is started by rcrun once the
+//! container's process waits at its hooks point (its namespaces exist, its root is not yet
+//! pivoted, its command has not run), configures the container's interface, publishes the `-p`
+//! ports, and only then is the command let go. The helper dies with the container: rcrun kills it
+//! at cleanup, and the kernel kills it when rcrun dies however it ends (PR_SET_PDEATHSIG; for
+//! slirp4netns also its `--exit-fd`).
 //!
 //! As root rcrun has moved itself into the container's network namespace by then (NetSetup::
 //! ParentWhileMounting): the helper goes back into the host's, whose descriptor rcrun kept, before
-//! it execs.
+//! it execs, since it binds the published ports there.
+
+mod pasta;
+mod slirp4netns;
 
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The address slirp4netns gives the container, its gateway (the host) and its DNS forwarder.
-pub const CONTAINER_ADDR: &str = "10.0.2.100";
-pub const GATEWAY_ADDR: &str = "10.0.2.2";
-pub const DNS_ADDR: &str = "10.0.2.3";
+pub use slirp4netns::{CONTAINER_ADDR, DNS_ADDR, GATEWAY_ADDR};
 
 /// What `--network` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +29,14 @@ pub enum Network {
     Host,
     /// A namespace connected by slirp4netns.
     Slirp4netns { allow_host_loopback: bool },
+    /// A namespace connected by pasta (passt's namespace mode).
+    Pasta { allow_host_loopback: bool },
 }
 
 impl Network {
-    /// `none`, `host`, `slirp4netns[:allow_host_loopback=true|false]` (podman's spelling).
+    /// `none`, `host`, `pasta[:allow_host_loopback=true|false]`,
+    /// `slirp4netns[:allow_host_loopback=true|false]` (podman's spelling; podman's `pasta:--map-gw`
+    /// is accepted for `allow_host_loopback=true`).
     pub fn parse(s: &str) -> Result<Network> {
         let (mode, options) = s.split_once(':').unwrap_or((s, ""));
         let no_options = |n: Network| {
@@ -47,22 +49,26 @@ impl Network {
         match mode {
             "none" => no_options(Network::None),
             "host" => no_options(Network::Host),
-            "slirp4netns" => {
+            "slirp4netns" | "pasta" => {
                 let mut allow_host_loopback = false;
                 for o in options.split(',').filter(|o| !o.is_empty()) {
-                    match o.split_once('=') {
-                        Some(("allow_host_loopback", v @ ("true" | "false"))) => {
+                    match (mode, o.split_once('=')) {
+                        (_, Some(("allow_host_loopback", v @ ("true" | "false")))) => {
                             allow_host_loopback = v == "true"
                         }
-                        _ => bail!("--network {s}: unknown option {o:?} (slirp4netns takes allow_host_loopback=true|false)"),
+                        ("pasta", None) if o == "--map-gw" => allow_host_loopback = true,
+                        ("pasta", None) if o == "--no-map-gw" => allow_host_loopback = false,
+                        _ => bail!("--network {s}: unknown option {o:?} ({mode} takes allow_host_loopback=true|false)"),
                     }
                 }
-                Ok(Network::Slirp4netns {
-                    allow_host_loopback,
+                Ok(if mode == "pasta" {
+                    Network::Pasta { allow_host_loopback }
+                } else {
+                    Network::Slirp4netns { allow_host_loopback }
                 })
             }
-            "bridge" | "default" => bail!("--network {s}: rcrun has no bridge network: --network slirp4netns gives the container a network of its own that reaches out, with ports published by -p"),
-            _ => bail!("--network {s}: use none (the default: only lo), host, or slirp4netns[:allow_host_loopback=true]"),
+            "bridge" | "default" => bail!("--network {s}: rcrun has no bridge network: --network pasta (or slirp4netns) gives the container a network of its own that reaches out, with ports published by -p"),
+            _ => bail!("--network {s}: use none (the default: only lo), host, pasta[:allow_host_loopback=true] or slirp4netns[:allow_host_loopback=true]"),
         }
     }
 
@@ -70,8 +76,43 @@ impl Network {
         !matches!(self, Network::Host)
     }
 
+    /// Whether a helper process connects the namespace.
     pub fn helper(&self) -> bool {
-        matches!(self, Network::Slirp4netns { .. })
+        self.dns_forwarder().is_some()
+    }
+
+    /// The address of the helper's DNS forwarder, which the container's /etc/resolv.conf names.
+    pub fn dns_forwarder(&self) -> Option<&'static str> {
+        match self {
+            Network::None | Network::Host => None,
+            Network::Slirp4netns { .. } => Some(DNS_ADDR),
+            Network::Pasta { .. } => Some(pasta::DNS_FORWARD_ADDR),
+        }
+    }
+
+    /// Starts the helper for the network namespace of `pid`, which waits at its hooks point, and
+    /// publishes `ports`; `None` for a network without one. Its scratch (API socket, log) lies in
+    /// `scratch_parent/net-<rcrun pid>-<pid>/`, which the store's sweep knows as rcrun's.
+    pub fn start_helper(
+        &self,
+        pid: i32,
+        host_netns: &OwnedFd,
+        ports: &[Publish],
+        scratch_parent: &Path,
+    ) -> Result<Option<Helper>> {
+        let scratch = scratch_parent.join(format!("net-{}-{pid}", std::process::id()));
+        let started = Instant::now();
+        let mut helper = match *self {
+            Network::None | Network::Host => return Ok(None),
+            Network::Slirp4netns {
+                allow_host_loopback,
+            } => slirp4netns::start(pid, host_netns, allow_host_loopback, ports, scratch)?,
+            Network::Pasta {
+                allow_host_loopback,
+            } => pasta::start(pid, host_netns, allow_host_loopback, ports, scratch)?,
+        };
+        helper.took = started.elapsed();
+        Ok(Some(helper))
     }
 }
 
@@ -127,20 +168,31 @@ pub fn parse_publish(spec: &str) -> Result<Publish> {
     })
 }
 
-/// The running helper: killed when dropped.
+/// A running helper: killed, reaped and its scratch removed when dropped.
 pub struct Helper {
     child: std::process::Child,
-    /// Held open: the helper exits when it reads EOF here (rcrun gone).
-    _exit_write: OwnedFd,
-    api_dir: PathBuf,
+    /// Descriptors held open for the helper's life (slirp4netns's --exit-fd write end).
+    _held: Vec<OwnedFd>,
+    scratch: PathBuf,
+    /// The command line, for --explain.
+    pub command_line: String,
+    /// What the container got (addresses, forwarder), for --explain.
+    pub gave: String,
     pub took: Duration,
+}
+
+impl Helper {
+    /// The helper's program name.
+    pub fn program(&self) -> &str {
+        self.command_line.split(' ').next().unwrap_or("helper")
+    }
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.api_dir);
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
@@ -148,107 +200,43 @@ impl Drop for Helper {
 /// the container's while the child mounts).
 pub fn host_namespace() -> Result<OwnedFd> {
     Ok(std::fs::File::open("/proc/self/ns/net")
-        .context("open /proc/self/ns/net (the host's network namespace, for slirp4netns)")?
+        .context("open /proc/self/ns/net (the host's network namespace, for the network helper)")?
         .into())
 }
 
-/// Starts slirp4netns for the network namespace of `pid` (waiting at its start gate), waits
-/// until `tap0` is configured, and publishes the ports.
-pub fn start_slirp4netns(
-    pid: i32,
-    host_netns: &OwnedFd,
-    allow_host_loopback: bool,
-    ports: &[Publish],
-    scratch_parent: &Path,
-) -> Result<Helper> {
-    let started = Instant::now();
-    let (exit_read, exit_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let api_dir = scratch_parent.join(format!("net-{}-{pid}", std::process::id()));
-    std::fs::create_dir_all(&api_dir).with_context(|| format!("mkdir {}", api_dir.display()))?;
-    let api = api_dir.join("api.sock");
-    let mut cmd = std::process::Command::new("slirp4netns");
-    cmd.args(["--configure", "--mtu=65520"])
-        .arg(format!("--exit-fd={}", exit_read.as_raw_fd()))
-        .arg(format!("--ready-fd={}", ready_write.as_raw_fd()))
-        .arg(format!("--api-socket={}", api.display()));
-    if !allow_host_loopback {
-        cmd.arg("--disable-host-loopback");
-    }
-    cmd.arg(pid.to_string())
-        .arg("tap0")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    // Only when rcrun left it (as root): setns(2) needs CAP_SYS_ADMIN over the namespace, which a
-    // plain user lacks even for the one they are in.
-    let moved = {
-        use std::os::unix::fs::MetadataExt;
-        let here = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
-        let host = nix::sys::stat::fstat(host_netns.as_fd())
-            .map(|st| st.st_ino)
-            .ok();
-        here != host
-    };
-    let (exit_fd, ready_fd, netns_fd) = (
-        exit_read.as_raw_fd(),
-        ready_write.as_raw_fd(),
-        moved.then(|| host_netns.as_raw_fd()),
-    );
-    // SAFETY: between fork and exec only async-signal-safe calls: fcntl, setns, prctl.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in [exit_fd, ready_fd] {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // Back into the host's network namespace.
-            if let Some(fd) = netns_fd {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // Dies with rcrun even before it reads --exit-fd.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        })
-    };
-    let child = cmd.spawn().map_err(|e| match e.kind() {
+/// The host's network namespace when rcrun has left it (as root), for the helper to go back to;
+/// `None` when rcrun is still there: setns(2) needs CAP_SYS_ADMIN over the namespace, which a
+/// plain user lacks even for the one they are in.
+fn host_namespace_to_return_to(host_netns: &OwnedFd) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let here = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
+    let host = nix::sys::stat::fstat(host_netns.as_fd())
+        .map(|st| st.st_ino)
+        .ok();
+    (here != host).then(|| host_netns.as_raw_fd())
+}
+
+/// Spawns a prepared helper command, naming the package when the program is missing.
+fn spawn(
+    cmd: &mut std::process::Command,
+    program: &str,
+    package: &str,
+) -> Result<std::process::Child> {
+    cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!(
-            "--network slirp4netns: slirp4netns is not installed (Debian: apt-get install slirp4netns)"
+            "--network {program}: {program} is not installed (Debian: apt-get install {package})"
         ),
-        _ => anyhow::Error::new(e).context("start slirp4netns"),
-    })?;
-    drop(exit_read);
-    drop(ready_write);
-    let mut helper = Helper {
-        child,
-        _exit_write: exit_write,
-        api_dir,
-        took: Duration::ZERO,
-    };
-    // slirp4netns writes "1" to --ready-fd once tap0 is up; EOF means it failed.
-    let mut ready = std::fs::File::from(ready_read);
-    let mut byte = [0u8; 1];
-    let configured = wait_readable(ready.as_fd(), Duration::from_secs(10))
-        && matches!(ready.read(&mut byte), Ok(1));
-    if !configured {
-        let _ = helper.child.kill();
-        let mut why = String::new();
-        if let Some(mut e) = helper.child.stderr.take() {
-            let _ = e.read_to_string(&mut why);
-        }
-        bail!(
-            "slirp4netns did not configure the container's network within 10 s: {}",
-            crate::printable(why.trim())
-        );
-    }
-    for p in ports {
-        add_hostfwd(&api, p)?;
-    }
-    helper.took = started.elapsed();
-    Ok(helper)
+        _ => anyhow::Error::new(e).context(format!("start {program}")),
+    })
+}
+
+/// The command line as a shell would take it, for --explain.
+fn shown(cmd: &std::process::Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
@@ -266,48 +254,7 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
     }
 }
 
-/// slirp4netns's API (its `add_hostfwd` request): the host port bound in the host's network
-/// namespace, forwarded to the container's address.
-fn add_hostfwd(api: &Path, p: &Publish) -> Result<()> {
-    let mut s = std::os::unix::net::UnixStream::connect(api).with_context(|| {
-        format!(
-            "-p {}: connect to slirp4netns's API {}",
-            p.spec,
-            api.display()
-        )
-    })?;
-    let request = serde_json::json!({
-        "execute": "add_hostfwd",
-        "arguments": {
-            "proto": if p.udp { "udp" } else { "tcp" },
-            "host_addr": p.host_ip,
-            "host_port": p.host_port,
-            "guest_addr": CONTAINER_ADDR,
-            "guest_port": p.container_port,
-        }
-    });
-    s.write_all(request.to_string().as_bytes())?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut reply = String::new();
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.read_to_string(&mut reply)
-        .with_context(|| format!("-p {}: slirp4netns's answer", p.spec))?;
-    let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
-    if v.get("return").is_some() {
-        return Ok(());
-    }
-    let desc = v["error"]["desc"].as_str().unwrap_or(reply.as_str());
-    bail!(
-        "-p {}: the host's {} port {}:{} cannot be published: it is taken or not yours to bind (slirp4netns: {})",
-        p.spec,
-        if p.udp { "UDP" } else { "TCP" },
-        p.host_ip,
-        p.host_port,
-        crate::printable(desc)
-    )
-}
-
-/// The container's /etc/resolv.conf: `--dns` servers, else slirp4netns's forwarder, else the
+/// The container's /etc/resolv.conf: `--dns` servers, else the helper's forwarder, else the
 /// host's file (whose 127.0.0.x resolvers a new network namespace cannot reach: they are
 /// replaced by nothing, as docker drops them).
 pub fn resolv_conf(network: &Network, dns: &[String], host: &str) -> Result<String> {
@@ -322,8 +269,8 @@ pub fn resolv_conf(network: &Network, dns: &[String], host: &str) -> Result<Stri
         .collect();
     let servers: Vec<String> = if !dns.is_empty() {
         dns.to_vec()
-    } else if network.helper() {
-        vec![DNS_ADDR.to_string()]
+    } else if let Some(forwarder) = network.dns_forwarder() {
+        vec![forwarder.to_string()]
     } else {
         return Ok(host.to_string());
     };
@@ -397,6 +344,17 @@ mod tests {
                 allow_host_loopback: true
             }
         );
+        assert_eq!(
+            Network::parse("pasta:--map-gw").unwrap(),
+            Network::Pasta {
+                allow_host_loopback: true
+            }
+        );
+        assert_eq!(
+            Network::parse("pasta").unwrap().dns_forwarder(),
+            Some("169.254.1.1")
+        );
+        assert!(Network::parse("slirp4netns:--map-gw").is_err());
         assert!(Network::parse("bridge").is_err());
         assert!(Network::parse("host:x").is_err());
         assert!(Network::parse("slirp4netns:mtu=1").is_err());
