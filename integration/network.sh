@@ -63,6 +63,12 @@ got=$("$RCRUN" run --network $NET "$BB" wget -q -T 3 -O - http://127.0.0.1:$((BA
 expect "the container's address and route" "$ADDR $GW" "$RCRUN" run --network $NET "$BB" sh -c \
   "echo \$(ip -4 -o addr show $IFACE | sed 's/.*inet \([0-9.]*\).*/\1/') \$(ip route | sed -n 's/^default via \([0-9.]*\).*/\1/p')"
 
+# As root with --userns the child enters its user namespace after the helper configured it.
+if [ "${MODE%% *}" = root ]; then
+  expect "--userns as root with the helper" "$ADDR" timeout -s KILL 30 "$RCRUN" run --userns --network $NET "$BB" sh -c \
+    "ip -4 -o addr show $IFACE | sed 's/.*inet \([0-9.]*\).*/\1/'"
+fi
+
 # ── DNS and hosts files ──
 expect "resolv.conf names $NET's forwarder" "nameserver $DNS" sh -c "'$RCRUN' run --network $NET '$BB' cat /etc/resolv.conf | grep nameserver"
 expect "--dns replaces it" "nameserver 192.0.2.53" sh -c "'$RCRUN' run --network $NET --dns 192.0.2.53 '$BB' cat /etc/resolv.conf | grep nameserver"
