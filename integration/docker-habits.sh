@@ -7,20 +7,10 @@
 # Prints TAP-like lines and a closing "N passed, M failed" line.
 set -u
 RCRUN=$1; BB=$2; MODE=$3
-pass=0; fail=0
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 export RCRUN_ROOT=$WORK/root
 
-ok()  { pass=$((pass+1)); echo "ok - [$MODE] $1"; }
-bad() { fail=$((fail+1)); echo "not ok - [$MODE] $1"; [ -n "${2:-}" ] && echo "    # $2"; }
-# expect NAME WANT CMD...: stdout of CMD (trimmed) must equal WANT
-expect() { local name=$1 want=$2; shift 2; local got; got=$("$@" 2>"$WORK/err"); got=${got%$'\n'}
-  if [ "$got" == "$want" ]; then ok "$name"; else bad "$name" "want [$want] got [$got] stderr: $(head -c 400 "$WORK/err")"; fi; }
-# status NAME WANT CMD...: exit status of CMD must equal WANT
-status() { local name=$1 want=$2; shift 2; "$@" >"$WORK/out" 2>"$WORK/err"; local rc=$?
-  if [ "$rc" == "$want" ]; then ok "$name"; else bad "$name" "want status $want got $rc: $(head -c 400 "$WORK/err")"; fi; }
-# until_true SECONDS CMD...: polls CMD every 0.05 s
-until_true() { local n=$(( $1 * 20 )); shift; while [ $n -gt 0 ]; do "$@" && return 0; sleep 0.05; n=$((n-1)); done; return 1; }
+. "$(dirname "$0")/tap.sh"
 row() { "$RCRUN" ps -a | awk -v n="$1" '$2 == n'; }
 
 # ── the routine ──
@@ -126,5 +116,4 @@ if [ "$MODE" = root ]; then
   [ "$n" == 0 ] && ok "no cgroup left" || bad "no cgroup left" "$n"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" == 0 ]
+finish

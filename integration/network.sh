@@ -6,19 +6,11 @@
 # Prints TAP-like lines and a closing "N passed, M failed" line.
 set -u
 RCRUN=$1; BB=$2; MODE="$3 ${4:-slirp4netns}"; NET=${4:-slirp4netns}
-pass=0; fail=0; skip=0
 WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 export RCRUN_ROOT=$WORK/root
 HOSTBB=$(command -v busybox)
 
-ok()   { pass=$((pass+1)); echo "ok - [$MODE] $1"; }
-bad()  { fail=$((fail+1)); echo "not ok - [$MODE] $1"; [ -n "${2:-}" ] && echo "    # $2"; }
-skip() { skip=$((skip+1)); echo "ok - [$MODE] $1 # SKIP $2"; }
-expect() { local name=$1 want=$2; shift 2; local got; got=$("$@" 2>"$WORK/err"); got=${got%$'\n'}
-  if [ "$got" == "$want" ]; then ok "$name"; else bad "$name" "want [$want] got [$got] stderr: $(head -c 600 "$WORK/err")"; fi; }
-status() { local name=$1 want=$2; shift 2; "$@" >"$WORK/out" 2>"$WORK/err"; local rc=$?
-  if [ "$rc" == "$want" ]; then ok "$name"; else bad "$name" "want status $want got $rc: $(head -c 600 "$WORK/err")"; fi; }
-until_true() { local n=$(( $1 * 20 )); shift; while [ $n -gt 0 ]; do "$@" && return 0; sleep 0.05; n=$((n-1)); done; return 1; }
+. "$(dirname "$0")/tap.sh"
 # Ports of our own: a base from our pid, so parallel runs of the modes do not collide.
 BASE=$(( 20000 + ($$ % 2000) * 10 ))
 # The helper's scratch (slirp4netns's API socket, pasta's log) lies in the store's
@@ -122,5 +114,4 @@ until_true 5 sh -c "[ \$(pgrep -f '[${NET:0:1}]${NET:1} .*net-$pid-' | wc -l) = 
 "$RCRUN" gc >/dev/null 2>&1
 
 kill $httpd 2>/dev/null
-echo "$pass passed, $fail failed, $skip skipped"
-[ "$fail" == 0 ]
+finish

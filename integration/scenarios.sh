@@ -7,19 +7,10 @@ set -u
 RCRUN=$1; IMG=$2; MODE=$3
 BB=$IMG/busybox.docker-save.tar
 LAYERED=$IMG/layered.oci-archive.tar
-pass=0; fail=0; skip=0
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 export RCRUN_ROOT=$WORK/store
 
-ok()   { pass=$((pass+1)); echo "ok - [$MODE] $1"; }
-bad()  { fail=$((fail+1)); echo "not ok - [$MODE] $1"; [ -n "${2:-}" ] && echo "    # $2"; }
-skip() { skip=$((skip+1)); echo "ok - [$MODE] $1 # SKIP $2"; }
-# expect NAME WANT CMD...: stdout of CMD (trimmed) must equal WANT
-expect() { local name=$1 want=$2; shift 2; local got; got=$("$@" 2>"$WORK/err"); got=${got%$'\n'}
-  if [ "$got" == "$want" ]; then ok "$name"; else bad "$name" "want [$want] got [$got] stderr: $(head -c 400 "$WORK/err")"; fi; }
-# status NAME WANT CMD...: exit status of CMD must equal WANT
-status() { local name=$1 want=$2; shift 2; "$@" >"$WORK/out" 2>"$WORK/err"; local rc=$?
-  if [ "$rc" == "$want" ]; then ok "$name"; else bad "$name" "want status $want got $rc: $(head -c 400 "$WORK/err")"; fi; }
+. "$(dirname "$0")/tap.sh"
 
 mounts_before=$(wc -l < /proc/self/mountinfo)
 
@@ -172,5 +163,4 @@ mounts_after=$(wc -l < /proc/self/mountinfo)
 left=$(find "$RCRUN_ROOT/run" "$RCRUN_ROOT/tmp" -mindepth 1 2>/dev/null | wc -l)
 [ "$left" == 0 ] && ok "no state left in the store's run/ and tmp/" || bad "no state left" "$left entries"
 
-echo "$pass passed, $fail failed, $skip skipped"
-[ $fail == 0 ]
+finish

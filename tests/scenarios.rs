@@ -107,6 +107,9 @@ fn run_script_with(name: &str, mode: &str, wrapper: &[&str], image: Option<&str>
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("integration/{name}.sh"));
     let script_copy = dir.join(format!("{name}-{mode}{}.sh", extra.join("-")));
     std::fs::copy(&script, &script_copy).unwrap();
+    // The TAP helpers every script sources from its own directory.
+    let tap = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tap.sh");
+    std::fs::copy(tap, dir.join("tap.sh")).unwrap();
     if name == "network" {
         // Its UDP receiver, built by the script (the test images' busybox has none).
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/udp-recv.c");
