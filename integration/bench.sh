@@ -225,6 +225,22 @@ start_bench() { # start_bench MODE(root|rootless)
     if "${as[@]}" $cmd >"$WORK/peer.out" 2>&1; then add bwrap "$cmd"
     else note "bwrap ($mode) failed, skipped: $(head -c 300 "$WORK/peer.out")"; fi
   fi
+  # The floor (issue 13): integration/floor.c does only the kernel work of a confined rootless
+  # start (clone into all namespaces, 1-id map, overlay of 3 lowers with its upper on a tmpfs,
+  # proc, a /dev of 6 bound nodes, pivot_root, exec). Lowers, top first: two tiny dirs made here
+  # and the busybox rootfs the peers use; the scratch dir stays empty (the tmpfs is the child's).
+  if [ "$mode" = rootless ]; then
+    if ! have gcc; then note "gcc missing: C floor skipped"
+    elif ! gcc -O2 -o "$WORK/floor" "$REPO/integration/floor.c" >"$WORK/peer.out" 2>&1; then
+      note "gcc failed on integration/floor.c: C floor skipped: $(head -c 300 "$WORK/peer.out")"
+    else
+      local fl=$base/floor
+      "${as[@]}" sh -c "mkdir -p $fl/l1/etc $fl/l2/etc $fl/scratch && echo 1 > $fl/l1/etc/floor-1 && echo 2 > $fl/l2/etc/floor-2"
+      local cmd="$WORK/floor $fl/l1:$fl/l2:$base/rootfs $fl/scratch /bin/true"
+      if "${as[@]}" $cmd >"$WORK/peer.out" 2>&1; then add "C floor" "$cmd"
+      else note "C floor ($mode) does not run here, skipped: $(head -c 300 "$WORK/peer.out")"; fi
+    fi
+  fi
   if have podman; then
     local p="podman --root $base/podman/root --runroot $run/podman --storage-driver overlay"
     [ "$mode" = rootless ] && p="podman --root $base/podman/root --runroot $run/podman"
