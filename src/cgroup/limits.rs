@@ -34,6 +34,12 @@ pub struct Limits {
     /// Join the v1 freezer hierarchy too (an OCI container, which `pause` may freeze; v2 has
     /// cgroup.freeze in every cgroup). Not a limit: never makes a cgroup necessary.
     pub freezer: bool,
+    /// On cgroup v1, join only the hierarchies a limit, a setting or the device policy needs,
+    /// not those that would only count (memory, pids, cpuacct): an image run without `--stats`,
+    /// whose counters nobody reads. Each v1 hierarchy costs a mkdir, a join (a cgroup v1
+    /// migration waits for an RCU grace period) and an rmdir per start. Engines' containers
+    /// keep them: `podman stats` reads them.
+    pub without_accounting: bool,
 }
 
 /// One cgroup file write from an OCI spec, with the file and value for each cgroup version
@@ -190,6 +196,14 @@ impl Limits {
             if s.for_version(version).is_some() && !v.contains(&s.controller) {
                 v.push(s.controller);
             }
+        }
+        if version == Version::V1 && self.without_accounting {
+            let required = self.required();
+            v.retain(|c| {
+                required.contains(c)
+                    || (*c == Controller::Freezer && self.freezer)
+                    || self.settings.iter().any(|s| s.controller == *c)
+            });
         }
         v
     }

@@ -749,6 +749,8 @@ fn io_cause(e: &cgroups_rs::error::Error) -> io::Error {
 }
 
 #[cfg(test)]
+mod tests_accounting;
+#[cfg(test)]
 mod tests_at_path;
 #[cfg(test)]
 mod tests_bpf_attach;

@@ -83,7 +83,10 @@ pub(crate) fn describe_limits(l: &crate::cgroup::Limits) -> String {
         v.push(format!("cpu period {p}µs"));
     }
     v.extend(l.settings.iter().map(|s| s.field.clone()));
-    if v.is_empty() {
+    if v.is_empty() && l.without_accounting {
+        "no limits: the device policy alone (--stats adds the counting hierarchies of cgroup v1)"
+            .into()
+    } else if v.is_empty() {
         "no limits: accounting only".into()
     } else {
         v.join(", ")

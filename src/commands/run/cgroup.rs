@@ -58,5 +58,7 @@ pub(super) fn limits(a: &RunArgs) -> Result<crate::cgroup::Limits> {
         cpu_period: None,
         settings: Vec::new(),
         freezer: false,
+        // The spec does not carry it: cmd_run sets it on the compiled limits at launch.
+        without_accounting: false,
     })
 }

@@ -213,7 +213,10 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     let registered = detached_config
         .is_some()
         .then(|| (plan.argv.clone(), plan.mapping.user_namespace()));
-    let limits = &compiled.limits;
+    let limits = &crate::cgroup::Limits {
+        without_accounting: !a.stats,
+        ..compiled.limits.clone()
+    };
     let cgroups_path = compiled.cgroups_path.as_deref();
     let mut go = |on_started: Option<&crate::commands::containers::detach::OnStarted<'_>>| {
         launch(
