@@ -156,72 +156,67 @@ fn run_network(mode: &str, wrapper: &[&str]) {
     }
 }
 
+/// The two ways a plain user runs rcrun: (mode, command wrapper).
+const PLAIN_USER: (&str, &[&str]) = ("rootless", &["runuser", "-u", TEST_USER, "--"]);
+const UNDER_UNSHARE_UR: (&str, &[&str]) = (
+    "unshare",
+    &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"],
+);
+
+/// Runs `script` in the mode `(mode, wrapper)`, or says loudly why it cannot here.
+fn as_plain_user(what: &str, (mode, wrapper): (&str, &[&str]), script: fn(&str, &[&str])) {
+    if !is_root() || !user_exists(TEST_USER) {
+        return skip(&format!(
+            "{what} as {mode} needs root (to switch user) and the user {TEST_USER} (.ci/run creates it)"
+        ));
+    }
+    script(mode, wrapper)
+}
+
 #[test]
 fn network_as_plain_user() {
-    if !is_root() || !user_exists(TEST_USER) {
-        return skip("--network pasta and slirp4netns as a plain user need root (to switch user) and the user rcrun-test (.ci/run creates it)");
-    }
-    run_network("rootless", &["runuser", "-u", TEST_USER, "--"]);
+    as_plain_user("--network pasta and slirp4netns", PLAIN_USER, run_network)
 }
 
 #[test]
 fn network_under_unshare_ur() {
-    if !is_root() || !user_exists(TEST_USER) {
-        return skip("--network pasta and slirp4netns under unshare -Ur need root (to switch user) and the user rcrun-test (.ci/run creates it)");
-    }
-    run_network(
-        "unshare",
-        &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"],
-    );
+    as_plain_user(
+        "--network pasta and slirp4netns",
+        UNDER_UNSHARE_UR,
+        run_network,
+    )
 }
 
 #[test]
 fn docker_habits_as_plain_user() {
-    if !is_root() || !user_exists(TEST_USER) {
-        return skip("the docker routine as a plain user needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
-    }
-    run_docker_habits("rootless", &["runuser", "-u", TEST_USER, "--"]);
+    as_plain_user("the docker routine", PLAIN_USER, run_docker_habits)
 }
 
 #[test]
 fn docker_habits_under_unshare_ur() {
-    if !is_root() || !user_exists(TEST_USER) {
-        return skip("the docker routine under unshare -Ur needs root (to switch user) and the user rcrun-test (.ci/run creates it)");
-    }
-    run_docker_habits(
-        "unshare",
-        &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"],
-    );
+    as_plain_user("the docker routine", UNDER_UNSHARE_UR, run_docker_habits)
 }
 
 #[test]
 fn scenarios_as_plain_user() {
-    if !is_root() || !user_exists(TEST_USER) {
-        return skip("rootless scenarios need root (to switch user) and the user rcrun-test (.ci/run creates it)");
-    }
-    run_scenarios("rootless", &["runuser", "-u", TEST_USER, "--"]);
+    as_plain_user("the scenarios", PLAIN_USER, run_scenarios)
 }
 
 #[test]
 fn scenarios_as_plain_user_without_subids() {
-    if !is_root() || !user_exists(TEST_USER) {
-        return skip("rootless scenarios need root (to switch user) and the user rcrun-test (.ci/run creates it)");
-    }
-    run_scenarios(
-        "rootless-single-map",
-        &["runuser", "-u", TEST_USER, "--", "env", "RCRUN_NO_SUBIDS=1"],
-    );
+    as_plain_user(
+        "the scenarios with a single-id map",
+        (
+            "rootless-single-map",
+            &["runuser", "-u", TEST_USER, "--", "env", "RCRUN_NO_SUBIDS=1"],
+        ),
+        run_scenarios,
+    )
 }
 
 #[test]
 fn scenarios_under_unshare_ur() {
-    if !is_root() || !user_exists(TEST_USER) {
-        return skip("unshare -Ur scenarios need root (to switch user) and the user rcrun-test (.ci/run creates it)");
-    }
-    run_scenarios(
-        "unshare",
-        &["runuser", "-u", TEST_USER, "--", "unshare", "-Ur"],
-    );
+    as_plain_user("the scenarios", UNDER_UNSHARE_UR, run_scenarios)
 }
 
 /// Rootless with a delegated cgroup v1 subtree (`rcrun-<uid>` in each controller, chowned to the
