@@ -757,4 +757,6 @@ mod tests_bpf_attach;
 #[cfg(test)]
 mod tests_mock;
 #[cfg(test)]
+mod tests_mock_v2;
+#[cfg(test)]
 mod tests_real;
