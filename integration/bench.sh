@@ -266,9 +266,9 @@ start_bench() { # start_bench MODE(root|rootless)
     "${as[@]}" env RCRUN_NO_SUBIDS=1 "$RCRUN" -q --root "$store" run "$IMG/busybox.tar" /bin/true || note "rcrun single id failed"
     local -a single=(-n "rcrun (single id)" "$RCRUN -q --root $store run $IMG/busybox.tar /bin/true")
     for i in "${!names[@]}"; do
-      case ${names[$i]} in "crun (no seccomp)"|bwrap) single+=(-n "${names[$i]}" "${cmds[$i]}") ;; esac
+      case ${names[$i]} in "crun (no seccomp)"|bwrap|"C floor") single+=(-n "${names[$i]}" "${cmds[$i]}") ;; esac
     done
-    note "start (rootless, single-id map): rcrun vs crun (no seccomp) and bwrap"
+    note "start (rootless, single-id map): rcrun vs crun (no seccomp), bwrap and the C floor (it maps a single id too)"
     "${as[@]}" env RCRUN_NO_SUBIDS=1 hyperfine -N --style basic --warmup 3 --runs "$RUNS" \
       --export-json "$OUT/start-rootless-single.json" "${single[@]}" >&2
   fi
