@@ -571,10 +571,9 @@ fn open_joins(plan: &StartupPlan, ex: &Explain) -> Result<Vec<(NsKind, OwnedFd)>
         if *kind == NsKind::Mount {
             // pivot_root(2) moves the root of every process of the namespace whose root was the
             // old one: in rcrun's own mount namespace that is the host's.
-            let ours =
-                nix::sys::stat::stat("/proc/self/ns/mnt").map_err(|e| what(e.to_string()))?;
-            let theirs = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| what(e.to_string()))?;
-            if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) {
+            if crate::sys::process::is_own_namespace(fd.as_fd(), "mnt")
+                .map_err(|e| what(e.to_string()))?
+            {
                 return Err(what(
                     "it is rcrun's own mount namespace; building the container's root there \
                      would pivot the host's"

@@ -159,6 +159,15 @@ pub fn namespace_type(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<CloneFlags
     Ok(CloneFlags::from_bits_truncate(t))
 }
 
+/// Whether `fd` refers to the calling process's own namespace of the kind `name` names
+/// (`/proc/self/ns/NAME`): namespaces(7) identifies a namespace by the device and inode number of
+/// its file.
+pub fn is_own_namespace(fd: std::os::fd::BorrowedFd<'_>, name: &str) -> nix::Result<bool> {
+    let ours = nix::sys::stat::stat(format!("/proc/self/ns/{name}").as_str())?;
+    let theirs = nix::sys::stat::fstat(fd)?;
+    Ok((ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino))
+}
+
 /// setns(2) into the namespace `fd` refers to; `kind` makes the kernel refuse a file of another
 /// type (EINVAL). For a pid namespace only the children made afterwards are inside it.
 pub fn join_namespace(fd: std::os::fd::BorrowedFd<'_>, kind: CloneFlags) -> nix::Result<()> {

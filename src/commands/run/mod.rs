@@ -299,11 +299,11 @@ fn launch(
         let mut helper = None;
         if let Some(host_netns) = &host_netns {
             if spawned.until_hooks_point() {
-                let h = network
-                    .start_helper(pid, host_netns, &ports, &ctx.store_root.join("tmp"))?
-                    .expect("a network with a host namespace kept has a helper");
-                ex.step("net", &format!("{}: {}", h.command_line, h.gave), h.took);
-                helper = Some(h);
+                helper =
+                    network.start_helper(pid, host_netns, &ports, &ctx.store_root.join("tmp"))?;
+                if let Some(h) = &helper {
+                    ex.step("net", &format!("{}: {}", h.command_line, h.gave), h.took);
+                }
                 if hooks.is_none() {
                     spawned.resume_after_hooks(ex)?;
                 }

@@ -208,12 +208,8 @@ pub fn host_namespace() -> Result<OwnedFd> {
 /// `None` when rcrun is still there: setns(2) needs CAP_SYS_ADMIN over the namespace, which a
 /// plain user lacks even for the one they are in.
 fn host_namespace_to_return_to(host_netns: &OwnedFd) -> Option<i32> {
-    use std::os::unix::fs::MetadataExt;
-    let here = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
-    let host = nix::sys::stat::fstat(host_netns.as_fd())
-        .map(|st| st.st_ino)
-        .ok();
-    (here != host).then(|| host_netns.as_raw_fd())
+    let here = crate::sys::process::is_own_namespace(host_netns.as_fd(), "net").unwrap_or(true);
+    (!here).then(|| host_netns.as_raw_fd())
 }
 
 /// Spawns a prepared helper command, naming the package when the program is missing.

@@ -77,11 +77,8 @@ pub(super) fn start(
     // (root's runs; root's --userns enters the user namespace after the network namespace exists).
     let owner = crate::sys::net::owning_user_namespace(netns.as_fd())
         .context("ioctl NS_GET_USERNS on the container's network namespace")?;
-    let own_user_ns = std::fs::metadata("/proc/self/ns/user")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .ok();
-    let owner_ino = nix::sys::stat::fstat(owner.as_fd()).map(|s| s.st_ino).ok();
-    let userns = (own_user_ns != owner_ino).then_some(owner);
+    let ours = crate::sys::process::is_own_namespace(owner.as_fd(), "user").unwrap_or(true);
+    let userns = (!ours).then_some(owner);
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let errors = scratch.join("pasta.err");
     let stderr =
