@@ -85,7 +85,9 @@ extra() { # extra KEY JSON_VALUE
   jq --arg k "$1" --argjson v "$2" '.[$k] = $v' "$OUT/extra.json" > "$OUT/extra.tmp" && mv "$OUT/extra.tmp" "$OUT/extra.json"
 }
 # A copy of the binaries the plain user can reach (and that a rebuild cannot change mid-run).
-cp "$REPO/target/release/rcrun" "$REPO/target/release/rcrun-mkimage" "$BIN/"
+# --remove-destination: a previous run's id holder (src/launch/holder.rs) may still run from
+# $BIN/rcrun, and a running program's file cannot be written over (ETXTBSY).
+cp --remove-destination "$REPO/target/release/rcrun" "$REPO/target/release/rcrun-mkimage" "$BIN/"
 chmod 0755 "$BIN"/*
 RCRUN=$BIN/rcrun
 MKIMAGE=$BIN/rcrun-mkimage

@@ -59,7 +59,8 @@ pub enum Command {
     /// Write a starter OCI runtime config.json into a bundle directory (as `runc spec`), for
     /// `rcrun run --bundle DIR ID`.
     Spec(SpecArgs),
-    /// Remove what killed runs left behind (temp dirs, stale cgroups) and report it.
+    /// Remove what killed runs left behind (temp dirs, stale cgroups) and report it; stop the
+    /// store's id holder.
     Gc,
     /// OCI runtime: create a container from a bundle; its process waits for `start`.
     Create(CreateArgs),

@@ -3,6 +3,13 @@
 use clap::Parser;
 
 fn main() {
+    // The id holder (launch/holder.rs) is rcrun exec'd by rcrun; it never parses a command line.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(rcrun::launch::holder::HOLDER_ARG)) {
+        if let (Some(record), None) = (args.next(), args.next()) {
+            rcrun::launch::holder::holder_main(record.into());
+        }
+    }
     let cli = match rcrun::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

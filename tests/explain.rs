@@ -174,12 +174,22 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         v.push(&["] cgroup ", "write ", "/tasks|cgroup.procs"]);
     } else {
         v.push(&["══ spawn: ", "start gate"]);
+        if kind == "rootless" {
+            // The store's id holder (made by the first start, entered by the next), before clone.
+            v.push(&[
+                "] idmap ",
+                "the id holder pid ",
+                "setns(its user namespace)",
+            ]);
+        }
         v.push(&[
             "] namespaces ",
             "clone(CLONE_NEWUSER|CLONE_NEWNS|",
             "CLONE_NEWPID",
         ]);
         if kind == "rootless" {
+            v.push(&["] idmap ", "uid_map ← \"0 0 1, 1 1 ", "no newuidmap"]);
+        } else if kind == "rootless-helpers" {
             v.push(&["] idmap ", "newuidmap ", " & ", "newgidmap "]);
         } else {
             v.push(&["] idmap ", "uid_map ← \"0 0 1\""]);
@@ -311,6 +321,25 @@ fn explain_as_plain_user_narrates_every_step_in_order() {
         "plain user, warm store",
     );
     assert_net_made(&second, "plain user, warm store");
+    assert!(second.contains("entered the id holder pid "), "{second}");
+    // Without the holder: the setuid helpers map every start.
+    let w = ["runuser", "-u", TEST_USER, "--", "env", "RCRUN_NO_HOLDER=1"];
+    let third = explain_run(&s, &w, &store, &[]);
+    assert_in_order(
+        &third,
+        &steps("rootless-helpers", false, false),
+        "plain user, RCRUN_NO_HOLDER=1",
+    );
+    // The holder leaves with the store (its record gone, it exits at its next check), but not
+    // later than this test.
+    let gc = Command::new("runuser")
+        .args(["-u", TEST_USER, "--", "env"])
+        .arg(format!("RCRUN_ROOT={}", store.display()))
+        .arg(s.0.join("rcrun"))
+        .args(["-q", "gc"])
+        .output()
+        .expect("rcrun gc");
+    assert!(gc.status.success(), "{gc:?}");
 }
 
 #[test]

@@ -197,6 +197,17 @@ fn docker_habits_under_unshare_ur() {
     as_plain_user("the docker routine", UNDER_UNSHARE_UR, run_docker_habits)
 }
 
+/// `integration/holder.sh`: the id holder of subordinate-id starts (made, entered, confined,
+/// checked, replaced, stopped by gc, gone when idle).
+fn run_holder(mode: &str, wrapper: &[&str]) {
+    run_script("holder", mode, wrapper, Some("busybox.docker-save.tar"));
+}
+
+#[test]
+fn id_holder_as_plain_user() {
+    as_plain_user("the id holder", PLAIN_USER, run_holder)
+}
+
 #[test]
 fn scenarios_as_plain_user() {
     as_plain_user("the scenarios", PLAIN_USER, run_scenarios)

@@ -1,4 +1,5 @@
-//! `rcrun gc`: what killed runs left behind (scratch dirs, half-written layers, cgroups).
+//! `rcrun gc`: what killed runs left behind (scratch dirs, half-written layers, cgroups), and the
+//! store's id holder.
 
 use crate::unpack::Store;
 use crate::{cgroup, Ctx};
@@ -15,6 +16,11 @@ pub fn cmd_gc(ctx: &Ctx) -> Result<i32> {
     ));
     for p in &removed {
         println!("removed {}", p.display());
+    }
+    // The id holder (launch/holder.rs) is not a leftover but the one process rcrun keeps by
+    // design; gc is how a user stops it (it also leaves by itself when idle).
+    if let Some(pid) = crate::launch::holder::stop(&ctx.store_root) {
+        println!("stopped the id holder (pid {pid})");
     }
     if !ctx.quiet {
         eprintln!("gc: {} leftover(s) removed", removed.len());

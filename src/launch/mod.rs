@@ -28,6 +28,7 @@
 pub mod child;
 pub mod explain;
 pub mod failure;
+pub mod holder;
 pub mod idmap;
 pub mod init;
 pub mod mounts;
@@ -51,6 +52,9 @@ use std::path::PathBuf;
 pub struct StartupPlan {
     pub id: String,
     pub mapping: IdMapping,
+    /// The store whose id holder (launch/holder.rs) a subordinate-id start may enter instead of
+    /// running newuidmap/newgidmap: set by `rcrun run`; None maps with the helpers every time.
+    pub id_holder: Option<PathBuf>,
     pub new_netns: bool,
     /// Where the child mounts its private scratch tmpfs (the store's run dir).
     pub scratch: PathBuf,

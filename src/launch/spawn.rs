@@ -278,6 +278,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         hooks_ready,
     } = pipes;
     let flags = plan.clone_flags();
+    let in_holder = enter_id_holder(plan, &joins, ex);
     if let Err(e) = enter_user_namespace(&joins, ex) {
         let _ = old_mask.thread_set_mask();
         return Err(e);
@@ -398,8 +399,10 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         created: None,
     };
 
-    if !plan.mapping.enters_late() {
-        write_id_maps(pid, &plan.mapping, ex)?;
+    match &in_holder {
+        Some(joined) => super::holder::write_child_maps(pid, joined, ex)?,
+        None if !plan.mapping.enters_late() => write_id_maps(pid, &plan.mapping, ex)?,
+        None => {}
     }
     if !born_inside && !child_joins && !plan.cgroup.procs.is_empty() {
         ex.timed(
@@ -593,6 +596,45 @@ fn open_joins(plan: &StartupPlan, ex: &Explain) -> Result<Vec<(NsKind, OwnedFd)>
         joins.push((*kind, fd));
     }
     Ok(joins)
+}
+
+/// A start with subordinate ids enters the store's id holder (launch/holder.rs), so that rcrun
+/// writes the child's maps itself instead of running newuidmap and newgidmap. Any reason the
+/// holder cannot be used is narrated, and the start maps with the helpers as before.
+fn enter_id_holder(
+    plan: &StartupPlan,
+    joins: &[(NsKind, OwnedFd)],
+    ex: &Explain,
+) -> Option<super::holder::Joined> {
+    let store = plan.id_holder.as_deref()?;
+    if !matches!(plan.mapping, super::plan::IdMapping::Helpers { .. })
+        || joins.iter().any(|(k, _)| *k == NsKind::User)
+    {
+        return None;
+    }
+    let t = std::time::Instant::now();
+    match super::holder::join(store, &plan.mapping) {
+        Ok(joined) => {
+            ex.step(
+                "idmap",
+                &format!(
+                    "{} id holder pid {} (one user namespace per store, mapped once by newuidmap/newgidmap): setns(its user namespace) in rcrun, so rcrun may map its child itself",
+                    if joined.created { "made the" } else { "entered the" },
+                    joined.pid
+                ),
+                t.elapsed(),
+            );
+            Some(joined)
+        }
+        Err(why) => {
+            ex.step(
+                "idmap",
+                &format!("no id holder ({why}): newuidmap/newgidmap map this start"),
+                t.elapsed(),
+            );
+            None
+        }
+    }
 }
 
 /// `rcrun exec` into a container with a user namespace: rcrun itself enters it first, so that it

@@ -10,3 +10,4 @@ pub mod net;
 pub mod process;
 pub mod seccomp;
 pub mod terminal;
+pub mod userns;

@@ -226,3 +226,39 @@ pub fn redirect_stdio(out: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The id holder's execve (launch/holder.rs), in the forked holder: a session of its own
+/// (setsid(2): no terminal's signals reach it), /dev/null as stdin, stdout and stderr (it must
+/// not keep a caller's pipes open: `$(rcrun run …)` would wait for it), every other descriptor
+/// close-on-exec, "/" as its directory, an empty environment, default signal handling and an
+/// empty signal mask. Returns why it failed.
+pub fn exec_holder(
+    exe: &std::ffi::CStr,
+    argv: &[std::ffi::CString],
+    null: std::os::fd::BorrowedFd<'_>,
+) -> String {
+    use std::os::fd::AsRawFd;
+    let _ = nix::unistd::setsid();
+    // The fork came from inside spawn, where rcrun blocks the signals it forwards: a blocked mask
+    // survives execve (signal(7)), and the holder must die of SIGTERM (`rcrun gc`).
+    if let Err(e) = default_signal_dispositions() {
+        return format!("reset signals: {e}");
+    }
+    for to in 0..3 {
+        // SAFETY: dup2(2) of /dev/null, which we hold, onto the standard descriptors.
+        if unsafe { libc::dup2(null.as_raw_fd(), to) } < 0 {
+            return format!("dup2: {}", std::io::Error::last_os_error());
+        }
+    }
+    if let Err(e) = cloexec_from(3) {
+        return format!("close_range: {e}");
+    }
+    if let Err(e) = nix::unistd::chdir("/") {
+        return format!("chdir /: {e}");
+    }
+    let env: [&std::ffi::CStr; 0] = [];
+    match nix::unistd::execve(exe, argv, &env) {
+        Err(e) => format!("execve {}: {e}", exe.to_string_lossy()),
+        Ok(never) => match never {},
+    }
+}

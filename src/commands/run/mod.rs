@@ -195,6 +195,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         },
     )?;
     let mut plan = compiled.plan;
+    plan.id_holder = crate::launch::holder::wanted().then(|| ctx.store_root.clone());
     plan.seccomp = load_seccomp(&store.cache_dir(), compiled.seccomp.as_ref(), &plan, &ex)?;
     ex.step(
         "plan",

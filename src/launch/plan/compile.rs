@@ -375,6 +375,7 @@ pub fn compile(
     let plan = StartupPlan {
         id: id.to_string(),
         mapping,
+        id_holder: None,
         new_netns,
         scratch: scratch.to_path_buf(),
         lowers_top_first: extras
