@@ -571,9 +571,10 @@ fn multi_image_archive_with_ref() {
     }
 }
 
-/// 120 layers, each adding a file; every tenth deletes an earlier one. Also: a second unpack
-/// extracts nothing (inode and mtime of every layer dir unchanged), and concurrent unpacks of
-/// the same image on an empty store all succeed with each layer installed once.
+/// 120 layers, each adding a file; every tenth deletes an earlier one. `unpack` extracts straight
+/// into DIR (a scratch store inside it, moved into place): the layer store is left as it was (no
+/// layer, nothing in tmp/), DIR holds nothing but the image, a second unpack gives the same tree,
+/// and concurrent unpacks of the same image all succeed and leave no scratch behind.
 #[test]
 fn many_layers_reuse_and_concurrency() {
     let mut layers = vec![vec![
@@ -605,26 +606,21 @@ fn many_layers_reuse_and_concurrency() {
         publish(&img);
         let store = dir.join("store");
         let msg = unpack_ok(who, &store, &img, &dir.join("out1"), &[]);
-        assert!(msg.contains("120 extracted"), "{msg}");
-        compare(who, &dir.join("out1"), &data, "120 layers");
-        let stamp = |store: &Path| -> BTreeMap<String, (u64, i64, i64)> {
-            store_layers(store)
-                .into_iter()
-                .map(|l| {
-                    let m = std::fs::metadata(store.join("layers").join(&l)).unwrap();
-                    (l, (m.ino(), m.mtime(), m.mtime_nsec()))
-                })
-                .collect()
-        };
-        let before = stamp(&store);
-        assert_eq!(before.len(), 120);
-        let msg = unpack_ok(who, &store, &img, &dir.join("out2"), &[]);
         assert!(
-            msg.contains("0 extracted, 120 from the store"),
-            "second use re-extracted: {msg}"
+            msg.contains("120 layer(s) extracted straight into it"),
+            "{msg}"
         );
-        assert_eq!(stamp(&store), before, "layer dirs changed on second use");
-        compare(who, &dir.join("out2"), &data, "120 layers, warm");
+        compare(who, &dir.join("out1"), &data, "120 layers");
+        assert_no_scratch(&dir.join("out1"));
+        assert_eq!(
+            store_layers(&store),
+            Vec::<String>::new(),
+            "unpack filled the store"
+        );
+        assert_eq!(list(&store.join("tmp")), Vec::<String>::new());
+        let msg = unpack_ok(who, &store, &img, &dir.join("out2"), &[]);
+        assert!(msg.contains("120 layer(s) extracted"), "{msg}");
+        compare(who, &dir.join("out2"), &data, "120 layers, again");
 
         // Concurrency: four unpacks at once on an empty store.
         let store2 = dir.join("store2");
@@ -650,14 +646,28 @@ fn many_layers_reuse_and_concurrency() {
             let o = c.wait_with_output().unwrap();
             assert_eq!(o.status.code(), Some(0), "concurrent unpack: {}", text(&o));
         }
-        let installed = store_layers(&store2);
-        assert_eq!(installed.len(), 120, "each layer once: {installed:?}");
+        assert_eq!(store_layers(&store2), Vec::<String>::new());
         assert_eq!(list(&store2.join("tmp")), Vec::<String>::new());
         for k in 0..4 {
             compare(who, &dir.join(format!("c{k}")), &data, "concurrent unpack");
+            assert_no_scratch(&dir.join(format!("c{k}")));
         }
         let _ = rcrun::sys::fs::remove_tree(&dir);
     }
+}
+
+/// No `.rcrun-unpack-*` scratch store left in an unpacked DIR.
+fn assert_no_scratch(dir: &Path) {
+    let left: Vec<String> = list(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".rcrun-unpack-"))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "scratch left in {}",
+        dir.display()
+    );
 }
 
 /// The layers of a real archive, read independently of rcrun (manifest.json or index.json).
@@ -841,8 +851,9 @@ fn big_layer(path: &Path) {
     b.into_inner().unwrap();
 }
 
-/// A 200 MB layer unpacks correctly; an extraction killed midway (SIGKILL) leaves nothing a
-/// later run takes for complete, and the next run reclaims the temp dir and succeeds.
+/// A 200 MB layer unpacks correctly; an unpack killed midway (SIGKILL) leaves only its scratch
+/// store in DIR (no layer in it looks complete), and the next unpack into the same DIR reclaims
+/// it and succeeds.
 #[test]
 fn big_layer_and_killed_extraction() {
     let shared = staging().join("big-archive");
@@ -885,10 +896,13 @@ fn big_layer_and_killed_extraction() {
                 .env("HOME", &dir);
         }
         let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+        let scratch = dir
+            .join("killed")
+            .join(format!(".rcrun-unpack-{}", child.id()));
         let mut killed = false;
         for _ in 0..60_000 {
-            let partial = list(&store.join("tmp")).into_iter().any(|t| {
-                std::fs::metadata(store.join("tmp").join(&t).join("fs/big"))
+            let partial = list(&scratch.join("tmp")).into_iter().any(|t| {
+                std::fs::metadata(scratch.join("tmp").join(&t).join("fs/big"))
                     .is_ok_and(|m| m.len() > 8 << 20)
             });
             if partial {
@@ -907,24 +921,35 @@ fn big_layer_and_killed_extraction() {
             skip("the extraction finished before it could be killed: kill check not done");
         } else {
             assert_eq!(
-                store_layers(&store),
+                store_layers(&scratch),
                 Vec::<String>::new(),
                 "a killed extraction looks complete"
             );
             assert_eq!(
-                list(&store.join("tmp")).len(),
+                list(&scratch.join("tmp")).len(),
                 1,
                 "the killed run's temp dir"
             );
+            assert_eq!(
+                list(&dir.join("killed")).len(),
+                1,
+                "only the scratch store in DIR"
+            );
+            // The next unpack into the same DIR reclaims the killed one's scratch store.
+            let msg = unpack_ok(who, &store, &img, &dir.join("killed"), &[]);
+            assert!(msg.contains("1 layer(s) extracted"), "{msg}");
+            assert_no_scratch(&dir.join("killed"));
+            compare(
+                who,
+                &dir.join("killed"),
+                &data,
+                "200 MB layer, after a killed unpack",
+            );
         }
         let msg = unpack_ok(who, &store, &img, &dir.join("out"), &[]);
-        assert!(msg.contains("1 extracted"), "{msg}");
-        assert_eq!(
-            list(&store.join("tmp")),
-            Vec::<String>::new(),
-            "temp dir not reclaimed"
-        );
-        assert_eq!(store_layers(&store).len(), 1);
+        assert!(msg.contains("1 layer(s) extracted"), "{msg}");
+        assert_no_scratch(&dir.join("out"));
+        assert_eq!(store_layers(&store), Vec::<String>::new());
         compare(who, &dir.join("out"), &data, "200 MB layer");
         let _ = rcrun::sys::fs::remove_tree(&dir);
     }

@@ -119,6 +119,16 @@ pub fn fsetxattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> nix::Result<()
     Errno::result(rc).map(drop)
 }
 
+/// Removes an extended attribute; absent already is success.
+pub fn fremovexattr(fd: BorrowedFd<'_>, name: &str) -> nix::Result<()> {
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `name` is NUL-terminated and lives through the call; the fd is borrowed.
+    match Errno::result(unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) }) {
+        Ok(_) | Err(Errno::ENODATA) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads an extended attribute; `None` when absent.
 pub fn fgetxattr(fd: BorrowedFd<'_>, name: &str) -> nix::Result<Option<Vec<u8>>> {
     let name = CString::new(name).map_err(|_| Errno::EINVAL)?;

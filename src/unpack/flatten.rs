@@ -4,6 +4,10 @@
 //! (`user.overlay.opaque=y`) first empties the directory, and anything else replaces what was
 //! there. Hardlinks within a layer stay hardlinks.
 //!
+//! Two ways: [`flatten`] copies from the layer store, which stays as it is; [`flatten_moving`]
+//! *moves* (rename(2)) the entries of layers extracted for this purpose into a scratch store on
+//! the target's own file system, so that nothing is written twice (`rcrun unpack`).
+//!
 //! The layer dirs are rcrun's own verified output; the target is walked without following
 //! symlinks (`symlink_metadata` before every descent), so an image symlink such as `lib -> /usr/lib`
 //! is copied as a symlink and never traversed.
@@ -23,11 +27,22 @@ pub fn flatten(
     target: &Path,
     preserve_owners: bool,
 ) -> Result<(), UnpackError> {
+    prepare_target(target)?;
+    for layer in layers {
+        copy_layer(layer, target, preserve_owners)?;
+    }
+    Ok(())
+}
+
+/// Makes `target` an empty directory: creates it when absent (then returns true), refuses one
+/// with anything in it.
+pub fn prepare_target(target: &Path) -> Result<bool, UnpackError> {
     match fs::read_dir(target) {
         Ok(mut rd) => {
             if rd.next().is_some() {
                 return Err(UnpackError::TargetNotEmpty(target.to_path_buf()));
             }
+            Ok(false)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(target).map_err(|source| UnpackError::Io {
@@ -35,41 +50,158 @@ pub fn flatten(
                 path: target.to_path_buf(),
                 source,
             })?;
+            Ok(true)
         }
-        Err(source) => {
-            return Err(UnpackError::Io {
-                op: "read",
-                path: target.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => Err(UnpackError::Io {
+            op: "read",
+            path: target.to_path_buf(),
+            source,
+        }),
     }
-    for layer in layers {
-        let mut links = HashMap::new();
-        let mut m = Merger {
+}
+
+/// Copies one layer over `target` (overlay semantics), then gives `target` the layer root's
+/// mode, owner and times.
+fn copy_layer(layer: &Path, target: &Path, preserve_owners: bool) -> Result<(), UnpackError> {
+    let mut links = HashMap::new();
+    let mut m = Merger {
+        preserve_owners,
+        links: &mut links,
+    };
+    let flattening = |source| UnpackError::Flatten {
+        layer: layer.to_path_buf(),
+        path: target.to_path_buf(),
+        source,
+    };
+    m.merge_dir(layer, target).map_err(flattening)?;
+    root_meta(layer, target, preserve_owners)
+}
+
+fn root_meta(layer: &Path, target: &Path, preserve_owners: bool) -> Result<(), UnpackError> {
+    let meta = fs::symlink_metadata(layer).map_err(|source| UnpackError::Io {
+        op: "stat",
+        path: layer.to_path_buf(),
+        source,
+    })?;
+    copy_meta(&meta, target, preserve_owners).map_err(|source| UnpackError::Flatten {
+        layer: layer.to_path_buf(),
+        path: target.to_path_buf(),
+        source,
+    })
+}
+
+/// One layer for [`flatten_moving`]: its extracted directory, and whether it holds whiteouts or
+/// opaque directories (its extraction counted them), which a moved subtree must be cleaned of.
+pub struct MovableLayer {
+    pub dir: PathBuf,
+    pub markers: bool,
+}
+
+/// Builds `target` from `layers` (bottom first) by moving their entries in: a name new to
+/// `target` moves whole (a directory with its subtree: one rename), a non-directory replaces what
+/// is there (rename(2) replaces atomically), a directory present on both sides is merged into,
+/// unless the layer's is opaque; whiteouts delete. Overlay's semantics, as [`flatten`], without
+/// writing any data twice. The layers must be on `target`'s file system (a scratch store inside
+/// it, named `reserved`, which no layer entry may be called) and are consumed; a layer that
+/// appears again later in the image is copied instead, so the later use still finds it whole.
+pub fn flatten_moving(
+    layers: &[MovableLayer],
+    target: &Path,
+    reserved: &std::ffi::OsStr,
+    preserve_owners: bool,
+) -> Result<(), UnpackError> {
+    for (i, layer) in layers.iter().enumerate() {
+        if layers[i + 1..].iter().any(|l| l.dir == layer.dir) {
+            copy_layer(&layer.dir, target, preserve_owners)?;
+            continue;
+        }
+        let mover = Mover {
             preserve_owners,
-            links: &mut links,
+            markers: layer.markers,
+            reserved,
         };
-        m.merge_dir(layer, target)
+        mover
+            .move_dir(&layer.dir, target, true)
             .map_err(|source| UnpackError::Flatten {
-                layer: layer.clone(),
+                layer: layer.dir.clone(),
                 path: target.to_path_buf(),
                 source,
             })?;
-        copy_meta(
-            &fs::symlink_metadata(layer).map_err(|source| UnpackError::Io {
-                op: "stat",
-                path: layer.clone(),
-                source,
-            })?,
-            target,
-            preserve_owners,
-        )
-        .map_err(|source| UnpackError::Flatten {
-            layer: layer.clone(),
-            path: target.to_path_buf(),
-            source,
-        })?;
+        root_meta(&layer.dir, target, preserve_owners)?;
+    }
+    Ok(())
+}
+
+struct Mover<'a> {
+    preserve_owners: bool,
+    markers: bool,
+    reserved: &'a std::ffi::OsStr,
+}
+
+impl Mover<'_> {
+    fn move_dir(&self, src: &Path, dst: &Path, top: bool) -> io::Result<()> {
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if top && name == self.reserved {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("the layer has an entry named {name:?}, the name of rcrun's scratch directory"),
+                ));
+            }
+            let s = entry.path();
+            let d = dst.join(&name);
+            let meta = fs::symlink_metadata(&s)?;
+            if is_whiteout(&meta) {
+                remove_any(&d)?;
+                continue;
+            }
+            if meta.is_dir() {
+                match fs::symlink_metadata(&d) {
+                    // Merge into a real directory (never through a symlink: lstat said dir).
+                    Ok(m) if m.is_dir() && !(self.markers && is_opaque(&s)) => {
+                        self.move_dir(&s, &d, false)?;
+                        copy_meta(&meta, &d, self.preserve_owners)?;
+                        continue;
+                    }
+                    Ok(_) => remove_any(&d)?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                fs::rename(&s, &d)?;
+                if self.markers {
+                    // Nothing below `d` came from a lower layer: its whiteouts have nothing to
+                    // delete and its opaque marks nothing to hide; neither belongs in `target`.
+                    strip_markers(&d)?;
+                }
+                continue;
+            }
+            match fs::rename(&s, &d) {
+                // A directory is in the way (EISDIR), or something rename cannot replace.
+                Err(_) if fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) => {
+                    remove_any(&d)?;
+                    fs::rename(&s, &d)?;
+                }
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes the whiteouts and opaque marks of a subtree moved whole into the target.
+fn strip_markers(dir: &Path) -> io::Result<()> {
+    if let Ok(f) = fs::File::open(dir) {
+        crate::sys::fs::fremovexattr(f.as_fd(), OPAQUE_XATTR).map_err(io::Error::from)?;
+    }
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let meta = fs::symlink_metadata(&path)?;
+        if is_whiteout(&meta) {
+            fs::remove_file(&path)?;
+        } else if meta.is_dir() {
+            strip_markers(&path)?;
+        }
     }
     Ok(())
 }
@@ -233,3 +365,7 @@ fn copy_meta(meta: &fs::Metadata, path: &Path, preserve_owners: bool) -> io::Res
     fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     set_times(path, meta, false)
 }
+
+#[cfg(test)]
+#[path = "tests_flatten.rs"]
+mod tests;

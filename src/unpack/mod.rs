@@ -220,7 +220,9 @@ pub fn ensure_layers(
             })
             .collect();
         // Write the new layers' data back to disk without making anyone wait for it (step 6).
-        sync_in_background(&installed);
+        if store.durable() {
+            sync_in_background(&installed);
+        }
         for (i, r) in results {
             ready[i] = Some(r?);
         }

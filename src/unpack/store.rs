@@ -96,6 +96,9 @@ impl OwnerMode {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Layers installed here are synced to disk in the background (and marked unsynced until
+    /// then); false for a scratch store whose layers are moved out at once (`rcrun unpack`).
+    durable: bool,
 }
 
 /// The default store: `/var/lib/rcrun` for real root, else `$XDG_DATA_HOME/rcrun`
@@ -164,7 +167,20 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
+            durable: true,
         })
+    }
+
+    /// A store made only to extract into and move out of (`rcrun unpack` builds DIR from one
+    /// inside DIR): no background sync of what it installs.
+    pub fn open_scratch(root: &Path) -> Result<Store, StoreError> {
+        let mut store = Store::open(root)?;
+        store.durable = false;
+        Ok(store)
+    }
+
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     pub fn root(&self) -> &Path {
