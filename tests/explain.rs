@@ -92,9 +92,9 @@ fn line_matches(line: &str, step: Step) -> bool {
         .all(|pat| pat.split('|').any(|alt| line.contains(alt)))
 }
 
-/// The network namespace is made concurrently with other steps (by rcrun as root while the child
-/// mounts, by the child while rcrun maps its ids otherwise), so its line has no fixed place among
-/// the other process's lines: checked on its own.
+/// The network namespace is made concurrently with other steps (by rcrun as root, by a helper
+/// rcrun forks into the child's user namespace otherwise, while the child mounts), so its line
+/// has no fixed place among the other process's lines: checked on its own.
 fn assert_net_made(stderr: &str, label: &str) {
     let net: Step = if label.starts_with("root,") {
         &[
@@ -106,9 +106,10 @@ fn assert_net_made(stderr: &str, label: &str) {
     } else {
         &[
             "] net ",
+            "a helper enters the child's user namespace",
             "unshare(CLONE_NEWNET)",
             "IFF_UP",
-            "while rcrun writes the id maps",
+            "while the child mounts",
         ]
     };
     assert!(

@@ -51,6 +51,9 @@ pub struct Spawned {
     /// Set by [`Spawned::until_created`]: None while not asked yet, Some(None) at the gate,
     /// Some(Some(failure)) when the child failed before it.
     pub(super) created: Option<Option<(i32, String)>>,
+    /// [`super::NetSetup::HelperWhileMounting`]: rcrun's helper, reaped once the child is past
+    /// the point where it joins the helper's network namespace (the helper leaves then).
+    net_helper: Option<Pid>,
 }
 
 impl Spawned {
@@ -86,7 +89,16 @@ impl Spawned {
             // EOF without a word: the child was killed; `wait` reports how.
             _ => None,
         });
+        self.reap_net_helper();
         Ok(())
+    }
+
+    /// Waits for the network namespace helper, if any: it leaves as soon as the child joined its
+    /// namespace or died, both of which happened before the gate or the hooks point.
+    fn reap_net_helper(&mut self) {
+        if let Some(h) = self.net_helper.take() {
+            while let Err(Errno::EINTR) = waitpid(h, None) {}
+        }
     }
 
     /// With hooks ([`super::StartupPlan::hooks_point`]): waits until the child has built the
@@ -97,12 +109,14 @@ impl Spawned {
             return false;
         };
         let mut b = [0u8; 1];
-        loop {
+        let reached = loop {
             match nix::unistd::read(&ready, &mut b) {
                 Err(Errno::EINTR) => continue,
-                r => return matches!(r, Ok(1)),
+                r => break matches!(r, Ok(1)),
             }
-        }
+        };
+        self.reap_net_helper();
+        reached
     }
 
     /// Lets the child go on from its hooks point (to pivot_root and its start gate); with
@@ -186,6 +200,8 @@ impl Drop for Spawned {
             let _ = waitpid(pid, None);
             let _ = self.old_mask.thread_set_mask();
         }
+        // The child is gone (or past joining): the helper has its EOF.
+        self.reap_net_helper();
     }
 }
 
@@ -273,10 +289,12 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         userns_ready,
         report,
         net_ready,
+        net_release,
         exec_fifo,
         joins,
         hooks_ready,
     } = pipes;
+    let (net_release_read, net_release_write) = net_release.unzip();
     let flags = plan.clone_flags();
     let in_holder = enter_id_holder(plan, &joins, ex);
     if let Err(e) = enter_user_namespace(&joins, ex) {
@@ -290,9 +308,6 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             return Err(e);
         }
     };
-    // Captured before clone: in the child, which is PID 1 of its own namespace, getpid() says 1.
-    let rcrun_pid = std::process::id();
-
     let t = std::time::Instant::now();
     let mut born_inside = None;
     let forked = match &placement.clone_into {
@@ -337,6 +352,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         let _ = old_mask.thread_set_mask();
         drop(go_write);
         drop(err_read);
+        drop(net_release_read);
         let console = console.map(|(ours, theirs)| {
             drop(ours);
             theirs
@@ -350,7 +366,8 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
                 report: report.map(|(_, w)| w),
                 userns_ready: userns_ready.map(|(_, w)| w),
                 cgroup_tasks: placement.self_join,
-                net_ready: net_ready.map(|(r, _)| (r, rcrun_pid)),
+                net_ready: net_ready.map(|(r, _)| r),
+                net_release: net_release_write,
                 exec_fifo,
                 joins: joins
                     .into_iter()
@@ -380,6 +397,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
     drop(placement);
     drop(go_read);
     drop(err_write);
+    drop(net_release_write);
     // From here on, a failure kills and reaps the child (Spawned's Drop).
     let mut spawned = Spawned {
         pid: Some(pid),
@@ -397,6 +415,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         hooks_ready: hooks_ready.map(|(r, _)| r),
         late_userns: None,
         created: None,
+        net_helper: None,
     };
 
     match &in_holder {
@@ -425,15 +444,37 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             .map_err(sys("signalfd"))?,
     );
     let _ = nix::unistd::write(&go_write, b"1");
-    if let Some((r, w)) = net_ready {
-        drop(r);
-        // The child mounts meanwhile, and joins this namespace before /sys (see NetSetup). rcrun
-        // itself has no use for the host network from here on.
-        // Narrated but not counted in the closing per-stage shares: it overlaps the child's steps.
-        let t = std::time::Instant::now();
-        let made =
-            crate::sys::net::new_namespace_with_loopback().map_err(sys("new network namespace"));
-        ex.detail(
+    match (net_ready, net_release_read) {
+        (Some((r, w)), Some(release)) => {
+            // In the child's user namespace: rcrun's helper makes the network namespace there.
+            // rcrun keeps no end of the ready pipe: if the helper fails, the child reads EOF.
+            drop(r);
+            let t = std::time::Instant::now();
+            let userns = nix::fcntl::open(
+                format!("/proc/{pid}/ns/user").as_str(),
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(sys("open the child's user namespace"))?;
+            spawned.net_helper = Some(
+                crate::sys::net::fork_namespace_maker(userns.as_fd(), w, release)
+                    .map_err(sys("fork the network namespace helper"))?,
+            );
+            ex.detail(
+                "net",
+                "fork: a helper enters the child's user namespace (setns), unshare(CLONE_NEWNET) there and ioctl(SIOCSIFFLAGS, lo, IFF_UP), while the child mounts (overlaps it: not in the shares)",
+                t.elapsed(),
+            );
+        }
+        (Some((r, w)), None) => {
+            drop(r);
+            // The child mounts meanwhile, and joins this namespace before /sys (see NetSetup). rcrun
+            // itself has no use for the host network from here on.
+            // Narrated but not counted in the closing per-stage shares: it overlaps the child's steps.
+            let t = std::time::Instant::now();
+            let made = crate::sys::net::new_namespace_with_loopback()
+                .map_err(sys("new network namespace"));
+            ex.detail(
             "net",
             &format!(
                 "{}unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts (overlaps it: not in the shares)",
@@ -441,8 +482,10 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             ),
             t.elapsed(),
         );
-        made?;
-        let _ = nix::unistd::write(&w, b"1");
+            made?;
+            let _ = nix::unistd::write(&w, &std::process::id().to_ne_bytes());
+        }
+        _ => {}
     }
     spawned.gate = Some(go_write);
     if let Some((ready, w)) = userns_ready {
@@ -468,6 +511,8 @@ struct Parts {
     userns_ready: Option<(OwnedFd, OwnedFd)>,
     report: Option<(OwnedFd, OwnedFd)>,
     net_ready: Option<(OwnedFd, OwnedFd)>,
+    /// [`super::NetSetup::HelperWhileMounting`]: the helper reads, the child holds the write end.
+    net_release: Option<(OwnedFd, OwnedFd)>,
     /// [`super::StartGate::ExecFifo`], opened O_PATH.
     exec_fifo: Option<OwnedFd>,
     /// `plan.joins`, opened and checked; the pid namespace is rcrun's to enter around clone,
@@ -501,10 +546,10 @@ fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), Launc
         None
     };
     let report = if ex.enabled { Some(pipe()?) } else { None };
-    let net_ready = if plan.net_setup() == super::NetSetup::ParentWhileMounting {
-        Some(pipe()?)
-    } else {
-        None
+    let (net_ready, net_release) = match plan.net_setup() {
+        super::NetSetup::ParentWhileMounting => (Some(pipe()?), None),
+        super::NetSetup::HelperWhileMounting => (Some(pipe()?), Some(pipe()?)),
+        super::NetSetup::Host => (None, None),
     };
     let exec_fifo = match &plan.start_gate {
         super::StartGate::Pipe => None,
@@ -534,6 +579,7 @@ fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), Launc
             userns_ready,
             report,
             net_ready,
+            net_release,
             exec_fifo,
             joins,
             hooks_ready,

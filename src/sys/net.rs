@@ -10,6 +10,41 @@ pub fn new_namespace_with_loopback() -> nix::Result<()> {
     bring_up_loopback()
 }
 
+/// Forks the helper of [`crate::launch::NetSetup::HelperWhileMounting`]: it enters the user
+/// namespace `userns` (setns(2): a single-threaded process holding CAP_SYS_ADMIN there, which
+/// the namespace's owner one level up has), unshares a network namespace (owned by that user
+/// namespace), brings lo up, writes its pid (4 bytes, native order) on `ready` for the child to
+/// join /proc/PID/ns/net, and stays until `release` reaches EOF (the child closes its end once
+/// it joined, or dies). It writes nothing if a step fails: the child then reports the failure.
+/// It stays dumpable: the child, root of that user namespace, must be allowed to open its
+/// /proc/PID/ns/net; no container code runs while it lives (the child is still rcrun's code).
+pub fn fork_namespace_maker(
+    userns: std::os::fd::BorrowedFd<'_>,
+    ready: OwnedFd,
+    release: OwnedFd,
+) -> nix::Result<nix::unistd::Pid> {
+    match crate::sys::clone::fork_into_namespaces(nix::sched::CloneFlags::empty())? {
+        Some(pid) => Ok(pid),
+        None => {
+            let made = nix::sched::setns(userns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                .and_then(|_| new_namespace_with_loopback());
+            if made.is_ok() {
+                let me = std::process::id().to_ne_bytes();
+                let _ = nix::unistd::write(&ready, &me);
+                drop(ready);
+                let mut b = [0u8; 1];
+                loop {
+                    match nix::unistd::read(&release, &mut b) {
+                        Err(Errno::EINTR) | Ok(1..) => continue,
+                        _ => break,
+                    }
+                }
+            }
+            crate::sys::process::write_and_exit(None, &[], i32::from(made.is_err()))
+        }
+    }
+}
+
 /// Joins the network namespace of process `pid` (as named in the procfs at /proc, i.e. the host's
 /// before pivot_root): setns(2) with CLONE_NEWNET, which needs CAP_SYS_ADMIN over that namespace.
 pub fn join_namespace_of(pid: u32) -> nix::Result<()> {

@@ -5,7 +5,7 @@
 
 use super::explain::Explain;
 use super::mounts::Mnt;
-use super::{NetSetup, NsKind, StartupPlan};
+use super::{NsKind, StartupPlan};
 use crate::sys::mount::{self as sm};
 use crate::sys::{self, net};
 use std::io::Read;
@@ -38,9 +38,12 @@ pub struct ChildPipes {
     pub report: Option<OwnedFd>,
     /// cgroup v1 `tasks` files (opened by rcrun) the child moves itself into.
     pub cgroup_tasks: Vec<(PathBuf, OwnedFd)>,
-    /// As root ([`NetSetup::ParentWhileMounting`]): one byte once rcrun, pid `.1` on the host,
-    /// is in the new network namespace the child then joins.
-    pub net_ready: Option<(OwnedFd, u32)>,
+    /// [`super::NetSetup::ParentWhileMounting`] and [`super::NetSetup::HelperWhileMounting`]: the pid (4
+    /// bytes) of the process in the new network namespace the child then joins: rcrun itself
+    /// as root, else rcrun's helper in the child's user namespace.
+    pub net_ready: Option<OwnedFd>,
+    /// [`super::NetSetup::HelperWhileMounting`]: closed once the child joined; the helper leaves then.
+    pub net_release: Option<OwnedFd>,
     /// [`super::StartGate::ExecFifo`]: the fifo, opened O_PATH by rcrun before clone.
     pub exec_fifo: Option<OwnedFd>,
     /// Namespaces joined by path (all but pid, which rcrun entered for the clone), opened and
@@ -79,15 +82,6 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     // credential change below, which clears it.
     if plan.die_with_rcrun {
         set_pdeathsig()?;
-    }
-    if plan.net_setup() == NetSetup::ChildWhileMapping {
-        // We hold every capability in our new user namespace from the start, maps or not
-        // (user_namespaces(7)), and the namespace costs ~1 ms: made while rcrun maps our ids.
-        ex.timed(
-            "net",
-            "unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — while rcrun writes the id maps",
-            || net::new_namespace_with_loopback().map_err(|e| fail("new network namespace", e)),
-        )?;
     }
     wait_for_parent(&pipes.go_read)?;
     become_namespace_root(plan)?;
@@ -128,7 +122,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         )?;
         let (newroot, etc_in_upper) = mount_rootfs(plan, ex)?;
         let root_fd = open_root(&newroot)?;
-        let mut net_ready = pipes.net_ready;
+        let mut net_ready = pipes.net_ready.map(|r| (r, pipes.net_release));
         let mut sysctls_written = plan.sysctls.is_empty();
         for m in &plan.mounts {
             if etc_in_upper && matches!(m.what, Mnt::HostFile { .. }) {
@@ -418,18 +412,37 @@ fn become_namespace_root(plan: &StartupPlan) -> Result<(), Failure> {
     Ok(())
 }
 
-/// As root: waits for rcrun to have made the network namespace (in parallel with our mounts so
-/// far) and joins it. `None`: nothing to join, or already joined.
-fn join_parent_netns(ready: Option<(OwnedFd, u32)>, ex: &Explain) -> Result<(), Failure> {
-    let Some((ready, rcrun_pid)) = ready else {
+/// Waits for the network namespace made in parallel with our mounts so far (by rcrun as root,
+/// by rcrun's helper in our user namespace otherwise), joins it, and lets the helper go.
+/// `None`: nothing to join, or already joined.
+fn join_parent_netns(
+    ready: Option<(OwnedFd, Option<OwnedFd>)>,
+    ex: &Explain,
+) -> Result<(), Failure> {
+    let Some((ready, release)) = ready else {
         return Ok(());
     };
-    wait_for_parent(&ready)?;
-    ex.timed(
+    let mut pid = [0u8; 4];
+    let mut f = std::fs::File::from(ready);
+    if f.read_exact(&mut pid).is_err() {
+        return Err(Failure {
+            code: EXIT_RCRUN_FAILED,
+            message: "the network namespace was not made (rcrun or its helper failed first)".into(),
+        });
+    }
+    let pid = u32::from_ne_bytes(pid);
+    let maker = if release.is_some() {
+        "rcrun's helper made in our user namespace"
+    } else {
+        "rcrun made"
+    };
+    let joined = ex.timed(
         "net",
-        &format!("setns(/proc/{rcrun_pid}/ns/net, CLONE_NEWNET) — join the namespace rcrun made"),
-        || net::join_namespace_of(rcrun_pid).map_err(|e| fail("join the network namespace", e)),
-    )
+        &format!("setns(/proc/{pid}/ns/net, CLONE_NEWNET) — join the namespace {maker}"),
+        || net::join_namespace_of(pid).map_err(|e| fail("join the network namespace", e)),
+    );
+    drop(release);
+    joined
 }
 
 /// Moves this process (still single-threaded: a fork-like clone) into its cgroup v1 hierarchies
