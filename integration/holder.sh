@@ -78,6 +78,15 @@ kill "$decoy"
 # The holder the forged record displaced leaves at its next check (every 20 s).
 until_true 30 gone "$new" && ok "a holder its record no longer names leaves" || bad "a holder its record no longer names leaves"
 
+# A store named by a relative path: the holder (working directory "/") still finds its record.
+mkdir -p "$WORK/rel"
+( cd "$WORK" && "$RCRUN" --root rel/store run "$BB" true >/dev/null 2>&1 )
+rel=$(cut -d' ' -f1 "$WORK/rel/store/holder" 2>/dev/null)
+[ -n "$rel" ] && tr '\0' ' ' < /proc/"$rel"/cmdline | grep -q "__holder $WORK/rel/store/holder" \
+  && ok "--root with a relative path: the holder is given the absolute record path" \
+  || bad "--root with a relative path" "$(tr '\0' ' ' < /proc/"$rel"/cmdline 2>&1)"
+( cd "$WORK" && "$RCRUN" -q --root rel/store gc >/dev/null 2>&1 )
+
 # RCRUN_NO_HOLDER=1: the setuid helpers, as before.
 RCRUN_NO_HOLDER=1 "$RCRUN" run --explain "$BB" true 2>&1 | grep -q '] idmap .*newuidmap .* & .*newgidmap ' \
   && ok "RCRUN_NO_HOLDER=1 maps with newuidmap/newgidmap" || bad "RCRUN_NO_HOLDER=1 maps with newuidmap/newgidmap"

@@ -180,6 +180,10 @@ pub fn join(store_root: &Path, mapping: &IdMapping) -> Result<Joined, String> {
     let IdMapping::Helpers { uids, gids, .. } = mapping else {
         return Err("only subordinate-id maps go through the holder".into());
     };
+    // The holder resolves its record from "/" (its working directory): the path must be absolute
+    // (`--root store` is relative to the caller's).
+    let store_root =
+        &std::path::absolute(store_root).map_err(|e| format!("{}: {e}", store_root.display()))?;
     let record = store_root.join(RECORD_FILE);
     let (found, created) = match find(&record) {
         Ok(f) => (f, false),
