@@ -133,12 +133,8 @@ fn find(record: &Path) -> Result<Found, String> {
     if userns::start_time(pid).ok() != Some(start) {
         return Err(format!("pid {pid} is another process now"));
     }
-    let ns = nix::fcntl::open(
-        format!("/proc/{pid}/ns/user").as_str(),
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("/proc/{pid}/ns/user: {e}"))?;
+    let ns = crate::sys::process::open_namespace_of(pid, "user")
+        .map_err(|e| format!("/proc/{pid}/ns/user: {e}"))?;
     let parent = userns::parent_user_namespace(ns.as_fd())
         .map_err(|e| format!("pid {pid}: NS_GET_PARENT: {e}"))?;
     if !crate::sys::process::is_own_namespace(parent.as_fd(), "user").unwrap_or(false) {
@@ -162,7 +158,7 @@ fn find(record: &Path) -> Result<Found, String> {
     let (uids, gids) = (map("uid_map")?, map("gid_map")?);
     // Everything above was read through the pid: it was about this process only if the process
     // still lives now (its number cannot have been reused meanwhile).
-    if !userns::pidfd_is_alive(pidfd.as_fd()) {
+    if userns::pidfd_send_signal(pidfd.as_fd(), 0).is_err() {
         return Err(format!("pid {pid} exited"));
     }
     Ok(Found {
@@ -256,15 +252,8 @@ pub(super) fn write_child_maps(
             g.trim().replace('\n', ", ")
         ),
         || {
-            for (file, text) in [("uid_map", &u), ("gid_map", &g)] {
-                std::fs::write(format!("{proc}/{file}"), text).map_err(|e| {
-                    super::LaunchError::IdMap {
-                        step: "write id map",
-                        detail: format!("{proc}/{file} ← {:?}: {e}", text.trim()),
-                    }
-                })?;
-            }
-            Ok(())
+            super::idmap::write_proc_file(pid, "uid_map", &u)?;
+            super::idmap::write_proc_file(pid, "gid_map", &g)
         },
     )
 }
@@ -356,7 +345,7 @@ pub fn stop(store_root: &Path) -> Option<i32> {
     let _ = std::fs::remove_file(&record);
     let found = found?;
     let pidfd = userns::pidfd_open(found.pid).ok()?;
-    userns::pidfd_terminate(pidfd.as_fd()).ok()?;
+    userns::pidfd_send_signal(pidfd.as_fd(), libc::SIGTERM).ok()?;
     Some(found.pid)
 }
 

@@ -13,6 +13,15 @@ use nix::unistd::Pid;
 use std::io::Read;
 use std::os::fd::AsFd;
 
+/// Writes `text` into /proc/PID/`file` (uid_map, gid_map, setgroups), the error naming both.
+pub(super) fn write_proc_file(pid: Pid, file: &str, text: &str) -> Result<(), LaunchError> {
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, text).map_err(|e| LaunchError::IdMap {
+        step: "write id map",
+        detail: format!("{path} ← {:?}: {e}", text.trim()),
+    })
+}
+
 /// user_namespaces(7): writing "deny" to setgroups must precede an unprivileged gid_map write.
 pub(super) fn write_id_maps(
     pid: Pid,
@@ -20,12 +29,7 @@ pub(super) fn write_id_maps(
     ex: &Explain,
 ) -> Result<(), LaunchError> {
     let proc = format!("/proc/{pid}");
-    let write = |file: &str, text: &str| -> Result<(), LaunchError> {
-        std::fs::write(format!("{proc}/{file}"), text).map_err(|e| LaunchError::IdMap {
-            step: "write id map",
-            detail: format!("{proc}/{file} ← {:?}: {e}", text.trim()),
-        })
-    };
+    let write = |file: &str, text: &str| write_proc_file(pid, file, text);
     match mapping {
         IdMapping::None | IdMapping::Entered { .. } => Ok(()),
         IdMapping::Privileged { uid, gid } => ex.timed(

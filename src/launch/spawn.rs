@@ -450,12 +450,8 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             // rcrun keeps no end of the ready pipe: if the helper fails, the child reads EOF.
             drop(r);
             let t = std::time::Instant::now();
-            let userns = nix::fcntl::open(
-                format!("/proc/{pid}/ns/user").as_str(),
-                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(sys("open the child's user namespace"))?;
+            let userns = crate::sys::process::open_namespace_of(pid, "user")
+                .map_err(sys("open the child's user namespace"))?;
             spawned.net_helper = Some(
                 crate::sys::net::fork_namespace_maker(userns.as_fd(), w, release)
                     .map_err(sys("fork the network namespace helper"))?,

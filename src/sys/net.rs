@@ -48,11 +48,7 @@ pub fn fork_namespace_maker(
 /// Joins the network namespace of process `pid` (as named in the procfs at /proc, i.e. the host's
 /// before pivot_root): setns(2) with CLONE_NEWNET, which needs CAP_SYS_ADMIN over that namespace.
 pub fn join_namespace_of(pid: u32) -> nix::Result<()> {
-    let fd = nix::fcntl::open(
-        format!("/proc/{pid}/ns/net").as_str(),
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
+    let fd = crate::sys::process::open_namespace_of(pid, "net")?;
     nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
 }
 

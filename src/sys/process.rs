@@ -168,6 +168,19 @@ pub fn is_own_namespace(fd: std::os::fd::BorrowedFd<'_>, name: &str) -> nix::Res
     Ok((ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino))
 }
 
+/// Opens /proc/PID/ns/NAME (`name` as in namespaces(7): net, user, …) of process `pid`, as the
+/// procfs at /proc names it; opening needs ptrace read access to the process (proc(5)).
+pub fn open_namespace_of(
+    pid: impl std::fmt::Display,
+    name: &str,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    nix::fcntl::open(
+        format!("/proc/{pid}/ns/{name}").as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
 /// setns(2) into the namespace `fd` refers to; `kind` makes the kernel refuse a file of another
 /// type (EINVAL). For a pid namespace only the children made afterwards are inside it.
 pub fn join_namespace(fd: std::os::fd::BorrowedFd<'_>, kind: CloneFlags) -> nix::Result<()> {
@@ -237,18 +250,14 @@ pub fn exec_holder(
     argv: &[std::ffi::CString],
     null: std::os::fd::BorrowedFd<'_>,
 ) -> String {
-    use std::os::fd::AsRawFd;
     let _ = nix::unistd::setsid();
     // The fork came from inside spawn, where rcrun blocks the signals it forwards: a blocked mask
     // survives execve (signal(7)), and the holder must die of SIGTERM (`rcrun gc`).
     if let Err(e) = default_signal_dispositions() {
         return format!("reset signals: {e}");
     }
-    for to in 0..3 {
-        // SAFETY: dup2(2) of /dev/null, which we hold, onto the standard descriptors.
-        if unsafe { libc::dup2(null.as_raw_fd(), to) } < 0 {
-            return format!("dup2: {}", std::io::Error::last_os_error());
-        }
+    if let Err(e) = redirect_stdio(null) {
+        return format!("/dev/null as stdin, stdout and stderr: {e}");
     }
     if let Err(e) = cloexec_from(3) {
         return format!("close_range: {e}");

@@ -18,31 +18,17 @@ pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Whether the process behind `pidfd` has not exited: pidfd_send_signal(2) with signal 0 checks
-/// existence and permission only. Once true, every /proc/PID read made *before* it was about
-/// this process (its number cannot have been reused while it lives).
-pub fn pidfd_is_alive(pidfd: BorrowedFd<'_>) -> bool {
-    // SAFETY: signal 0 delivers nothing; null info and zero flags as pidfd_send_signal(2) allows.
+/// pidfd_send_signal(2): `signal` to exactly the process behind `pidfd`. Signal 0 delivers
+/// nothing and checks that it has not exited: once Ok, every /proc/PID read made *before* it was
+/// about this process (its number cannot have been reused while it lives).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> nix::Result<()> {
+    // SAFETY: a descriptor we hold, a plain signal number, null info and zero flags, as
+    // pidfd_send_signal(2) allows.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            0,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    rc == 0
-}
-
-/// pidfd_send_signal(2): SIGTERM to exactly the process behind `pidfd`.
-pub fn pidfd_terminate(pidfd: BorrowedFd<'_>) -> nix::Result<()> {
-    // SAFETY: as in pidfd_is_alive, with a real signal number.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGTERM,
+            signal,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
@@ -111,6 +97,6 @@ mod tests {
         let me = std::process::id() as i32;
         assert!(start_time(me).unwrap() > 0);
         let fd = pidfd_open(me).unwrap();
-        assert!(pidfd_is_alive(std::os::fd::AsFd::as_fd(&fd)));
+        assert!(pidfd_send_signal(std::os::fd::AsFd::as_fd(&fd), 0).is_ok());
     }
 }
