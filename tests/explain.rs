@@ -106,7 +106,7 @@ fn assert_net_made(stderr: &str, label: &str) {
     } else {
         &[
             "] net ",
-            "a helper enters the child's user namespace",
+            "enters the child's user namespace",
             "unshare(CLONE_NEWNET)",
             "IFF_UP",
             "while the child mounts",

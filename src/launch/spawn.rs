@@ -444,6 +444,19 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             .map_err(sys("signalfd"))?,
     );
     let _ = nix::unistd::write(&go_write, b"1");
+    // The network namespace is made beside the child's mounts: rcrun moves to another CPU than
+    // the one the child was forked on and now runs on (sys::sched). Not before the go byte: the
+    // move waits for the other CPU to wake from idle (up to a few ms on these VMs), and the child
+    // would wait with it; made after, only the namespace waits, and the child needs it late.
+    let aside = match net_ready {
+        Some(_) => crate::sys::sched::step_aside(),
+        None => None,
+    };
+    let moved = if aside.is_some() {
+        "sched_setaffinity(another CPU than the child's); "
+    } else {
+        ""
+    };
     match (net_ready, net_release_read) {
         (Some((r, w)), Some(release)) => {
             // In the child's user namespace: rcrun's helper makes the network namespace there.
@@ -458,7 +471,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             );
             ex.detail(
                 "net",
-                "fork: a helper enters the child's user namespace (setns), unshare(CLONE_NEWNET) there and ioctl(SIOCSIFFLAGS, lo, IFF_UP), while the child mounts (overlaps it: not in the shares)",
+                &format!("{moved}fork: a helper enters the child's user namespace (setns), unshare(CLONE_NEWNET) there and ioctl(SIOCSIFFLAGS, lo, IFF_UP), while the child mounts (overlaps it: not in the shares)"),
                 t.elapsed(),
             );
         }
@@ -473,8 +486,9 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             ex.detail(
             "net",
             &format!(
-                "{}unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts (overlaps it: not in the shares)",
-                if made.is_err() { "FAILED: " } else { "" }
+                "{}{}unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts (overlaps it: not in the shares)",
+                if made.is_err() { "FAILED: " } else { "" },
+                moved
             ),
             t.elapsed(),
         );
@@ -483,6 +497,7 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         }
         _ => {}
     }
+    drop(aside);
     spawned.gate = Some(go_write);
     if let Some((ready, w)) = userns_ready {
         drop(w);

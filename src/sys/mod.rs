@@ -8,6 +8,7 @@ pub mod fs;
 pub mod mount;
 pub mod net;
 pub mod process;
+pub mod sched;
 pub mod seccomp;
 pub mod terminal;
 pub mod userns;
