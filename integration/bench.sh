@@ -14,7 +14,7 @@
 # What it does (Debian 12, cgroup v1 hybrid host; see DESIGN.md section 6):
 # - installs hyperfine, crun, runc, bubblewrap, podman, umoci, zstd, debootstrap if missing (a
 #   peer that cannot be installed or started is skipped with a note);
-# - builds images with target/release/rcrun-mkimage: busybox; a ~300 MB 3-layer Debian bookworm
+# - builds images with target/<host triple>/release/rcrun-mkimage: busybox; a ~300 MB 3-layer Debian bookworm
 #   minbase image (debootstrap; falls back to a rootfs copied from the host's /usr when no mirror is
 #   reachable, and says so) as docker-save plain, oci-archive gzip and oci-archive zstd; 1-, 10-,
 #   100- and 200-layer images;
@@ -87,7 +87,9 @@ extra() { # extra KEY JSON_VALUE
 # A copy of the binaries the plain user can reach (and that a rebuild cannot change mid-run).
 # --remove-destination: a previous run's id holder (src/launch/holder.rs) may still run from
 # $BIN/rcrun, and a running program's file cannot be written over (ETXTBSY).
-cp --remove-destination "$REPO/target/release/rcrun" "$REPO/target/release/rcrun-mkimage" "$BIN/"
+# cargo builds for the host triple by name (.cargo/config.toml: static linking).
+BUILT="$REPO/target/$(rustc -vV | sed -n 's/^host: //p')/release"
+cp --remove-destination "$BUILT/rcrun" "$BUILT/rcrun-mkimage" "$BIN/"
 chmod 0755 "$BIN"/*
 RCRUN=$BIN/rcrun
 MKIMAGE=$BIN/rcrun-mkimage

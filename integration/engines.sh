@@ -2,7 +2,7 @@
 # The engine scenarios (integration/engines/podman.sh as root and as rcrun-test, and
 # integration/engines/containerd.sh) for several runtimes side by side, as a pass/fail table:
 #
-#   integration/engines.sh IMAGE.tar RUNTIME...      # as root; e.g. target/release/rcrun /usr/sbin/runc /usr/bin/crun
+#   integration/engines.sh IMAGE.tar RUNTIME...      # as root; e.g. target/x86_64-unknown-linux-gnu/release/rcrun /usr/sbin/runc /usr/bin/crun
 #
 # crun 1.8.1 refuses this kind of hybrid cgroup host; it runs through ../shared/oci/hide-unified.sh
 # when that is there (a private mount namespace without /sys/fs/cgroup/unified).
