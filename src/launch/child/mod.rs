@@ -424,7 +424,11 @@ fn join_parent_netns(
     };
     let mut pid = [0u8; 4];
     let mut f = std::fs::File::from(ready);
-    if f.read_exact(&mut pid).is_err() {
+    // The namespace is made beside the child; how long the child waited for it is narrated.
+    let waiting = std::time::Instant::now();
+    let got = f.read_exact(&mut pid);
+    let waited = waiting.elapsed();
+    if got.is_err() {
         return Err(Failure {
             code: EXIT_RCRUN_FAILED,
             message: "the network namespace was not made (rcrun or its helper failed first)".into(),
@@ -438,7 +442,10 @@ fn join_parent_netns(
     };
     let joined = ex.timed(
         "net",
-        &format!("setns(/proc/{pid}/ns/net, CLONE_NEWNET) — join the namespace {maker}"),
+        &format!(
+            "setns(/proc/{pid}/ns/net, CLONE_NEWNET) — join the namespace {maker} (waited {:.3} ms for it)",
+            waited.as_secs_f64() * 1e3
+        ),
         || net::join_namespace_of(pid).map_err(|e| fail("join the network namespace", e)),
     );
     drop(release);
