@@ -124,6 +124,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         let root_fd = open_root(&newroot)?;
         let mut net_ready = pipes.net_ready.map(|r| (r, pipes.net_release));
         let mut sysctls_written = plan.sysctls.is_empty();
+        let mut node_dir = rootfs::NodeDir::default();
         for m in &plan.mounts {
             if etc_in_upper && matches!(m.what, Mnt::HostFile { .. }) {
                 continue;
@@ -138,9 +139,10 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
                 join_parent_netns(net_ready.take(), ex)?;
             }
             ex.timed("mount", &m.describe(), || {
-                apply_mount(plan, root_fd.as_fd(), m)
+                apply_mount(plan, root_fd.as_fd(), m, &mut node_dir)
             })?;
         }
+        drop(node_dir);
         join_parent_netns(net_ready.take(), ex)?;
         if !sysctls_written {
             write_sysctls(plan, &newroot, ex)?;

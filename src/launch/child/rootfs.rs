@@ -213,13 +213,45 @@ pub(super) fn open_root(root: &Path) -> Result<OwnedFd, Failure> {
     .map_err(|e| fail("open new root", e))
 }
 
+/// The directory the last device node, fifo or symlink step went into (/dev for the default
+/// nodes), kept open for the next such step. Cleared by any other step: a mount may cover that
+/// directory, and the cached descriptor would still name the one underneath. Saves the two
+/// lookups per node (openat2 of the parent inside the root, then its directory open).
+#[derive(Default)]
+pub(super) struct NodeDir(Option<(String, OwnedFd)>);
+
+impl NodeDir {
+    fn open(
+        &mut self,
+        root: std::os::fd::BorrowedFd<'_>,
+        target: &str,
+    ) -> nix::Result<(std::os::fd::BorrowedFd<'_>, std::ffi::OsString)> {
+        let p = Path::new(target);
+        let name = p.file_name().ok_or(Errno::EINVAL)?.to_owned();
+        let parent = p.parent().ok_or(Errno::EINVAL)?.display().to_string();
+        if self.0.as_ref().map(|(dir, _)| dir) != Some(&parent) {
+            let fd = parent_dir_in_root(root, &parent)?;
+            self.0 = Some((parent, fd));
+        }
+        let (_, fd) = self.0.as_ref().expect("just set");
+        Ok((fd.as_fd(), name))
+    }
+}
+
 pub(super) fn apply_mount(
     plan: &StartupPlan,
     root: std::os::fd::BorrowedFd<'_>,
     m: &MountStep,
+    node_dir: &mut NodeDir,
 ) -> Result<(), Failure> {
     let what = format!("mount {}", m.target);
     let f = |e: Errno| fail(&what, e);
+    if !matches!(
+        m.what,
+        Mnt::Device { .. } | Mnt::Fifo { .. } | Mnt::Symlink { .. }
+    ) {
+        node_dir.0 = None;
+    }
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // The kernel's own file systems go on a real directory only: an image whose /proc is a
     // symlink (to "/", to /etc, …) would otherwise have proc mounted wherever it points, over
@@ -325,14 +357,16 @@ pub(super) fn apply_mount(
             } else {
                 nix::sys::stat::SFlag::S_IFCHR
             };
-            make_node(root, &m.target, kind, *mode, *major, *minor).map_err(f)
+            let (dir, name) = node_dir.open(root, &m.target).map_err(f)?;
+            make_node(dir, &name, kind, *mode, *major, *minor).map_err(f)
         }
         Mnt::Fifo { mode } => {
-            make_node(root, &m.target, nix::sys::stat::SFlag::S_IFIFO, *mode, 0, 0).map_err(f)
+            let (dir, name) = node_dir.open(root, &m.target).map_err(f)?;
+            make_node(dir, &name, nix::sys::stat::SFlag::S_IFIFO, *mode, 0, 0).map_err(f)
         }
         Mnt::Symlink { to } => {
-            let (dir, name) = parent_dir_in_root(root, &m.target).map_err(f)?;
-            match nix::unistd::symlinkat(to.as_str(), dir.as_fd(), name.as_os_str()) {
+            let (dir, name) = node_dir.open(root, &m.target).map_err(f)?;
+            match nix::unistd::symlinkat(to.as_str(), dir, name.as_os_str()) {
                 Ok(()) | Err(Errno::EEXIST) => Ok(()),
                 Err(e) => Err(f(e)),
             }
@@ -424,43 +458,34 @@ pub(super) fn apply_mount(
     }
 }
 
-/// mknod of a device node or fifo at `target` inside the root, then its exact mode: mknod applied
-/// the umask (the name was just created by us: mknodat fails on an existing name).
+/// mknod of a device node or fifo `name` in `dir` (inside the root), then its exact mode: mknod
+/// applied the umask (the name was just created by us: mknodat fails on an existing name).
 fn make_node(
-    root: std::os::fd::BorrowedFd<'_>,
-    target: &str,
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
     kind: nix::sys::stat::SFlag,
     mode: u32,
     major: u64,
     minor: u64,
 ) -> nix::Result<()> {
-    let (dir, name) = parent_dir_in_root(root, target)?;
-    crate::sys::fs::mknod_at(dir.as_fd(), Path::new(&name), kind, mode, major, minor)?;
+    crate::sys::fs::mknod_at(dir, Path::new(name), kind, mode, major, minor)?;
     nix::sys::stat::fchmodat(
-        dir.as_fd(),
-        name.as_os_str(),
+        dir,
+        name,
         nix::sys::stat::Mode::from_bits_truncate(mode),
         nix::sys::stat::FchmodatFlags::FollowSymlink,
     )
 }
 
-/// The parent directory of `target` (created inside the root if missing), opened for `*at`
-/// calls, and the last component.
-fn parent_dir_in_root(
-    root: std::os::fd::BorrowedFd<'_>,
-    target: &str,
-) -> nix::Result<(OwnedFd, std::ffi::OsString)> {
-    let p = Path::new(target);
-    let name = p.file_name().ok_or(Errno::EINVAL)?.to_owned();
-    let parent = p.parent().ok_or(Errno::EINVAL)?.display().to_string();
-    let parent = sm::mountpoint(root, &parent, Create::Dir)?.ok_or(Errno::ENOENT)?;
-    let dir = nix::fcntl::openat(
+/// The directory `parent` inside the root (created there if missing), opened for `*at` calls.
+fn parent_dir_in_root(root: std::os::fd::BorrowedFd<'_>, parent: &str) -> nix::Result<OwnedFd> {
+    let parent = sm::mountpoint(root, parent, Create::Dir)?.ok_or(Errno::ENOENT)?;
+    nix::fcntl::openat(
         parent.as_fd(),
         ".",
         nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
-    )?;
-    Ok((dir, name))
+    )
 }
 
 /// Into the new root (see [`sm::pivot_into`]).
