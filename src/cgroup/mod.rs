@@ -555,7 +555,6 @@ impl Cgroup {
         }
         self.done = true;
         let deadline = Instant::now() + REMOVE_TIMEOUT;
-        self.kill_all(deadline);
         let mut first_err = None;
         let paths: Vec<PathBuf> = self
             .dirs
@@ -564,9 +563,22 @@ impl Cgroup {
             .filter(|d| d.owned)
             .map(|d| d.path.clone())
             .collect();
+        // The common case first: the container's processes are gone and it made no cgroups of its
+        // own, so each rmdir(2) succeeds at once; the kernel refuses it (EBUSY) while a process or
+        // a child cgroup remains, and a mock tree's plain files refuse it too (ENOTEMPTY). Then
+        // no cgroup.procs is read and no directory walked, after the container's exit, before
+        // rcrun's. Anything refused takes the full way: kill what is left, remove the subtrees.
+        let emptied = paths.iter().all(|p| fs::remove_dir(p).is_ok());
+        if !emptied {
+            self.kill_all(deadline);
+        }
         // In order (v2 paths may nest). An empty cgroup's rmdir takes ~0.05 ms here, less than
-        // spawning a thread per v1 hierarchy would.
-        let results: Vec<io::Result<()>> = paths.iter().map(|p| rmdir_retry(p, deadline)).collect();
+        // spawning a thread per v1 hierarchy would. Those removed above are NotFound now: Ok.
+        let results: Vec<io::Result<()>> = if emptied {
+            Vec::new()
+        } else {
+            paths.iter().map(|p| rmdir_retry(p, deadline)).collect()
+        };
         for (p, r) in paths.into_iter().zip(results) {
             if let Err(e) = r {
                 warn!(path = %p.display(), error = %e, "cgroup removal failed");
