@@ -418,6 +418,34 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         net_helper: None,
     };
 
+    // Rootless: a helper makes the network namespace in the child's user namespace, forked now
+    // and put on another CPU, before the go byte wakes the child: the woken child takes rcrun's
+    // CPU at once (a woken sleeper preempts its waker), so a helper forked after it started ~1 ms
+    // late and the child waited for it (a tracepoint timeline of `rcrun run` as a plain user).
+    let net_ready = match (net_ready, net_release_read) {
+        (Some((r, w)), Some(release)) => {
+            // rcrun keeps no end of the ready pipe: if the helper fails, the child reads EOF.
+            drop(r);
+            let t = std::time::Instant::now();
+            let userns = crate::sys::process::open_namespace_of(pid, "user")
+                .map_err(sys("open the child's user namespace"))?;
+            let helper = crate::sys::net::fork_namespace_maker(userns.as_fd(), w, release)
+                .map_err(sys("fork the network namespace helper"))?;
+            spawned.net_helper = Some(helper);
+            let moved = if crate::sys::sched::place_elsewhere(helper) {
+                "; sched_setaffinity(helper, another CPU than the child's)"
+            } else {
+                ""
+            };
+            ex.detail(
+                "net",
+                &format!("fork{moved}: a helper enters the child's user namespace (setns), unshare(CLONE_NEWNET) there and ioctl(SIOCSIFFLAGS, lo, IFF_UP), while the child mounts (overlaps it: not in the shares)"),
+                t.elapsed(),
+            );
+            None
+        }
+        (net_ready, _) => net_ready,
+    };
     match &in_holder {
         Some(joined) => super::holder::write_child_maps(pid, joined, ex)?,
         None if !plan.mapping.enters_late() => write_id_maps(pid, &plan.mapping, ex)?,
@@ -444,10 +472,11 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             .map_err(sys("signalfd"))?,
     );
     let _ = nix::unistd::write(&go_write, b"1");
-    // The network namespace is made beside the child's mounts: rcrun moves to another CPU than
-    // the one the child was forked on and now runs on (sys::sched). Not before the go byte: the
-    // move waits for the other CPU to wake from idle (up to a few ms on these VMs), and the child
-    // would wait with it; made after, only the namespace waits, and the child needs it late.
+    // As root the network namespace is made by rcrun itself beside the child's mounts: rcrun
+    // moves to another CPU than the one the child was forked on and now runs on (sys::sched). Not
+    // before the go byte: the move waits for the other CPU to wake from idle (up to a few ms on
+    // these VMs), and the child would wait with it; made after, only the namespace waits, and the
+    // child needs it late.
     let aside = match net_ready {
         Some(_) => crate::sys::sched::step_aside(),
         None => None,
@@ -457,33 +486,15 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
     } else {
         ""
     };
-    match (net_ready, net_release_read) {
-        (Some((r, w)), Some(release)) => {
-            // In the child's user namespace: rcrun's helper makes the network namespace there.
-            // rcrun keeps no end of the ready pipe: if the helper fails, the child reads EOF.
-            drop(r);
-            let t = std::time::Instant::now();
-            let userns = crate::sys::process::open_namespace_of(pid, "user")
-                .map_err(sys("open the child's user namespace"))?;
-            spawned.net_helper = Some(
-                crate::sys::net::fork_namespace_maker(userns.as_fd(), w, release)
-                    .map_err(sys("fork the network namespace helper"))?,
-            );
-            ex.detail(
-                "net",
-                &format!("{moved}fork: a helper enters the child's user namespace (setns), unshare(CLONE_NEWNET) there and ioctl(SIOCSIFFLAGS, lo, IFF_UP), while the child mounts (overlaps it: not in the shares)"),
-                t.elapsed(),
-            );
-        }
-        (Some((r, w)), None) => {
-            drop(r);
-            // The child mounts meanwhile, and joins this namespace before /sys (see NetSetup). rcrun
-            // itself has no use for the host network from here on.
-            // Narrated but not counted in the closing per-stage shares: it overlaps the child's steps.
-            let t = std::time::Instant::now();
-            let made = crate::sys::net::new_namespace_with_loopback()
-                .map_err(sys("new network namespace"));
-            ex.detail(
+    if let Some((r, w)) = net_ready {
+        drop(r);
+        // The child mounts meanwhile, and joins this namespace before /sys (see NetSetup). rcrun
+        // itself has no use for the host network from here on.
+        // Narrated but not counted in the closing per-stage shares: it overlaps the child's steps.
+        let t = std::time::Instant::now();
+        let made =
+            crate::sys::net::new_namespace_with_loopback().map_err(sys("new network namespace"));
+        ex.detail(
             "net",
             &format!(
                 "{}{}unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts (overlaps it: not in the shares)",
@@ -492,10 +503,8 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
             ),
             t.elapsed(),
         );
-            made?;
-            let _ = nix::unistd::write(&w, &std::process::id().to_ne_bytes());
-        }
-        _ => {}
+        made?;
+        let _ = nix::unistd::write(&w, &std::process::id().to_ne_bytes());
     }
     drop(aside);
     spawned.gate = Some(go_write);

@@ -26,6 +26,11 @@ pub fn fork_namespace_maker(
     match crate::sys::clone::fork_into_namespaces(nix::sched::CloneFlags::empty())? {
         Some(pid) => Ok(pid),
         None => {
+            // A new task may run first on its parent's CPU, ahead of the parent, whose next step is
+            // to wake the child that will need this namespace: leave that CPU at once (the parent
+            // also moves us if it gets there first, see `sched::place_elsewhere`). The mask dies
+            // with this process.
+            std::mem::forget(crate::sys::sched::step_aside());
             let made = nix::sched::setns(userns, nix::sched::CloneFlags::CLONE_NEWUSER)
                 .and_then(|_| new_namespace_with_loopback());
             if made.is_ok() {

@@ -17,6 +17,24 @@ use nix::unistd::Pid;
 /// process that forks them. None when there is no other CPU, or the kernel refuses (a cpuset of
 /// one CPU): nothing changed then.
 pub fn step_aside() -> Option<Aside> {
+    let (mask, other) = another_allowed_cpu()?;
+    sched_setaffinity(Pid::from_raw(0), &other).ok()?;
+    Some(Aside { mask })
+}
+
+/// Puts process `pid`, just forked and not yet running, on another CPU it may use than the one
+/// the caller runs on: sched_setaffinity(2) of a queued task moves it to the other run queue and
+/// wakes that CPU, without waiting for it (unlike [`step_aside`], which must run there before it
+/// returns). For a helper forked while the caller's next step is to wake a child that will take
+/// the caller's CPU from it (a woken sleeper preempts the waker). False when there is no other CPU
+/// or the kernel refuses: the helper then stays where the scheduler queued it.
+pub fn place_elsewhere(pid: Pid) -> bool {
+    another_allowed_cpu().is_some_and(|(_, other)| sched_setaffinity(pid, &other).is_ok())
+}
+
+/// The calling thread's affinity mask, and a mask of the one CPU after the current one in it
+/// (cyclically); None when the mask allows only the current CPU.
+fn another_allowed_cpu() -> Option<(CpuSet, CpuSet)> {
     let mask = sched_getaffinity(Pid::from_raw(0)).ok()?;
     let here = sched_getcpu().ok()?;
     let n = CpuSet::count();
@@ -25,8 +43,7 @@ pub fn step_aside() -> Option<Aside> {
         .find(|&c| mask.is_set(c).unwrap_or(false))?;
     let mut one = CpuSet::new();
     one.set(other).ok()?;
-    sched_setaffinity(Pid::from_raw(0), &one).ok()?;
-    Some(Aside { mask })
+    Some((mask, one))
 }
 
 /// The affinity mask [`step_aside`] replaced, restored on drop (the thread stays on the CPU it
