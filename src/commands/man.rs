@@ -5,6 +5,7 @@ use crate::cli::{self, Cli};
 use anyhow::{Context, Result};
 
 /// The man pages come from the same clap definitions as the parser, so they cannot drift.
+/// (`Man::new` and `generate_to` build the whole tree, which runs `cli::Lazy`'s deferred parts.)
 pub fn man_page(cmd: clap::Command) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     clap_mangen::Man::new(cmd).render(&mut out)?;
