@@ -68,6 +68,11 @@ if [ -z "${RCRUN_BENCH_INNER:-}" ]; then
 fi
 umount /sys/fs/cgroup/unified 2>/dev/null || true
 have() { command -v "$1" >/dev/null; }
+# Runs a warm hyperfine section, and once more if a command failed in it: a peer failing once in
+# 30 runs (runc with seccomp did, on a loaded VM) would otherwise end the whole bench. Not
+# hyperfine -i: a failed rcrun run would then be timed as if it had worked. A second failure
+# stops the bench.
+again_once() { "$@" || { note "a command failed in this section (above); running it once more"; "$@"; }; }
 
 T0=$(date +%s)
 mkdir -p "$BENCH_DIR"
@@ -260,7 +265,7 @@ start_bench() { # start_bench MODE(root|rootless)
   local -a args=()
   for i in "${!names[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
   note "start ($mode): ${names[*]}"
-  "${as[@]}" hyperfine -N --style basic --warmup 3 --runs "$RUNS" --export-json "$OUT/start-$mode.json" "${args[@]}" >&2
+  again_once "${as[@]}" hyperfine -N --style basic --warmup 3 --runs "$RUNS" --export-json "$OUT/start-$mode.json" "${args[@]}" >&2
   if [ "$mode" = rootless ]; then
     # crun's rootless bundle (crun spec --rootless) maps only the user's own id, and bwrap does the
     # same; rcrun with subordinate ids runs the setuid helpers newuidmap and newgidmap instead.
@@ -273,7 +278,7 @@ start_bench() { # start_bench MODE(root|rootless)
       case ${names[$i]} in "crun (no seccomp)"|bwrap|"C floor") single+=(-n "${names[$i]}" "${cmds[$i]}") ;; esac
     done
     note "start (rootless, single-id map): rcrun vs crun (no seccomp), bwrap and the C floor (it maps a single id too)"
-    "${as[@]}" env RCRUN_NO_SUBIDS=1 hyperfine -N --style basic --warmup 3 --runs "$RUNS" \
+    again_once "${as[@]}" env RCRUN_NO_SUBIDS=1 hyperfine -N --style basic --warmup 3 --runs "$RUNS" \
       --export-json "$OUT/start-rootless-single.json" "${single[@]}" >&2
   fi
 }

@@ -137,20 +137,23 @@ fn find_in_path(prog: &str) -> Option<PathBuf> {
 }
 
 fn find_subids(uid: u32, gid: u32) -> Option<SubIds> {
-    let name = user_name(uid);
-    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
-        .ok()
-        .flatten()
-        .map(|g| g.name);
-    let (us, uc) = parse_subid(
-        &std::fs::read_to_string("/etc/subuid").ok()?,
-        name.as_deref(),
-        uid,
-    )?;
-    // subgid is keyed by user name too (shadow's newgidmap checks the user's entry).
+    // The files first: without them there is no name to look up (NSS: nscd's socket,
+    // nsswitch.conf, /etc/passwd), and the group's name only when the user has no subgid line.
+    let subuid = std::fs::read_to_string("/etc/subuid").ok()?;
     let subgid = std::fs::read_to_string("/etc/subgid").ok()?;
-    let (gs, gc) = parse_subid(&subgid, name.as_deref(), uid)
-        .or_else(|| parse_subid(&subgid, group.as_deref(), gid))?;
+    if subuid.trim().is_empty() || subgid.trim().is_empty() {
+        return None;
+    }
+    let name = user_name(uid);
+    let (us, uc) = parse_subid(&subuid, name.as_deref(), uid)?;
+    // subgid is keyed by user name too (shadow's newgidmap checks the user's entry).
+    let (gs, gc) = parse_subid(&subgid, name.as_deref(), uid).or_else(|| {
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+            .ok()
+            .flatten()
+            .map(|g| g.name);
+        parse_subid(&subgid, group.as_deref(), gid)
+    })?;
     Some(SubIds {
         uid_start: us,
         gid_start: gs,

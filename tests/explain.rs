@@ -198,7 +198,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         }
     }
     v.push(&["] namespaces ", "unshare(CLONE_NEWCGROUP)"]);
-    v.extend::<[Step; 19]>([
+    v.extend::<[Step; 20]>([
         &["] mount ", "MS_REC|MS_SLAVE"],
         &["] mount ", "mount(\"tmpfs\"", "scratch for upper/work"],
         &["] mount ", "write /etc/hostname (", "into the upper dir"],
@@ -213,9 +213,11 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         &["] mount ", "mount(\"proc\", /proc"],
         &["] mount ", "/dev"],
         &["] mount ", "mount(\"devpts\", /dev/pts"],
-        &["] mount ", "mount(\"sysfs\", /sys"],
-        // Masked paths after every mount, as runc and crun apply them.
+        // Masked paths after every mount, as runc and crun apply them; the steps under /sys come
+        // last, once the network namespace made beside the child is joined.
         &["] mount ", "mask /proc/kcore"],
+        &["] mount ", "mount(\"sysfs\", /sys"],
+        &["] mount ", "mask /sys/firmware"],
         &["] pivot_root ", "pivot_root(\".\", \".\")", "MNT_DETACH"],
         &["] dumpable ", "prctl(PR_SET_DUMPABLE, 0) until execve"],
         &["] cwd ", "chdir(\"/\")"],
@@ -237,7 +239,8 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         ],
     ]);
     if kind == "root" {
-        // The child joins rcrun's new network namespace right before mounting /sys.
+        // The child joins rcrun's new network namespace right before mounting /sys, after the
+        // masks and read-only paths of /proc.
         let sysfs = v
             .iter()
             .position(|s| s.iter().any(|p| p.contains("sysfs")))

@@ -284,6 +284,7 @@ pub fn compile(
             });
         }
     }
+    let spec_end = mounts.len();
     // After every mount of the spec, as runc and crun order them (createDevices, then the
     // symlinks, then the masked and read-only paths, so that no mount of the spec can cover
     // them): the devices every OCI container gets, then the spec's own, then the /dev symlinks.
@@ -360,6 +361,9 @@ pub fn compile(
             target: p.clone(),
             what: Mnt::ReadOnly,
         });
+    }
+    if new_netns {
+        sys_steps_last(&mut mounts, spec_end);
     }
 
     let limits = limits(&linux, privilege)?;
@@ -714,7 +718,7 @@ fn limits(linux: &oci_spec::runtime::Linux, privilege: &Privilege) -> Result<Lim
 // The `mounts` list: one OCI mount → one mount step (split out along that seam).
 #[path = "compile_mounts.rs"]
 mod mounts;
-use mounts::{mount_step, propagation_flag};
+use mounts::{mount_step, propagation_flag, sys_steps_last};
 
 #[cfg(test)]
 #[path = "tests_compile.rs"]
