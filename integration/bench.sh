@@ -265,6 +265,11 @@ start_bench() { # start_bench MODE(root|rootless)
   local -a args=()
   for i in "${!names[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
   note "start ($mode): ${names[*]}"
+  # The checks above ran every contender once, podman's load and run included, whose clean-up
+  # (its network namespace, storage, conmon) goes on in the background for a while; hyperfine
+  # runs rcrun first, and it absorbed that (a 11.5 ms median with a 6.1 ms minimum once, 7.3 ms
+  # when run again). Let it settle.
+  sync; sleep 3
   again_once "${as[@]}" hyperfine -N --style basic --warmup 3 --runs "$RUNS" --export-json "$OUT/start-$mode.json" "${args[@]}" >&2
   if [ "$mode" = rootless ]; then
     # crun's rootless bundle (crun spec --rootless) maps only the user's own id, and bwrap does the

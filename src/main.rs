@@ -1,6 +1,5 @@
 //! Thin entry point: parse the command line, run the library, print the error, exit.
 
-use clap::Parser;
 
 fn main() {
     // The id holder (launch/holder.rs) is rcrun exec'd by rcrun; it never parses a command line.
@@ -10,7 +9,19 @@ fn main() {
             rcrun::launch::holder::holder_main(record.into());
         }
     }
-    let cli = match rcrun::cli::Cli::try_parse() {
+    // As Cli::try_parse(), but the command tree and the matches are not freed: they would be
+    // dropped at once, and freeing them (clap's Args, help texts, the matcher) is work a
+    // short-lived process need not do; they stay allocated, a few tens of KiB, until exit.
+    let mut command = <rcrun::cli::Cli as clap::CommandFactory>::command();
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|mut matches| {
+            let cli = <rcrun::cli::Cli as clap::FromArgMatches>::from_arg_matches_mut(&mut matches);
+            std::mem::forget(matches);
+            cli
+        });
+    std::mem::forget(command);
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; a bad command line is rcrun failing (125, as
