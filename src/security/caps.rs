@@ -161,41 +161,22 @@ pub fn plan_caps(
 /// the bounding set requires `CAP_SETPCAP` in the effective set
 /// (capabilities(7), "Capability bounding set").
 pub fn apply_bounding(plan: &CapPlan) -> Result<(), SecurityError> {
-    for cap in ::caps::all() {
-        if plan.bounding.contains(&cap) {
+    let kept: Vec<u8> = plan.bounding.iter().map(|c| c.index()).collect();
+    // One PR_CAPBSET_DROP per capability number, upwards, until the kernel answers EINVAL: it
+    // refuses only numbers above its last capability (cap_valid, kernel/capability.c), and
+    // dropping one already dropped is no error. So neither a PR_CAPBSET_READ before each drop
+    // nor /proc/sys/kernel/cap_last_cap is needed, and capabilities newer than the `caps`
+    // crate's list (which the plan can never keep) are dropped as well.
+    for idx in 0u8..=u8::MAX {
+        if kept.contains(&idx) {
             continue;
         }
-        // PR_CAPBSET_READ fails with EINVAL for caps the running kernel does
-        // not know; there is nothing to drop then.
-        match ::caps::has_cap(None, CapSet::Bounding, cap) {
-            Ok(true) => {}
-            Ok(false) | Err(_) => continue,
-        }
-        ::caps::drop(None, CapSet::Bounding, cap).map_err(|e| SecurityError::Caps {
-            op: "drop from the bounding set",
-            cap: cap.to_string(),
-            message: e.to_string(),
-        })?;
-    }
-    // A kernel newer than the `caps` crate may know capabilities the crate
-    // cannot name (index > CAP_CHECKPOINT_RESTORE = 40). They can never be in
-    // the plan, so drop them by number.
-    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    let known_max = ::caps::all()
-        .iter()
-        .map(|c| u32::from(c.index()))
-        .max()
-        .unwrap_or(0);
-    for idx in (known_max + 1)..=last_cap {
-        // SAFETY: PR_CAPBSET_DROP takes a capability number by value and no
-        // pointers; it only modifies the calling thread's bounding set.
+        // SAFETY: PR_CAPBSET_DROP takes a capability number by value and no pointers; it only
+        // modifies the calling thread's bounding set.
         let rc = unsafe {
             libc::prctl(
                 libc::PR_CAPBSET_DROP,
-                idx as libc::c_ulong,
+                libc::c_ulong::from(idx),
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
@@ -203,13 +184,36 @@ pub fn apply_bounding(plan: &CapPlan) -> Result<(), SecurityError> {
         };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINVAL) {
-                return Err(SecurityError::Caps {
-                    op: "drop from the bounding set",
-                    cap: format!("capability #{idx}"),
-                    message: err.to_string(),
-                });
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                break;
             }
+            // Without CAP_SETPCAP every drop is refused (the permission is checked first), even
+            // of one already gone or past the last: only a capability still in the set is an
+            // error. PR_CAPBSET_READ says 1 for it, 0 for one gone, EINVAL past the last.
+            // SAFETY: as above; PR_CAPBSET_READ only reads.
+            let in_set = unsafe {
+                libc::prctl(
+                    libc::PR_CAPBSET_READ,
+                    libc::c_ulong::from(idx),
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                )
+            };
+            match (err.raw_os_error(), in_set) {
+                (Some(libc::EPERM), 0) => continue,
+                (Some(libc::EPERM), -1) => break,
+                _ => {}
+            }
+            return Err(SecurityError::Caps {
+                op: "drop from the bounding set",
+                cap: ::caps::all()
+                    .into_iter()
+                    .find(|c| c.index() == idx)
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| format!("capability #{idx}")),
+                message: err.to_string(),
+            });
         }
     }
     Ok(())
@@ -483,6 +487,37 @@ mod tests {
                     return;
                 }
                 run_self(NAME, "root");
+            }
+        }
+    }
+
+    #[test]
+    fn apply_bounding_again_without_setpcap_in_subprocess() {
+        const NAME: &str = "apply_bounding_again_without_setpcap_in_subprocess";
+        match std::env::var("RCRUN_SECURITY_CAPS_CHILD").as_deref() {
+            Ok("again") => {
+                let plan = plan_caps(&s(&["NET_BIND_SERVICE"]), &s(&["ALL"]), false, true).unwrap();
+                apply_bounding(&plan).unwrap();
+                apply_sets(&plan).unwrap();
+                assert_eq!(status_hex("CapEff"), mask(&plan.bounding), "no CAP_SETPCAP left");
+                // Every drop is now refused (EPERM), but nothing left to drop is no error.
+                apply_bounding(&plan).unwrap();
+                assert_eq!(status_hex("CapBnd"), mask(&plan.bounding));
+                // A capability still in the set is: drop all.
+                let narrower = CapPlan {
+                    bounding: CapsHashSet::new(),
+                    ..plan
+                };
+                assert!(apply_bounding(&narrower).is_err(), "NET_BIND_SERVICE stays: an error");
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } != 0 {
+                    eprintln!("skipping: needs root");
+                    return;
+                }
+                run_self(NAME, "again");
             }
         }
     }
