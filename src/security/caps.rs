@@ -171,18 +171,7 @@ pub fn apply_bounding(plan: &CapPlan) -> Result<(), SecurityError> {
         if kept.contains(&idx) {
             continue;
         }
-        // SAFETY: PR_CAPBSET_DROP takes a capability number by value and no pointers; it only
-        // modifies the calling thread's bounding set.
-        let rc = unsafe {
-            libc::prctl(
-                libc::PR_CAPBSET_DROP,
-                libc::c_ulong::from(idx),
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
-        if rc != 0 {
+        if bounding_prctl(libc::PR_CAPBSET_DROP, idx) != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EINVAL) {
                 break;
@@ -190,17 +179,7 @@ pub fn apply_bounding(plan: &CapPlan) -> Result<(), SecurityError> {
             // Without CAP_SETPCAP every drop is refused (the permission is checked first), even
             // of one already gone or past the last: only a capability still in the set is an
             // error. PR_CAPBSET_READ says 1 for it, 0 for one gone, EINVAL past the last.
-            // SAFETY: as above; PR_CAPBSET_READ only reads.
-            let in_set = unsafe {
-                libc::prctl(
-                    libc::PR_CAPBSET_READ,
-                    libc::c_ulong::from(idx),
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                )
-            };
-            match (err.raw_os_error(), in_set) {
+            match (err.raw_os_error(), bounding_prctl(libc::PR_CAPBSET_READ, idx)) {
                 (Some(libc::EPERM), 0) => continue,
                 (Some(libc::EPERM), -1) => break,
                 _ => {}
@@ -217,6 +196,22 @@ pub fn apply_bounding(plan: &CapPlan) -> Result<(), SecurityError> {
         }
     }
     Ok(())
+}
+
+/// prctl(2) `PR_CAPBSET_DROP` or `PR_CAPBSET_READ` of capability number `idx`: -1 (errno set)
+/// or the result (0, or for a read 1 when the capability is in the bounding set).
+fn bounding_prctl(option: libc::c_int, idx: u8) -> libc::c_int {
+    // SAFETY: both options take a capability number by value and no pointers; DROP only changes
+    // the calling thread's bounding set, READ only reads it.
+    unsafe {
+        libc::prctl(
+            option,
+            libc::c_ulong::from(idx),
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    }
 }
 
 /// Set the effective and permitted sets to the plan, the ambient set cleared first (see
