@@ -1,6 +1,5 @@
 //! Thin entry point: parse the command line, run the library, print the error, exit.
 
-
 fn main() {
     // The id holder (launch/holder.rs) is rcrun exec'd by rcrun; it never parses a command line.
     let mut args = std::env::args_os().skip(1);

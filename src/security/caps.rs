@@ -179,7 +179,10 @@ pub fn apply_bounding(plan: &CapPlan) -> Result<(), SecurityError> {
             // Without CAP_SETPCAP every drop is refused (the permission is checked first), even
             // of one already gone or past the last: only a capability still in the set is an
             // error. PR_CAPBSET_READ says 1 for it, 0 for one gone, EINVAL past the last.
-            match (err.raw_os_error(), bounding_prctl(libc::PR_CAPBSET_READ, idx)) {
+            match (
+                err.raw_os_error(),
+                bounding_prctl(libc::PR_CAPBSET_READ, idx),
+            ) {
                 (Some(libc::EPERM), 0) => continue,
                 (Some(libc::EPERM), -1) => break,
                 _ => {}
@@ -494,7 +497,11 @@ mod tests {
                 let plan = plan_caps(&s(&["NET_BIND_SERVICE"]), &s(&["ALL"]), false, true).unwrap();
                 apply_bounding(&plan).unwrap();
                 apply_sets(&plan).unwrap();
-                assert_eq!(status_hex("CapEff"), mask(&plan.bounding), "no CAP_SETPCAP left");
+                assert_eq!(
+                    status_hex("CapEff"),
+                    mask(&plan.bounding),
+                    "no CAP_SETPCAP left"
+                );
                 // Every drop is now refused (EPERM), but nothing left to drop is no error.
                 apply_bounding(&plan).unwrap();
                 assert_eq!(status_hex("CapBnd"), mask(&plan.bounding));
@@ -503,7 +510,10 @@ mod tests {
                     bounding: CapsHashSet::new(),
                     ..plan
                 };
-                assert!(apply_bounding(&narrower).is_err(), "NET_BIND_SERVICE stays: an error");
+                assert!(
+                    apply_bounding(&narrower).is_err(),
+                    "NET_BIND_SERVICE stays: an error"
+                );
             }
             Ok(_) => {}
             Err(_) => {

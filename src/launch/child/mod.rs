@@ -135,7 +135,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
                 write_sysctls(plan, &newroot, ex)?;
                 sysctls_written = true;
             }
-            if m.target.starts_with("/sys") {
+            if std::path::Path::new(&m.target).starts_with("/sys") {
                 join_parent_netns(net_ready.take(), ex)?;
             }
             ex.timed("mount", &m.describe(), || {

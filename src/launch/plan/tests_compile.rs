@@ -369,6 +369,20 @@ fn rootfs_propagation_is_checked_and_kept() {
     let _ = std::fs::remove_dir_all(&b);
 }
 
+/// runc's starter spec as root with one more mount appended (destination, type, source, options).
+fn starter_with_mount(
+    destination: &str,
+    typ: &str,
+    source: &str,
+    option: &str,
+) -> serde_json::Value {
+    let mut v = spec_json(None);
+    v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+        "destination": destination, "type": typ, "source": source, "options": [option]
+    }));
+    v
+}
+
 /// Where each target first appears in the plan's mount steps.
 fn position(p: &crate::launch::StartupPlan, target: &str) -> usize {
     p.mounts
@@ -381,15 +395,23 @@ fn position(p: &crate::launch::StartupPlan, target: &str) -> usize {
 fn steps_under_sys_come_last_while_the_network_namespace_is_made() {
     // runc's starter spec (rcrun's, without the cgroup mount): its mounts end with /sys.
     let b = bundle("syslast");
-    let mut v = spec_json(None);
-    v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
-        "destination": "/sys/kernel/debug", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]
-    }));
+    let v = starter_with_mount("/sys/kernel/debug", "tmpfs", "tmpfs", "nosuid");
     let p = plan(v, &Privilege::Root, &b).unwrap().plan;
     assert!(p.new_netns);
     let sys = position(&p, "/sys");
-    for before in ["/proc", "/dev", "/dev/pts", "/dev/null", "/proc/kcore", "/proc/sys"] {
-        assert!(position(&p, before) < sys, "{before} after /sys: {:?}", p.mounts);
+    for before in [
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/dev/null",
+        "/proc/kcore",
+        "/proc/sys",
+    ] {
+        assert!(
+            position(&p, before) < sys,
+            "{before} after /sys: {:?}",
+            p.mounts
+        );
     }
     // The spec's order kept under /sys, the masks there after /sys itself.
     assert!(sys < position(&p, "/sys/kernel/debug"));
@@ -400,19 +422,16 @@ fn steps_under_sys_come_last_while_the_network_namespace_is_made() {
 #[test]
 fn a_spec_mount_after_sys_elsewhere_keeps_the_order_and_host_network_too() {
     let b = bundle("sysorder");
-    let mut v = spec_json(None);
-    v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
-        "destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]
-    }));
+    let v = starter_with_mount("/data", "bind", "/tmp", "rbind");
     let p = plan(v, &Privilege::Root, &b).unwrap().plan;
     assert!(position(&p, "/sys") < position(&p, "/data"));
-    assert!(position(&p, "/data") < position(&p, "/proc/kcore"), "masks after every spec mount");
+    assert!(
+        position(&p, "/data") < position(&p, "/proc/kcore"),
+        "masks after every spec mount"
+    );
     assert!(position(&p, "/sys") < position(&p, "/proc/kcore"));
     // "/sysroot" is not under /sys (whole path components).
-    let mut v = spec_json(None);
-    v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
-        "destination": "/sysroot", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]
-    }));
+    let v = starter_with_mount("/sysroot", "tmpfs", "tmpfs", "nosuid");
     let p = plan(v, &Privilege::Root, &b).unwrap().plan;
     assert!(position(&p, "/sys") < position(&p, "/sysroot"));
     assert!(position(&p, "/sysroot") < position(&p, "/proc/kcore"));
