@@ -9,6 +9,10 @@
 //! A rewritten archive with another image differs there — its config holds the diff_ids. Layers
 //! need no check: they are verified whenever they are extracted, and the store holds only
 //! layers that match the diff_ids of the config the digest vouches for.
+//!
+//! The entry also remembers which of the image's layers hold the /etc, /etc/passwd and
+//! /etc/group a container sees ([`EtcSources`]). Finding them takes a lookup in every layer; a
+//! stored layer never changes, so the answer holds for every later run of the same image.
 
 use super::archive::DocumentRead;
 use super::{Archive, Image};
@@ -21,6 +25,33 @@ struct Entry {
     /// Each JSON document read while selecting the image, with the sha256 of its bytes then.
     documents: Vec<DocumentRead>,
     image: Image,
+    /// Added by the first run that had the layers in the store ([`remember_etc`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etc: Option<EtcSources>,
+}
+
+/// Which layers, as indices into the image's layers top first, hold what a container sees at
+/// /etc: the topmost layer with any `etc` entry, and the layers whose regular files are its
+/// /etc/passwd and /etc/group (overlay rules: whiteouts and opaque directories hide lower ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EtcSources {
+    pub etc_layer: Option<usize>,
+    pub passwd: Option<usize>,
+    pub group: Option<usize>,
+}
+
+impl EtcSources {
+    /// Whether these indices can describe an image of `layers` layers: each in range, and the
+    /// files at or below the /etc entry that decides (an entry read back from disk is checked
+    /// before it is used).
+    pub fn fits(&self, layers: usize) -> bool {
+        let file_ok = |f: Option<usize>| match (self.etc_layer, f) {
+            (_, None) => true,
+            (Some(etc), Some(i)) => etc <= i && i < layers,
+            (None, Some(_)) => false,
+        };
+        self.etc_layer.is_none_or(|i| i < layers) && file_ok(self.passwd) && file_ok(self.group)
+    }
 }
 
 /// Total bytes a hit may re-read for the documents of an uncompressed archive (each is at most
@@ -70,9 +101,15 @@ fn range_sha256(file: &std::fs::File, offset: u64, len: u64) -> Option<String> {
     (read == len).then(|| hex::encode(hasher.finalize()))
 }
 
+/// A cache hit: the image, and where its /etc files are if a run has looked already.
+pub struct Cached {
+    pub image: Image,
+    pub etc: Option<EtcSources>,
+}
+
 /// The cached image for this archive and reference, if the file is unchanged: same identity and
 /// the same bytes where its manifest and config are.
-pub fn load(cache_dir: &Path, archive: &Path, reference: Option<&str>) -> Option<Image> {
+pub fn load(cache_dir: &Path, archive: &Path, reference: Option<&str>) -> Option<Cached> {
     if archive == Path::new("-") {
         return None; // stdin has no identity to key on
     }
@@ -80,7 +117,57 @@ pub fn load(cache_dir: &Path, archive: &Path, reference: Option<&str>) -> Option
     let m = file.metadata().ok()?;
     let bytes = std::fs::read(entry_path(cache_dir, &m, reference)).ok()?;
     let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-    documents_unchanged(&file, &entry.documents).then_some(entry.image)
+    let etc = entry.etc.filter(|e| e.fits(entry.image.layers.len()));
+    documents_unchanged(&file, &entry.documents).then_some(Cached {
+        image: entry.image,
+        etc,
+    })
+}
+
+/// Adds `etc` to the entry of `archive` (best effort, like [`save`]), if that entry still holds
+/// `image`: same config digest, same layers. An archive replaced meanwhile has another identity,
+/// so its entry is not found.
+pub fn remember_etc(
+    cache_dir: &Path,
+    archive: &Path,
+    reference: Option<&str>,
+    image: &Image,
+    etc: EtcSources,
+) {
+    if archive == Path::new("-") {
+        return;
+    }
+    let Ok(m) = std::fs::metadata(archive) else {
+        return;
+    };
+    let entry_file = entry_path(cache_dir, &m, reference);
+    let Some(mut entry) = std::fs::read(&entry_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+    else {
+        return;
+    };
+    let same_layers = entry.image.layers.len() == image.layers.len()
+        && (entry.image.layers.iter())
+            .zip(&image.layers)
+            .all(|(a, b)| a.diff_id == b.diff_id);
+    if entry.image.id != image.id || !same_layers || !etc.fits(image.layers.len()) {
+        return;
+    }
+    entry.etc = Some(etc);
+    write_entry(&entry_file, &entry);
+}
+
+/// Writes `entry` whole under a temporary name, then renames it into place: a reader sees the
+/// old entry or the new one, never a part.
+fn write_entry(entry_file: &Path, entry: &Entry) {
+    let Ok(json) = serde_json::to_vec(entry) else {
+        return;
+    };
+    let tmp = entry_file.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, entry_file).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 /// Remembers the image selected from `archive` (best effort: a cache that cannot be written only
@@ -101,17 +188,12 @@ pub fn save(cache_dir: &Path, reference: Option<&str>, archive: &Archive, image:
     let entry = Entry {
         documents: archive.documents_read(),
         image: image.clone(),
+        etc: None,
     };
     if entry.documents.is_empty() {
         return;
     }
-    let Ok(json) = serde_json::to_vec(&entry) else {
-        return;
-    };
-    let tmp = entry_file.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &entry_file).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    write_entry(&entry_file, &entry);
 }
 
 #[cfg(test)]
@@ -122,6 +204,32 @@ mod tests {
         WriteOptions,
     };
     use std::os::unix::fs::FileExt;
+
+    /// Indices read back from an entry are used only when they can describe the image: in range,
+    /// and the files at or below the /etc entry that decides.
+    #[test]
+    fn remembered_etc_sources_are_checked_against_the_layer_count() {
+        let at = |etc_layer, passwd, group| EtcSources {
+            etc_layer,
+            passwd,
+            group,
+        };
+        assert!(at(None, None, None).fits(0));
+        assert!(at(Some(1), Some(1), Some(2)).fits(3));
+        assert!(!at(Some(3), None, None).fits(3), "etc layer out of range");
+        assert!(
+            !at(Some(0), Some(3), None).fits(3),
+            "passwd layer out of range"
+        );
+        assert!(
+            !at(Some(1), None, Some(0)).fits(3),
+            "group above the /etc entry"
+        );
+        assert!(
+            !at(None, Some(0), None).fits(3),
+            "a file without an /etc entry"
+        );
+    }
 
     fn image_with_marker(path: &Path, marker: &str) {
         let spec = ImageSpec {
@@ -191,7 +299,15 @@ mod tests {
         save(&cache, None, &archive, &image);
         drop(archive);
         let hit = load(&cache, &a, None).expect("unchanged archive: a hit");
-        assert_eq!(hit.id, image.id);
+        assert_eq!(hit.image.id, image.id);
+        assert_eq!(hit.etc, None);
+        let etc = EtcSources {
+            etc_layer: Some(0),
+            passwd: Some(0),
+            group: None,
+        };
+        remember_etc(&cache, &a, None, &image, etc);
+        assert_eq!(load(&cache, &a, None).unwrap().etc, Some(etc));
 
         // Rewrite in place (same inode), then key the old entry under the new stat, as if the
         // kernel's ctime had not moved.

@@ -204,6 +204,7 @@ pub struct Image {
     pub tags: Vec<String>,
     /// sha256 of the config blob: the image ID docker prints.
     pub id: Digest,
+    /// The image config, less `rootfs.diff_ids` and `history`: those are in `layers`.
     pub config: ImageConfiguration,
     pub layers: Vec<LayerSource>,
     /// What rcrun accepted but a user should know (printed as `rcrun: warning:` on every run,

@@ -5,6 +5,7 @@
 
 use super::plan::PlanError;
 use std::io::BufRead;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// uid/gid `(uid_t)-1`: setresuid(2)/setresgid(2) read it as "leave this id unchanged", so a
@@ -51,7 +52,13 @@ impl Table<'_> {
             Table::Absent => None,
             Table::Text(t) => t.lines().find_map(visit),
             Table::File(p) => {
-                let file = std::fs::File::open(p).ok()?;
+                // A layer's regular file, as found by the lookup (or remembered from it): never
+                // a symlink followed on the host side.
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(p)
+                    .ok()?;
                 let mut r = std::io::BufReader::new(file);
                 let mut buf = Vec::new();
                 loop {
@@ -294,6 +301,26 @@ mod tests {
         assert_eq!((r.uid, r.gid, r.home.as_str()), (4242, 4343, "/home/last"));
         let r = resolve_user("10007", &t, &Table::Absent).unwrap();
         assert_eq!(r.name.as_deref(), Some("u7"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A table named by a path whose last component is a symlink (a layer's `etc/passwd ->
+    /// /etc/shadow`, or a remembered lookup edited to point at one) is not read through it: the
+    /// host file stays unread and the table counts as empty.
+    #[test]
+    fn a_symlinked_table_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("rcrun-user-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = dir.join("host-passwd");
+        std::fs::write(&host, "secret:x:4242:4242::/home/secret:/bin/sh\n").unwrap();
+        let link = dir.join("passwd");
+        std::os::unix::fs::symlink(&host, &link).unwrap();
+        assert!(resolve_user("secret", &Table::File(host), &Table::Absent).is_ok());
+        assert!(
+            resolve_user("secret", &Table::File(link), &Table::Absent).is_err(),
+            "the user was read through a symlink"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -101,6 +101,7 @@ pub fn present_layers(store: &Store, mode: &OwnerMode, image: &Image) -> Option<
         nix::sys::stat::Mode::empty(),
     )
     .ok()?;
+    let tag = mode.tag();
     let usable = |path: &std::path::Path, hex: &str| -> bool {
         let Some(unsynced) = &unsynced else {
             return layer_usable(path);
@@ -108,7 +109,8 @@ pub fn present_layers(store: &Store, mode: &OwnerMode, image: &Image) -> Option<
         let is_dir =
             nix::sys::stat::fstatat(&dir_fd, hex, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
                 .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
-        let marked = unsynced.contains(std::ffi::OsStr::new(&format!("{}-{hex}", mode.tag())));
+        let marked = !unsynced.is_empty()
+            && unsynced.contains(std::ffi::OsStr::new(&format!("{tag}-{hex}")));
         // A marker: the layer may not be on disk yet; the slow path reads and checks it.
         is_dir && (!marked || layer_usable(path))
     };
@@ -116,7 +118,8 @@ pub fn present_layers(store: &Store, mode: &OwnerMode, image: &Image) -> Option<
         .layers
         .iter()
         .map(|l| {
-            let path = store.layer_path(mode, &l.diff_id);
+            // store.layer_path, without building the layers dir again for each layer.
+            let path = layers_dir.join(l.diff_id.hex());
             usable(&path, l.diff_id.hex()).then(|| ReadyLayer {
                 diff_id: l.diff_id.clone(),
                 dir: path.join("fs"),

@@ -51,10 +51,10 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             ))
         },
     )?;
-    let (mut archive, image) = match cached {
-        Some(image) => {
+    let (mut archive, image, etc_remembered) = match cached {
+        Some(crate::image::cache::Cached { image, etc }) => {
             crate::print_warnings(&image);
-            (None, image)
+            (None, image, etc)
         }
         None => {
             let (archive, image) = ex.timed(
@@ -66,7 +66,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 || crate::open_image(&store, &a.image),
             )?;
             crate::image::cache::save(&store.cache_dir(), reference, &archive, &image);
-            (Some(archive), image)
+            (Some(archive), image, None)
         }
     };
     ex.step(
@@ -117,7 +117,9 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             !ctx.quiet && !a.explain,
         )?,
     };
-    for (i, l) in layers.iter().enumerate() {
+    // Formatting 200 lines for a 200-layer image costs more than finding the layers: only when
+    // they are shown.
+    for (i, l) in layers.iter().enumerate().filter(|_| ex.enabled) {
         let how = if l.found {
             "found in store"
         } else {
@@ -148,11 +150,39 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         unpack_started.elapsed(),
     );
     drop(archive);
+    let lowers_top_first = startup::lowers_top_first(&layers);
+    let etc = match etc_remembered {
+        Some(etc) => {
+            ex.step(
+                "plan",
+                &startup::etc_note(&etc, layers.len(), "remembered in the image cache"),
+                std::time::Duration::ZERO,
+            );
+            etc
+        }
+        None => {
+            let started = std::time::Instant::now();
+            let etc = startup::etc_sources(&lowers_top_first);
+            ex.step(
+                "plan",
+                &startup::etc_note(&etc, layers.len(), "found by a lookup in each layer from the top; now remembered in the image cache"),
+                started.elapsed(),
+            );
+            crate::image::cache::remember_etc(
+                &store.cache_dir(),
+                &a.image.image,
+                reference,
+                &image,
+                etc,
+            );
+            etc
+        }
+    };
     let sec = security_options(&a.security_opt)?;
     let run = ex.timed(
         "plan",
         "decide: the image's config and the flags → argv, env, user (from the image's /etc), cwd, id maps, volumes, --device nodes",
-        || decide(ctx, a, &sec, &image, &layers, &store.run_dir()),
+        || decide(ctx, a, &sec, &image, lowers_top_first, &etc, &store.run_dir()),
     )?;
     let mut limits = limits(a)?;
     limits.devices = device_policy(ctx, a, &run, &ex);

@@ -4,6 +4,7 @@
 
 use super::security::SecurityOptions;
 use crate::cli::RunArgs;
+use crate::image::cache::EtcSources;
 use crate::image::Image;
 use crate::launch::plan::{self, IdMapping};
 use crate::spec::image::ImageRun;
@@ -89,8 +90,47 @@ pub(super) fn ensure_layers(
 }
 
 /// The image's copy of `rel` as a table streamed from its layer file (absent if none).
-pub(super) fn layer_table(lowers_top_first: &[PathBuf], rel: &str) -> plan::Table<'static> {
-    plan::find_in_layers(lowers_top_first, rel).map_or(plan::Table::Absent, plan::Table::File)
+/// The image's layer dirs in the store, top layer first (the overlay's lowerdir order).
+pub(super) fn lowers_top_first(layers: &[ReadyLayer]) -> Vec<PathBuf> {
+    layers.iter().rev().map(|l| l.dir.clone()).collect()
+}
+
+/// Finds the layers behind the container's /etc, /etc/passwd and /etc/group: one lookup per
+/// layer from the top down to the first with an `etc` entry (the layers above it say nothing
+/// about /etc), then the two files from there down. The image cache remembers the answer.
+pub(super) fn etc_sources(lowers_top_first: &[PathBuf]) -> EtcSources {
+    let etc_layer = plan::topmost_with(lowers_top_first, "etc");
+    let below_etc = etc_layer.map_or(&[][..], |i| &lowers_top_first[i..]);
+    let at = |rel: &str| Some(etc_layer? + plan::find_layer_of(below_etc, rel)?);
+    EtcSources {
+        etc_layer,
+        passwd: at("etc/passwd"),
+        group: at("etc/group"),
+    }
+}
+
+/// Narration of [`EtcSources`] for `--explain`, numbering layers from the bottom as the layer
+/// lines do.
+pub(super) fn etc_note(etc: &EtcSources, layers: usize, how: &str) -> String {
+    let n =
+        |i: Option<usize>| i.map_or("no layer".to_string(), |i| format!("layer {}", layers - i));
+    format!(
+        "/etc from {}, /etc/passwd from {}, /etc/group from {}: {how}",
+        n(etc.etc_layer),
+        n(etc.passwd),
+        n(etc.group)
+    )
+}
+
+fn layer_table(
+    lowers_top_first: &[PathBuf],
+    layer: Option<usize>,
+    rel: &str,
+) -> plan::Table<'static> {
+    match layer.and_then(|i| lowers_top_first.get(i)) {
+        Some(dir) => plan::Table::File(dir.join(rel)),
+        None => plan::Table::Absent,
+    }
 }
 
 /// Everything rcrun decides for an image run, before it is written as a Spec.
@@ -99,10 +139,10 @@ pub fn decide(
     a: &RunArgs,
     sec: &SecurityOptions,
     image: &Image,
-    layers: &[ReadyLayer],
+    lowers_top_first: Vec<PathBuf>,
+    etc: &EtcSources,
     scratch: &std::path::Path,
 ) -> Result<ImageRun> {
-    let lowers_top_first: Vec<PathBuf> = layers.iter().rev().map(|l| l.dir.clone()).collect();
     let mapping = if ctx.privilege.is_real_root() && !a.userns {
         IdMapping::None
     } else if ctx.privilege.is_real_root() {
@@ -131,10 +171,8 @@ pub fn decide(
     let caller = |k: &str| std::env::var(k).ok();
     let mut env = plan::merge_env(&image.env(), &env_files, &a.env, &caller)?;
     let spec = a.user.clone().or_else(|| image.user()).unwrap_or_default();
-    let etc_layer = plan::topmost_with(&lowers_top_first, "etc");
-    let below_etc = etc_layer.map_or(&[][..], |i| &lowers_top_first[i..]);
-    let passwd = layer_table(below_etc, "etc/passwd");
-    let group = layer_table(below_etc, "etc/group");
+    let passwd = layer_table(&lowers_top_first, etc.passwd, "etc/passwd");
+    let group = layer_table(&lowers_top_first, etc.group, "etc/group");
     let user = plan::resolve_user(&spec, &passwd, &group)?;
     if !mapping.maps_uid(user.uid) {
         bail!(
@@ -212,7 +250,7 @@ pub fn decide(
         privileged: a.privileged,
         scratch: scratch.to_path_buf(),
         lowers_top_first,
-        etc_layer,
+        etc_layer: etc.etc_layer,
         read_only: a.read_only,
         hostname,
         resolv_conf,

@@ -112,8 +112,6 @@ fn write_etc_files_into_upper(
     {
         return Ok(false);
     }
-    // The topmost layer that says anything about /etc decides: a directory lends its mode and
-    // owner to ours (the overlay shows the upper dir's), a whiteout or no entry means none.
     // The topmost layer with an /etc entry decides (found once when planning): a directory lends
     // its mode and owner to ours (the overlay shows the upper dir's), a whiteout or no entry
     // means none. Stat'ed here, so owners are seen through our own user namespace.

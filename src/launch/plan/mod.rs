@@ -296,16 +296,22 @@ pub fn topmost_with(layers_top_first: &[PathBuf], name: &str) -> Option<usize> {
 /// Finds a file in the stacked layer dirs (top first) the way overlayfs would: the topmost layer
 /// holding the path wins; a whiteout, or an opaque directory on the way, hides lower layers.
 pub fn find_in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<PathBuf> {
+    find_layer_of(layers_top_first, rel).map(|i| layers_top_first[i].join(rel))
+}
+
+/// [`find_in_layers`], as the index (top first) of the layer that holds the file: a regular
+/// file, not a symlink, whiteout or directory.
+pub fn find_layer_of(layers_top_first: &[PathBuf], rel: &str) -> Option<usize> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-    for layer in layers_top_first {
+    for (index, layer) in layers_top_first.iter().enumerate() {
         let mut hidden_below = false;
         let mut p = layer.clone();
         for (i, c) in comps.iter().enumerate() {
             p.push(c);
             match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return None,
-                Ok(m) if i + 1 == comps.len() => return m.is_file().then(|| p.clone()),
+                Ok(m) if i + 1 == comps.len() => return m.is_file().then_some(index),
                 Ok(m) if m.is_dir() => {
                     if is_opaque(&p) {
                         hidden_below = true;
@@ -489,6 +495,8 @@ mod tests {
             find_in_layers(below, "etc/passwd"),
             Some(layer("base").join("etc/passwd"))
         );
+        assert_eq!(find_layer_of(below, "etc/passwd"), Some(1));
+        assert_eq!(find_layer_of(&layers, "etc/shadow"), None);
         assert_eq!(topmost_with(&layers[..1], "etc"), None);
         // A whiteout of /etc in the top layer: it is the topmost entry, and hides the rest.
         nix::sys::stat::mknod(
