@@ -8,8 +8,8 @@
 # Optional: `integration/bench.sh SECTION...` with SECTION in start cold scale memory unpack
 # (default: all). Environment: BENCH_DIR (work dir, images are cached there; default
 # /var/tmp/rcrun-bench), BENCH_USER (plain user for rootless runs; default rcrun-test),
-# BENCH_RUNS (warm runs, default 30), BENCH_COLD_RUNS (cold runs, default 3),
-# BENCH_REBUILD=1 (rebuild the images), BENCH_RESULTS (default integration/bench-results.json).
+# BENCH_RUNS (warm runs, default 30), BENCH_ROUNDS (the warm runs are taken in that many
+# interleaved rounds, default 5), BENCH_COLD_RUNS (cold runs, default 3), BENCH_REBUILD=1 (rebuild the images), BENCH_RESULTS (default integration/bench-results.json).
 #
 # What it does (Debian 12, cgroup v1 hybrid host; see DESIGN.md section 6):
 # - installs hyperfine, crun, runc, bubblewrap, podman, umoci, zstd, debootstrap if missing (a
@@ -20,13 +20,14 @@
 #   100- and 200-layer images;
 # - re-executes itself inside `unshare -m` with /sys/fs/cgroup/unified unmounted (crun 1.8 refuses
 #   to start otherwise on this hybrid host), so every contender runs in the same environment;
-# - start: warm `/bin/true`, root and rootless, hyperfine with warm-up, rcrun vs crun and runc
+# - start: warm `/bin/true`, root and rootless, hyperfine with warm-up in rounds (every
+#   contender once per round: integration/bench/merge_rounds.py joins them), rcrun vs crun and runc
 #   (OCI bundle of the same rootfs, with and without Docker's default seccomp profile), bwrap
 #   --unshare-all with proc and dev, podman run --rm --network=none;
 # - cold: first `rcrun run` of the 300 MB image on an empty store vs tar -xf of the same layers
 #   into 3 dirs, umoci unpack, podman load; gzip and zstd archives vs tar -xzf / tar --zstd -xf.
 #   Page cache dropped right before every run (hyperfine --prepare);
-# - scale: 1/10/100/200-layer warm start; 20 concurrent cold `rcrun run` (all must succeed, each
+# - scale: 1/10/100/200-layer warm start (in rounds too); 20 concurrent cold `rcrun run` (all must succeed, each
 #   layer extracted once);
 # - memory: peak RSS (/usr/bin/time -f %M) of rcrun cold and warm;
 # - unpack (issue A): cold `rcrun unpack` vs tar -xf into 3 dirs, with rcrun's peak RSS;
@@ -73,6 +74,22 @@ have() { command -v "$1" >/dev/null; }
 # hyperfine -i: a failed rcrun run would then be timed as if it had worked. A second failure
 # stops the bench.
 again_once() { "$@" || { note "a command failed in this section (above); running it once more"; "$@"; }; }
+# Runs a warm comparison (a hyperfine command line without --runs and --export-json) in ROUNDS
+# rounds of RUNS/ROUNDS runs, and merges the rounds into OUT_JSON. hyperfine runs each command's
+# runs back to back; on a shared VM a slow minute then lands on one contender only (the 200-layer
+# / 1-layer ratio once read 0.91 and 2.45 in two full runs). In rounds, such drift is spread
+# over every contender, and the ratio of medians measures the commands, not the minute.
+ROUNDS=${BENCH_ROUNDS:-5}
+rounds() { # rounds OUT_JSON COMMAND...
+  local out=$1 dir k; shift
+  dir=$(mktemp -d "$WORK/rounds.XXXXXX")
+  chmod 0777 "$dir"
+  for k in $(seq 1 "$ROUNDS"); do
+    again_once "$@" --runs $(((RUNS + ROUNDS - 1) / ROUNDS)) --export-json "$dir/$k.json" >&2 || return 1
+  done
+  python3 "$REPO/integration/bench/merge_rounds.py" "$out" "$dir"/*.json
+  rm -rf "$dir"
+}
 
 T0=$(date +%s)
 mkdir -p "$BENCH_DIR"
@@ -270,7 +287,7 @@ start_bench() { # start_bench MODE(root|rootless)
   # runs rcrun first, and it absorbed that (a 11.5 ms median with a 6.1 ms minimum once, 7.3 ms
   # when run again). Let it settle.
   sync; sleep 3
-  again_once "${as[@]}" hyperfine -N --style basic --warmup 3 --runs "$RUNS" --export-json "$OUT/start-$mode.json" "${args[@]}" >&2
+  rounds "$OUT/start-$mode.json" "${as[@]}" hyperfine -N --style basic --warmup 3 "${args[@]}"
   if [ "$mode" = rootless ]; then
     # crun's rootless bundle (crun spec --rootless) maps only the user's own id, and bwrap does the
     # same; rcrun with subordinate ids runs the setuid helpers newuidmap and newgidmap instead.
@@ -283,8 +300,8 @@ start_bench() { # start_bench MODE(root|rootless)
       case ${names[$i]} in "crun (no seccomp)"|bwrap|"C floor") single+=(-n "${names[$i]}" "${cmds[$i]}") ;; esac
     done
     note "start (rootless, single-id map): rcrun vs crun (no seccomp), bwrap and the C floor (it maps a single id too)"
-    again_once "${as[@]}" env RCRUN_NO_SUBIDS=1 hyperfine -N --style basic --warmup 3 --runs "$RUNS" \
-      --export-json "$OUT/start-rootless-single.json" "${single[@]}" >&2
+    rounds "$OUT/start-rootless-single.json" "${as[@]}" env RCRUN_NO_SUBIDS=1 \
+      hyperfine -N --style basic --warmup 3 "${single[@]}"
   fi
 }
 
@@ -341,7 +358,10 @@ if want scale; then
     args+=(-n "$label" "$RCRUN -q --root $S/store run $IMG/layers-$n.tar /bin/true")
   done
   note "scale: warm start by layer count"
-  hyperfine -N --style basic --warmup 3 --runs "$RUNS" --export-json "$OUT/scale.json" "${args[@]}" >&2
+  # After the cold section's gigabyte of writes: let writeback finish first, as before the
+  # start sections.
+  sync; sleep 3
+  rounds "$OUT/scale.json" hyperfine -N --style basic --warmup 3 "${args[@]}"
   note "scale: 20 concurrent cold runs of the big image"
   rm -rf "$S/store"; sync; echo 3 > /proc/sys/vm/drop_caches
   t0=$(date +%s%N)

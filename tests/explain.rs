@@ -92,16 +92,33 @@ fn line_matches(line: &str, step: Step) -> bool {
         .all(|pat| pat.split('|').any(|alt| line.contains(alt)))
 }
 
-/// The network namespace is made concurrently with other steps (by rcrun as root, by a helper
-/// rcrun forks into the child's user namespace otherwise, while the child mounts), so its line
-/// has no fixed place among the other process's lines: checked on its own.
+/// The network namespace is made concurrently with other steps (as root by a holder rcrun forks
+/// before it reads the image, then joins; by a helper rcrun forks into the child's user
+/// namespace otherwise, while the child mounts), so its lines have no fixed place among the
+/// other process's lines: checked on their own.
 fn assert_net_made(stderr: &str, label: &str) {
+    if label.starts_with("root,") {
+        let joined: Step = &[
+            "] net ",
+            "setns(/proc/",
+            "a holder made while rcrun read the image",
+        ];
+        assert!(
+            stderr.lines().any(|l| line_matches(l, joined)),
+            "{label}: no line {joined:?} in the narration:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("FAILED"),
+            "{label}: a step failed:\n{stderr}"
+        );
+    }
     let net: Step = if label.starts_with("root,") {
         &[
             "] net ",
+            "fork a holder",
             "unshare(CLONE_NEWNET)",
             "IFF_UP",
-            "in rcrun, while the child mounts",
+            "while rcrun reads the image",
         ]
     } else {
         &[

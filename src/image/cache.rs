@@ -170,11 +170,17 @@ fn write_entry(entry_file: &Path, entry: &Entry) {
     }
 }
 
-/// Remembers the image selected from `archive` (best effort: a cache that cannot be written only
-/// costs speed). Keyed by the file's identity when the archive was opened, and vouched for by the
+/// Remembers the image selected from `archive` and where its /etc files are in its layers (best
+/// effort: a cache that cannot be written only costs speed). Keyed by the file's identity when the archive was opened, and vouched for by the
 /// digests of the bytes that were actually read: a file changed while it was being read then
 /// never matches.
-pub fn save(cache_dir: &Path, reference: Option<&str>, archive: &Archive, image: &Image) {
+pub fn save(
+    cache_dir: &Path,
+    reference: Option<&str>,
+    archive: &Archive,
+    image: &Image,
+    etc: EtcSources,
+) {
     let Some(opened_as) = archive.opened_as() else {
         return;
     };
@@ -188,7 +194,7 @@ pub fn save(cache_dir: &Path, reference: Option<&str>, archive: &Archive, image:
     let entry = Entry {
         documents: archive.documents_read(),
         image: image.clone(),
-        etc: None,
+        etc: Some(etc).filter(|e| e.fits(image.layers.len())),
     };
     if entry.documents.is_empty() {
         return;
@@ -296,11 +302,19 @@ mod tests {
         );
         let host = crate::image::platform::Platform::host();
         let image = crate::image::select_for(&archive, None, &host).unwrap();
-        save(&cache, None, &archive, &image);
+        let out_of_range = EtcSources {
+            etc_layer: Some(1),
+            passwd: None,
+            group: None,
+        };
+        save(&cache, None, &archive, &image, out_of_range);
         drop(archive);
         let hit = load(&cache, &a, None).expect("unchanged archive: a hit");
         assert_eq!(hit.image.id, image.id);
-        assert_eq!(hit.etc, None);
+        assert_eq!(
+            hit.etc, None,
+            "indices beyond the image's one layer are not kept"
+        );
         let etc = EtcSources {
             etc_layer: Some(0),
             passwd: Some(0),

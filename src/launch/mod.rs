@@ -28,6 +28,7 @@
 //! forward signals, relay the pty, reap, report the status
 
 pub mod child;
+mod early_net;
 pub mod explain;
 pub mod failure;
 pub mod holder;
@@ -41,8 +42,9 @@ pub mod start;
 pub mod user;
 pub mod wait;
 
+pub use early_net::EarlyNetns;
 pub use failure::{LaunchError, Outcome};
-pub use spawn::{spawn, Spawned};
+pub use spawn::{spawn, spawn_with, Spawned};
 pub use start::{start, Running};
 pub use wait::wait;
 

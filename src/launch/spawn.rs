@@ -259,6 +259,16 @@ fn open_placement(join: &crate::cgroup::Join) -> Result<Placement, LaunchError> 
 /// the child is a fork-like clone that keeps running Rust code (allocations included) until
 /// execve. From here until `wait` ends, the signals rcrun forwards are blocked and queued.
 pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
+    spawn_with(plan, ex, None)
+}
+
+/// [`spawn`], joining a network namespace made ahead ([`super::EarlyNetns`]) where it would
+/// otherwise make one ([`super::NetSetup::ParentWhileMounting`]; unused otherwise).
+pub fn spawn_with(
+    plan: &StartupPlan,
+    ex: &Explain,
+    early_net: Option<super::EarlyNetns>,
+) -> Result<Spawned, LaunchError> {
     ex.phase(
         "spawn",
         "namespaces, id maps, cgroup; the child builds the container up to its start gate",
@@ -477,9 +487,18 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
     // before the go byte: the move waits for the other CPU to wake from idle (up to a few ms on
     // these VMs), and the child would wait with it; made after, only the namespace waits, and the
     // child needs it late.
+    // A namespace made ahead: joined once ready (rcrun then needs no other CPU).
+    let joined_early = match (&net_ready, early_net) {
+        (Some(_), Some(early)) => {
+            let (joined, holder) = early.join_narrated(ex);
+            spawned.net_helper = Some(holder);
+            joined
+        }
+        _ => false,
+    };
     let aside = match net_ready {
-        Some(_) => crate::sys::sched::step_aside(),
-        None => None,
+        Some(_) if !joined_early => crate::sys::sched::step_aside(),
+        _ => None,
     };
     let moved = if aside.is_some() {
         "sched_setaffinity(another CPU than the child's); "
@@ -491,19 +510,21 @@ pub fn spawn(plan: &StartupPlan, ex: &Explain) -> Result<Spawned, LaunchError> {
         // The child mounts meanwhile, and joins this namespace before /sys (see NetSetup). rcrun
         // itself has no use for the host network from here on.
         // Narrated but not counted in the closing per-stage shares: it overlaps the child's steps.
-        let t = std::time::Instant::now();
-        let made =
-            crate::sys::net::new_namespace_with_loopback().map_err(sys("new network namespace"));
-        ex.detail(
-            "net",
-            &format!(
-                "{}{}unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts (overlaps it: not in the shares)",
-                if made.is_err() { "FAILED: " } else { "" },
-                moved
-            ),
-            t.elapsed(),
-        );
-        made?;
+        if !joined_early {
+            let t = std::time::Instant::now();
+            let made = crate::sys::net::new_namespace_with_loopback()
+                .map_err(sys("new network namespace"));
+            ex.detail(
+                "net",
+                &format!(
+                    "{}{}unshare(CLONE_NEWNET); ioctl(SIOCSIFFLAGS, lo, IFF_UP) — in rcrun, while the child mounts (overlaps it: not in the shares)",
+                    if made.is_err() { "FAILED: " } else { "" },
+                    moved
+                ),
+                t.elapsed(),
+            );
+            made?;
+        }
         let _ = nix::unistd::write(&w, &std::process::id().to_ne_bytes());
     }
     drop(aside);

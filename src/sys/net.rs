@@ -50,6 +50,38 @@ pub fn fork_namespace_maker(
     }
 }
 
+/// Forks a holder of a new network namespace for rcrun as root, made while rcrun still reads the
+/// image ([`crate::launch::EarlyNetns`]): it leaves its parent's CPU, unshares a network
+/// namespace, brings lo up, writes its pid (4 bytes, native order) on `ready`, and then only
+/// waits to be killed: rcrun joins the namespace (setns holds it) and kills it. It dies with
+/// rcrun (PR_SET_PDEATHSIG), and writes nothing if a step fails.
+pub fn fork_namespace_holder(ready: OwnedFd) -> nix::Result<nix::unistd::Pid> {
+    let parent = nix::unistd::getpid();
+    match crate::sys::clone::fork_into_namespaces(nix::sched::CloneFlags::empty())? {
+        Some(pid) => Ok(pid),
+        None => {
+            // Armed before the check: a parent gone in between would leave us orphaned.
+            let armed = crate::sys::process::die_with_parent();
+            if armed.is_err() || nix::unistd::getppid() != parent {
+                crate::sys::process::write_and_exit(None, &[], 1)
+            }
+            // rcrun goes on reading the image on the CPU this task was forked on (see
+            // `sched::step_aside`); the mask dies with this process.
+            std::mem::forget(crate::sys::sched::step_aside());
+            if new_namespace_with_loopback().is_ok() {
+                let me = std::process::id().to_ne_bytes();
+                let _ = nix::unistd::write(&ready, &me);
+                drop(ready);
+                loop {
+                    // SAFETY: pause(2) only waits for a signal; SIGKILL ends us.
+                    unsafe { libc::pause() };
+                }
+            }
+            crate::sys::process::write_and_exit(None, &[], 1)
+        }
+    }
+}
+
 /// Joins the network namespace of process `pid` (as named in the procfs at /proc, i.e. the host's
 /// before pivot_root): setns(2) with CLONE_NEWNET, which needs CAP_SYS_ADMIN over that namespace.
 pub fn join_namespace_of(pid: u32) -> nix::Result<()> {

@@ -35,6 +35,24 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         &format!("open layer store {} (mode 0700)", ctx.store_root.display()),
         || ctx.open_store(),
     )?;
+    // As root the container's network namespace is made by a holder process from here on, on
+    // the other CPU, while this one reads the image and plans (launch/early_net.rs). Only for a
+    // plain foreground run: a detached or named one forks its monitor first.
+    let mut early_net = (ctx.privilege.is_real_root()
+        && !a.userns
+        && !a.detach
+        && a.name.is_none()
+        && !a.print_spec
+        && network::Network::parse(&a.network).is_ok_and(|n| n.new_namespace()))
+    .then(crate::launch::EarlyNetns::start)
+    .flatten();
+    if early_net.is_some() {
+        ex.step(
+            "net",
+            "fork a holder of the container's network namespace: on the other CPU it does unshare(CLONE_NEWNET) and ioctl(SIOCSIFFLAGS, lo, IFF_UP) while rcrun reads the image and plans (not in the shares: it overlaps them)",
+            std::time::Duration::ZERO,
+        );
+    }
     let selection = a.image.selection_key();
     let reference = selection.as_deref();
     let cached = ex.timed(
@@ -65,7 +83,8 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 ),
                 || crate::open_image(&store, &a.image),
             )?;
-            crate::image::cache::save(&store.cache_dir(), reference, &archive, &image);
+            // Cached below, once the layers are in the store and their /etc is found: one
+            // write of the entry instead of two.
             (Some(archive), image, None)
         }
     };
@@ -149,7 +168,6 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         ),
         unpack_started.elapsed(),
     );
-    drop(archive);
     let lowers_top_first = startup::lowers_top_first(&layers);
     let etc = match etc_remembered {
         Some(etc) => {
@@ -168,16 +186,23 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 &startup::etc_note(&etc, layers.len(), "found by a lookup in each layer from the top; now remembered in the image cache"),
                 started.elapsed(),
             );
-            crate::image::cache::remember_etc(
-                &store.cache_dir(),
-                &a.image.image,
-                reference,
-                &image,
-                etc,
-            );
+            let cache_dir = store.cache_dir();
+            match &archive {
+                // Read from the archive this time: the whole entry, now.
+                Some(read) => crate::image::cache::save(&cache_dir, reference, read, &image, etc),
+                // From the cache, but from before a run had the layers: the entry gains this.
+                None => crate::image::cache::remember_etc(
+                    &cache_dir,
+                    &a.image.image,
+                    reference,
+                    &image,
+                    etc,
+                ),
+            }
             etc
         }
     };
+    drop(archive);
     let sec = security_options(&a.security_opt)?;
     let run = ex.timed(
         "plan",
@@ -259,6 +284,7 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             cgroups_path,
             None,
             on_started,
+            early_net.take(),
         )
     };
     let (Some(config), Some((argv, userns))) = (detached_config, registered) else {
@@ -295,6 +321,7 @@ fn launch(
     cgroups_path: Option<&str>,
     hooks: Option<&crate::oci::hooks::Foreground>,
     on_started: Option<&crate::commands::containers::detach::OnStarted<'_>>,
+    early_net: Option<crate::launch::EarlyNetns>,
 ) -> Result<i32> {
     let network = network::Network::parse(&a.network)?;
     let ports = a
@@ -322,7 +349,7 @@ fn launch(
     // A bundle's hooks (oci::hooks) at their points: before pivot_root, before the gate, after
     // the start; poststop after the cleanup below.
     let started = (|| -> Result<crate::launch::Outcome> {
-        let mut spawned = crate::launch::spawn(plan, ex)?;
+        let mut spawned = crate::launch::spawn_with(plan, ex, early_net)?;
         if cgroup.is_some() && ctx.privilege.is_real_root() {
             sweep_stale(&cg_fs, ex);
         }
@@ -491,6 +518,7 @@ fn cmd_run_bundle(ctx: &Ctx, a: &RunArgs, bundle: &std::path::Path) -> Result<i3
         &p.limits,
         p.cgroups_path.as_deref(),
         Some(&hooks),
+        None,
         None,
     )
 }
