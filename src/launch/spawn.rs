@@ -486,8 +486,8 @@ pub fn spawn_with(
     // moves to another CPU than the one the child was forked on and now runs on (sys::sched). Not
     // before the go byte: the move waits for the other CPU to wake from idle (up to a few ms on
     // these VMs), and the child would wait with it; made after, only the namespace waits, and the
-    // child needs it late.
-    // A namespace made ahead: joined once ready (rcrun then needs no other CPU).
+    // child needs it late. A namespace made ahead (EarlyNetns) is joined instead, and rcrun then
+    // needs no other CPU.
     let joined_early = match (&net_ready, early_net) {
         (Some(_), Some(early)) => {
             let (joined, holder) = early.join_narrated(ex);

@@ -23,61 +23,69 @@ pub fn fork_namespace_maker(
     ready: OwnedFd,
     release: OwnedFd,
 ) -> nix::Result<nix::unistd::Pid> {
+    fork_namespace_process(Some(userns), ready, Some(release))
+}
+
+/// Forks a holder of a new network namespace for rcrun as root, made while rcrun still reads the
+/// image ([`crate::launch::EarlyNetns`]): as [`fork_namespace_maker`] in rcrun's own user
+/// namespace, but it waits to be killed (rcrun joins the namespace, which setns holds, and
+/// kills it: a release pipe would stay open in the child cloned meanwhile), and dies with rcrun
+/// (PR_SET_PDEATHSIG).
+pub fn fork_namespace_holder(ready: OwnedFd) -> nix::Result<nix::unistd::Pid> {
+    fork_namespace_process(None, ready, None)
+}
+
+/// The process of both: joins `userns` if given, unshares a network namespace with lo up,
+/// writes its pid on `ready`, then stays until `release` reaches EOF or, without one, until it
+/// is killed.
+fn fork_namespace_process(
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
+    ready: OwnedFd,
+    release: Option<OwnedFd>,
+) -> nix::Result<nix::unistd::Pid> {
+    let parent = release.is_none().then(nix::unistd::getpid);
     match crate::sys::clone::fork_into_namespaces(nix::sched::CloneFlags::empty())? {
         Some(pid) => Ok(pid),
         None => {
-            // A new task may run first on its parent's CPU, ahead of the parent, whose next step is
-            // to wake the child that will need this namespace: leave that CPU at once (the parent
+            if let Some(parent) = parent {
+                // Nothing else ends it if rcrun dies. Armed before the check: a parent gone in
+                // between would leave us orphaned.
+                let armed = crate::sys::process::die_with_parent();
+                if armed.is_err() || nix::unistd::getppid() != parent {
+                    crate::sys::process::write_and_exit(None, &[], 1)
+                }
+            }
+            // A new task may run first on its parent's CPU, ahead of the parent, whose next steps
+            // (waking the child, or reading the image) need that CPU: leave it at once (the parent
             // also moves us if it gets there first, see `sched::place_elsewhere`). The mask dies
             // with this process.
             std::mem::forget(crate::sys::sched::step_aside());
-            let made = nix::sched::setns(userns, nix::sched::CloneFlags::CLONE_NEWUSER)
-                .and_then(|_| new_namespace_with_loopback());
+            let made = userns
+                .map_or(Ok(()), |u| {
+                    nix::sched::setns(u, nix::sched::CloneFlags::CLONE_NEWUSER)
+                })
+                .and_then(|()| new_namespace_with_loopback());
             if made.is_ok() {
                 let me = std::process::id().to_ne_bytes();
                 let _ = nix::unistd::write(&ready, &me);
                 drop(ready);
-                let mut b = [0u8; 1];
-                loop {
-                    match nix::unistd::read(&release, &mut b) {
-                        Err(Errno::EINTR) | Ok(1..) => continue,
-                        _ => break,
+                match release {
+                    Some(release) => {
+                        let mut b = [0u8; 1];
+                        loop {
+                            match nix::unistd::read(&release, &mut b) {
+                                Err(Errno::EINTR) | Ok(1..) => continue,
+                                _ => break,
+                            }
+                        }
                     }
+                    None => loop {
+                        // SAFETY: pause(2) only waits for a signal; SIGKILL ends us.
+                        unsafe { libc::pause() };
+                    },
                 }
             }
             crate::sys::process::write_and_exit(None, &[], i32::from(made.is_err()))
-        }
-    }
-}
-
-/// Forks a holder of a new network namespace for rcrun as root, made while rcrun still reads the
-/// image ([`crate::launch::EarlyNetns`]): it leaves its parent's CPU, unshares a network
-/// namespace, brings lo up, writes its pid (4 bytes, native order) on `ready`, and then only
-/// waits to be killed: rcrun joins the namespace (setns holds it) and kills it. It dies with
-/// rcrun (PR_SET_PDEATHSIG), and writes nothing if a step fails.
-pub fn fork_namespace_holder(ready: OwnedFd) -> nix::Result<nix::unistd::Pid> {
-    let parent = nix::unistd::getpid();
-    match crate::sys::clone::fork_into_namespaces(nix::sched::CloneFlags::empty())? {
-        Some(pid) => Ok(pid),
-        None => {
-            // Armed before the check: a parent gone in between would leave us orphaned.
-            let armed = crate::sys::process::die_with_parent();
-            if armed.is_err() || nix::unistd::getppid() != parent {
-                crate::sys::process::write_and_exit(None, &[], 1)
-            }
-            // rcrun goes on reading the image on the CPU this task was forked on (see
-            // `sched::step_aside`); the mask dies with this process.
-            std::mem::forget(crate::sys::sched::step_aside());
-            if new_namespace_with_loopback().is_ok() {
-                let me = std::process::id().to_ne_bytes();
-                let _ = nix::unistd::write(&ready, &me);
-                drop(ready);
-                loop {
-                    // SAFETY: pause(2) only waits for a signal; SIGKILL ends us.
-                    unsafe { libc::pause() };
-                }
-            }
-            crate::sys::process::write_and_exit(None, &[], 1)
         }
     }
 }

@@ -293,14 +293,9 @@ pub fn topmost_with(layers_top_first: &[PathBuf], name: &str) -> Option<usize> {
         .position(|l| std::fs::symlink_metadata(l.join(name)).is_ok())
 }
 
-/// Finds a file in the stacked layer dirs (top first) the way overlayfs would: the topmost layer
-/// holding the path wins; a whiteout, or an opaque directory on the way, hides lower layers.
-pub fn find_in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<PathBuf> {
-    find_layer_of(layers_top_first, rel).map(|i| layers_top_first[i].join(rel))
-}
-
-/// [`find_in_layers`], as the index (top first) of the layer that holds the file: a regular
-/// file, not a symlink, whiteout or directory.
+/// Finds a file in the stacked layer dirs (top first) the way overlayfs would: the index of the
+/// topmost layer holding the path as a regular file (not a symlink, whiteout or directory); a
+/// whiteout, or an opaque directory on the way, hides lower layers.
 pub fn find_layer_of(layers_top_first: &[PathBuf], rel: &str) -> Option<usize> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
@@ -464,6 +459,11 @@ pub use crate::sys::mount::overlay_options;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`find_layer_of`] as the file's path, for the assertions below.
+    fn find_in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<PathBuf> {
+        find_layer_of(layers_top_first, rel).map(|i| layers_top_first[i].join(rel))
+    }
 
     /// Three layers (top first): one without /etc, one whose /etc holds group only, a base with
     /// passwd and group. The topmost /etc entry is found once; lookups from there see through to
