@@ -180,13 +180,8 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         &["] plan ", "user 0:0 groups", "cwd /", "argv [\"true\"]"],
         &["] env ", "PATH=/usr/local/sbin"],
     ]);
-    // As root with nothing to count on cgroup v1, the cgroup is made after clone and joined
-    // before /sys (see cgroup_made_after_clone; the lines are placed below).
-    let late_cgroup = kind == "root" && !limits && !cgroup_v2();
     if kind == "root" {
-        if !late_cgroup {
-            v.push(&["] cgroup ", "create cgroup for container"]);
-        }
+        v.push(&["] cgroup ", "create cgroup for container"]);
         if limits {
             v.push(&["] cgroup ", "write \"", "memory.limit_in_bytes|memory.max"]);
             v.push(&["] cgroup ", "write \"64\"", "pids.max"]);
@@ -194,9 +189,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
         v.push(&["══ spawn: ", "start gate"]);
         v.push(&["] namespaces ", "clone(", "CLONE_NEWNS|", "CLONE_NEWPID"]);
         // v1: the child writes "0" to each hierarchy's `tasks`; v2: rcrun writes the pid.
-        if !late_cgroup {
-            v.push(&["] cgroup ", "write ", "/tasks|cgroup.procs"]);
-        }
+        v.push(&["] cgroup ", "write ", "/tasks|cgroup.procs"]);
     } else {
         v.push(&["══ spawn: ", "start gate"]);
         if kind == "rootless" {
@@ -221,9 +214,7 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             v.push(&["] idmap ", "setgroups ← \"deny\"", "gid_map"]);
         }
     }
-    if !late_cgroup {
-        v.push(&["] namespaces ", "unshare(CLONE_NEWCGROUP)"]);
-    }
+    v.push(&["] namespaces ", "unshare(CLONE_NEWCGROUP)"]);
     v.extend::<[Step; 20]>([
         &["] mount ", "MS_REC|MS_SLAVE"],
         &["] mount ", "mount(\"tmpfs\"", "scratch for upper/work"],
@@ -272,18 +263,6 @@ fn steps(kind: &str, fresh: bool, limits: bool) -> Vec<Step> {
             .position(|s| s.iter().any(|p| p.contains("sysfs")))
             .unwrap();
         v.insert(sysfs, &["] net ", "setns(/proc/", "/ns/net, CLONE_NEWNET)"]);
-        if late_cgroup {
-            v.insert(sysfs, &["] namespaces ", "unshare(CLONE_NEWCGROUP)"]);
-            v.insert(
-                sysfs,
-                &[
-                    "] cgroup ",
-                    "write 0 (this process) to ",
-                    "/tasks",
-                    "made after clone",
-                ],
-            );
-        }
     }
     v.push(&["] exec ", "execve(", "[\"true\"]"]);
     v.push(&["══ wait: ", "reap it"]);
@@ -323,36 +302,6 @@ fn explain_run(s: &Staging, wrapper: &[&str], store: &Path, extra: &[&str]) -> S
     stderr
 }
 
-fn cgroup_v2() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
-/// Without limits on cgroup v1, rcrun makes the cgroup after clone, beside the child's mounts
-/// (its line interleaves with the child's), and the child joins it only once it is made: the
-/// child's write of "0" comes after rcrun's narration of the cgroup, which comes after clone.
-fn cgroup_made_after_clone(stderr: &str) {
-    let steps: [Step; 4] = [
-        &["] namespaces ", "clone(", "CLONE_NEWPID"],
-        &[
-            "] cgroup ",
-            "create cgroup for container",
-            "in rcrun after clone, while the child mounts",
-        ],
-        &["] cgroup ", "write \"a\" to ", "devices.deny"],
-        &[
-            "] cgroup ",
-            "write 0 (this process) to ",
-            "/tasks",
-            "made after clone",
-        ],
-    ];
-    assert_in_order(
-        stderr,
-        &steps,
-        "root, warm store: the cgroup made after clone",
-    );
-}
-
 #[test]
 fn explain_as_root_narrates_every_step_in_order() {
     if !is_root() {
@@ -368,9 +317,6 @@ fn explain_as_root_narrates_every_step_in_order() {
     let second = explain_run(&s, &["env"], &store, &[]);
     assert_in_order(&second, &steps("root", false, false), "root, warm store");
     assert_net_made(&second, "root, warm store");
-    if !cgroup_v2() {
-        cgroup_made_after_clone(&second);
-    }
     assert!(second.contains("loaded from cache"), "{second}");
 }
 

@@ -427,7 +427,6 @@ impl Cgroup {
             clone_into: self.clone_into_dir().map(Path::to_path_buf),
             self_join_tasks: self.self_join_files(),
             procs: self.procs_files(),
-            late: false,
         }
     }
 

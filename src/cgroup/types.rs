@@ -200,25 +200,10 @@ pub struct Join {
     /// `cgroup.procs` of every directory, which rcrun writes the process's pid into when neither
     /// of the above placed it ([`crate::cgroup::move_process`]).
     pub procs: Vec<PathBuf>,
-    /// v1 as root: no cgroup yet at clone; rcrun makes it while the child mounts and sends it
-    /// the `tasks` files to write "0" into (`launch::cgroup_join`). The fields above are empty.
-    pub late: bool,
 }
 
 impl Join {
-    /// The process joins no cgroup (the fields say nothing to join and none comes later).
     pub fn is_empty(&self) -> bool {
-        self.clone_into.is_none()
-            && self.self_join_tasks.is_empty()
-            && self.procs.is_empty()
-            && !self.late
-    }
-
-    /// A cgroup rcrun makes after clone (see [`Join::late`]).
-    pub fn made_after_clone() -> Join {
-        Join {
-            late: true,
-            ..Join::default()
-        }
+        self.clone_into.is_none() && self.self_join_tasks.is_empty() && self.procs.is_empty()
     }
 }

@@ -7,8 +7,7 @@ use anyhow::Result;
 
 /// The container's cgroup with its limits written (narrated), or None rootless when there is
 /// nothing to enforce or read (no limits, no `--stats`): no probing for a delegated subtree on
-/// the start path then. Shared by `rcrun run` and the OCI `create`. `after_clone`: made while
-/// the child mounts (launch/cgroup_join.rs), so narrated as overlapping rather than counted.
+/// the start path then. Shared by `rcrun run` and the OCI `create`.
 pub(crate) fn make_cgroup(
     ctx: &crate::Ctx,
     ex: &Explain,
@@ -17,41 +16,34 @@ pub(crate) fn make_cgroup(
     cgroups_path: Option<&str>,
     limits: &crate::cgroup::Limits,
     stats: bool,
-    after_clone: bool,
 ) -> Result<Option<crate::cgroup::Cgroup>> {
     if !ctx.privilege.is_real_root() && limits.is_empty() && !stats && cgroups_path.is_none() {
         return Ok(None);
     }
-    let what = format!(
-        "create cgroup for container {id}{} ({})",
-        cgroups_path
-            .map(|p| format!(" at linux.cgroupsPath {p}"))
-            .unwrap_or_default(),
-        describe_limits(limits)
-    );
-    let t = std::time::Instant::now();
-    let made = match cgroups_path {
-        Some(path) => {
-            crate::cgroup::Cgroup::create_at(cg_fs, id, path, limits, !ctx.privilege.is_real_root())
-        }
-        None => crate::cgroup::Cgroup::create(
-            cg_fs,
-            &crate::cgroup::owned_name(id, crate::cgroup::Owner::current()),
-            limits,
+    let cgroup = ex.timed(
+        "cgroup",
+        &format!(
+            "create cgroup for container {id}{} ({})",
+            cgroups_path
+                .map(|p| format!(" at linux.cgroupsPath {p}"))
+                .unwrap_or_default(),
+            describe_limits(limits)
         ),
-    };
-    let failed = if made.is_err() { "FAILED: " } else { "" };
-    if after_clone {
-        // Narrated, not counted in the closing per-stage shares: it overlaps the child's mounts.
-        ex.detail(
-            "cgroup",
-            &format!("{failed}{what} — in rcrun after clone, while the child mounts (overlaps it: not in the shares)"),
-            t.elapsed(),
-        );
-    } else {
-        ex.step("cgroup", &format!("{failed}{what}"), t.elapsed());
-    }
-    let cgroup = made?;
+        || match cgroups_path {
+            Some(path) => crate::cgroup::Cgroup::create_at(
+                cg_fs,
+                id,
+                path,
+                limits,
+                !ctx.privilege.is_real_root(),
+            ),
+            None => crate::cgroup::Cgroup::create(
+                cg_fs,
+                &crate::cgroup::owned_name(id, crate::cgroup::Owner::current()),
+                limits,
+            ),
+        },
+    )?;
     if let Some(cg) = &cgroup {
         for (path, value) in cg.writes() {
             ex.step(

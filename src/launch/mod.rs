@@ -27,7 +27,6 @@
 //! ══ wait
 //! forward signals, relay the pty, reap, report the status
 
-mod cgroup_join;
 pub mod child;
 mod early_net;
 pub mod explain;
@@ -209,21 +208,6 @@ impl StartupPlan {
     /// joined by path).
     pub fn makes(&self, k: NsKind) -> bool {
         !self.inherit.contains(&k) && !self.joins.iter().any(|(j, _)| *j == k)
-    }
-
-    /// Whether the first process can join a cgroup rcrun makes after clone
-    /// ([`crate::cgroup::Join::late`], launch/cgroup_join.rs): it opens the host's `tasks` files
-    /// by path among its mounts, so it must be in no user namespace (host root opens them), build
-    /// a new root (the join happens among those mounts) and join nothing by path; and no cgroup
-    /// file system is mounted in the container (that mount shows the hierarchies it is in).
-    pub fn can_join_cgroup_late(&self) -> bool {
-        !self.mapping.user_namespace()
-            && self.joins.is_empty()
-            && !self.enter_running
-            && !self
-                .mounts
-                .iter()
-                .any(|m| matches!(m.what, mounts::Mnt::Cgroup { .. }))
     }
 
     /// Who creates the network namespace. Not clone: with ~1 ms in setup_net it is the costliest

@@ -54,9 +54,6 @@ pub struct Spawned {
     /// [`super::NetSetup::HelperWhileMounting`]: rcrun's helper, reaped once the child is past
     /// the point where it joins the helper's network namespace (the helper leaves then).
     net_helper: Option<Pid>,
-    /// [`crate::cgroup::Join::late`]: the pipe on which [`Spawned::place_in_cgroup`] sends the
-    /// child its cgroup once made.
-    cgroup_late: Option<OwnedFd>,
 }
 
 impl Spawned {
@@ -188,15 +185,6 @@ impl Spawned {
         pid
     }
 
-    /// [`crate::cgroup::Join::late`]: sends the child the `tasks` files of the cgroup rcrun made
-    /// after clone (None: it made none), which the child joins among its mounts.
-    pub fn place_in_cgroup(&mut self, tasks: Option<&[PathBuf]>) -> Result<(), LaunchError> {
-        match self.cgroup_late.take() {
-            Some(pipe) => super::cgroup_join::hand_over(pipe, tasks),
-            None => Ok(()),
-        }
-    }
-
     /// Hands the child over to `start`: this Spawned no longer kills it when dropped.
     pub(super) fn take_pid(&mut self) -> Pid {
         self.pid.take().expect("start takes the child once")
@@ -215,6 +203,55 @@ impl Drop for Spawned {
         // The child is gone (or past joining): the helper has its EOF.
         self.reap_net_helper();
     }
+}
+
+/// The cgroup placement of the plan, opened before clone.
+struct Placement {
+    /// cgroup v1 `tasks` files the child writes "0" into.
+    self_join: Vec<(PathBuf, OwnedFd)>,
+    /// cgroup v2: (path for the narration, directory fd) for clone3(CLONE_INTO_CGROUP).
+    clone_into: Option<(String, OwnedFd)>,
+}
+
+fn open_placement(join: &crate::cgroup::Join) -> Result<Placement, LaunchError> {
+    let opened: Result<Vec<_>, std::io::Error> = join
+        .self_join_tasks
+        .iter()
+        .map(|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map(|f| (p.clone(), OwnedFd::from(f)))
+        })
+        .collect();
+    let self_join = match opened {
+        Ok(files) => files,
+        // A delegation that chowned cgroup.procs but not tasks: rcrun moves the child then.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Vec::new(),
+        Err(e) => {
+            return Err(LaunchError::Child(format!(
+                "open the cgroup's tasks files for writing: {e}"
+            )))
+        }
+    };
+    let clone_into = match &join.clone_into {
+        None => None,
+        Some(dir) => {
+            let fd = nix::fcntl::open(
+                dir,
+                nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| LaunchError::Child(format!("open {}: {e}", dir.display())))?;
+            Some((dir.display().to_string(), fd))
+        }
+    };
+    Ok(Placement {
+        self_join,
+        clone_into,
+    })
 }
 
 /// Clones the container's first process into its namespaces (and cgroup), maps its ids, and
@@ -266,9 +303,7 @@ pub fn spawn_with(
         exec_fifo,
         joins,
         hooks_ready,
-        cgroup_late,
     } = pipes;
-    let (cgroup_late_read, cgroup_late_write) = cgroup_late.unzip();
     let (net_release_read, net_release_write) = net_release.unzip();
     let flags = plan.clone_flags();
     let in_holder = enter_id_holder(plan, &joins, ex);
@@ -328,7 +363,6 @@ pub fn spawn_with(
         drop(go_write);
         drop(err_read);
         drop(net_release_read);
-        drop(cgroup_late_write);
         let console = console.map(|(ours, theirs)| {
             drop(ours);
             theirs
@@ -350,7 +384,6 @@ pub fn spawn_with(
                     .filter(|(k, _)| *k != NsKind::Pid && *k != NsKind::User)
                     .collect(),
                 hooks_ready: hooks_ready.map(|(_, w)| w),
-                cgroup_late: cgroup_late_read,
             },
             ex,
         );
@@ -375,7 +408,6 @@ pub fn spawn_with(
     drop(go_read);
     drop(err_write);
     drop(net_release_write);
-    drop(cgroup_late_read);
     // From here on, a failure kills and reaps the child (Spawned's Drop).
     let mut spawned = Spawned {
         pid: Some(pid),
@@ -394,7 +426,6 @@ pub fn spawn_with(
         late_userns: None,
         created: None,
         net_helper: None,
-        cgroup_late: cgroup_late_write,
     };
 
     // Rootless: a helper makes the network namespace in the child's user namespace, forked now
@@ -530,14 +561,9 @@ struct Parts {
     joins: Vec<(NsKind, OwnedFd)>,
     /// [`super::StartupPlan::hooks_point`]: child → rcrun, one byte before pivot_root.
     hooks_ready: Option<(OwnedFd, OwnedFd)>,
-    /// [`crate::cgroup::Join::late`]: rcrun → child, the cgroup made after clone.
-    cgroup_late: Option<(OwnedFd, OwnedFd)>,
 }
 
-fn prepare(
-    plan: &StartupPlan,
-    ex: &Explain,
-) -> Result<(Parts, super::cgroup_join::Placement), LaunchError> {
+fn prepare(plan: &StartupPlan, ex: &Explain) -> Result<(Parts, Placement), LaunchError> {
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"));
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
@@ -577,7 +603,7 @@ fn prepare(
             .map_err(|e| LaunchError::Child(format!("open {}: {e}", path.display())))?,
         ),
     };
-    let placement = super::cgroup_join::open_placement(&plan.cgroup)?;
+    let placement = open_placement(&plan.cgroup)?;
     let joins = open_joins(plan, ex)?;
     let hooks_ready = if plan.hooks_point {
         Some(pipe()?)
@@ -598,11 +624,6 @@ fn prepare(
             exec_fifo,
             joins,
             hooks_ready,
-            cgroup_late: if plan.cgroup.late {
-                Some(pipe()?)
-            } else {
-                None
-            },
         },
         placement,
     ))

@@ -245,7 +245,6 @@ fn create_in(
         prepared.cgroups_path.as_deref(),
         &prepared.limits,
         false,
-        false,
     )?;
     if let Some(cg) = &cgroup {
         prepared.plan.cgroup = cg.join();

@@ -340,46 +340,16 @@ fn launch(
         None
     };
     let cg_fs = crate::cgroup::CgroupFs::host();
-    // As root on cgroup v1 with nothing to count (only the device policy), the cgroup is made
-    // after clone, while the child mounts (launch/cgroup_join.rs); otherwise before, as it must
-    // be for clone3(CLONE_INTO_CGROUP) or to charge all of the container.
-    let after_clone = ctx.privilege.is_real_root()
-        && cgroups_path.is_none()
-        && limits.is_empty()
-        && !a.stats
-        && plan.can_join_cgroup_late()
-        && cg_fs.version() == Some(crate::cgroup::Version::V1);
-    let mut cgroup = if after_clone {
-        plan.cgroup = crate::cgroup::Join::made_after_clone();
-        None
-    } else {
-        let cg = make_cgroup(
-            ctx,
-            ex,
-            &cg_fs,
-            &plan.id,
-            cgroups_path,
-            limits,
-            a.stats,
-            false,
-        )?;
-        if let Some(cg) = &cg {
-            plan.cgroup = cg.join();
-        }
-        cg
-    };
+    let mut cgroup = make_cgroup(ctx, ex, &cg_fs, &plan.id, cgroups_path, limits, a.stats)?;
+    if let Some(cg) = &cgroup {
+        plan.cgroup = cg.join();
+    }
     // The launcher's three calls: spawn (namespaces, id maps, cgroup; the child builds the
     // container up to its start gate), start (the child execs the command), wait.
     // A bundle's hooks (oci::hooks) at their points: before pivot_root, before the gate, after
     // the start; poststop after the cleanup below.
     let started = (|| -> Result<crate::launch::Outcome> {
         let mut spawned = crate::launch::spawn_with(plan, ex, early_net)?;
-        if after_clone {
-            // A failure here drops `spawned`, which kills the child waiting for its cgroup.
-            cgroup = make_cgroup(ctx, ex, &cg_fs, &plan.id, None, limits, false, true)?;
-            let tasks = cgroup.as_ref().map(|cg| cg.self_join_files());
-            spawned.place_in_cgroup(tasks.as_deref())?;
-        }
         if cgroup.is_some() && ctx.privilege.is_real_root() {
             sweep_stale(&cg_fs, ex);
         }

@@ -51,9 +51,6 @@ pub struct ChildPipes {
     pub joins: Vec<(NsKind, OwnedFd)>,
     /// [`super::StartupPlan::hooks_point`]: one byte to rcrun once the root is built.
     pub hooks_ready: Option<OwnedFd>,
-    /// [`crate::cgroup::Join::late`]: the cgroup rcrun makes after clone arrives here; joined
-    /// among the mounts, where the network namespace is (launch/cgroup_join.rs).
-    pub cgroup_late: Option<OwnedFd>,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -88,7 +85,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
     }
     wait_for_parent(&pipes.go_read)?;
     become_namespace_root(plan)?;
-    super::cgroup_join::join_cgroup(&pipes.cgroup_tasks, ex)?;
+    join_cgroup(&pipes.cgroup_tasks, ex)?;
     // Namespaces by path, before any mount: /sys shows the network namespace current when it is
     // mounted, and after the mount namespace paths resolve in it (so it comes last).
     for (kind, fd) in &pipes.joins {
@@ -102,15 +99,18 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         )?;
     }
     drop(pipes.joins);
-    let mut cgroup_late = pipes.cgroup_late;
-    if plan.enter_running {
-        // Never given a late cgroup (StartupPlan::can_join_cgroup_late); were it, joined here.
-        if let Some(pipe) = cgroup_late.take() {
-            super::cgroup_join::join_when_made(pipe, ex)?;
-        }
-    }
-    if cgroup_late.is_none() {
-        unshare_cgroup_namespace(plan, ex)?;
+    // The cgroup namespace is rooted at the cgroups current when it is created
+    // (cgroup_namespaces(7)), so it is unshared after joining rather than at clone: the container
+    // then sees its own cgroup as "/".
+    if plan.makes(NsKind::Cgroup) {
+        ex.timed(
+            "namespaces",
+            "unshare(CLONE_NEWCGROUP) — after joining, so the container's cgroup is its \"/\"",
+            || {
+                sys::process::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                    .map_err(|e| fail("unshare(CLONE_NEWCGROUP)", e))
+            },
+        )?;
     }
     // `rcrun exec` enters a running container: its root, hostname and user namespace are made.
     if !plan.enter_running {
@@ -122,10 +122,7 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
         )?;
         let (newroot, etc_in_upper) = mount_rootfs(plan, ex)?;
         let root_fd = open_root(&newroot)?;
-        let mut late = LateJoins {
-            net_ready: pipes.net_ready.map(|r| (r, pipes.net_release)),
-            cgroup: cgroup_late.take(),
-        };
+        let mut net_ready = pipes.net_ready.map(|r| (r, pipes.net_release));
         let mut sysctls_written = plan.sysctls.is_empty();
         let mut node_dir = rootfs::NodeDir::default();
         for m in &plan.mounts {
@@ -134,19 +131,19 @@ fn run(plan: &StartupPlan, pipes: ChildPipes, ex: &Explain) -> Result<Never, Fai
             }
             if !sysctls_written && matches!(m.what, Mnt::Mask | Mnt::ReadOnly) {
                 // Before /proc/sys becomes read-only, in the final network namespace.
-                late.now(plan, ex)?;
+                join_parent_netns(net_ready.take(), ex)?;
                 write_sysctls(plan, &newroot, ex)?;
                 sysctls_written = true;
             }
             if std::path::Path::new(&m.target).starts_with("/sys") {
-                late.now(plan, ex)?;
+                join_parent_netns(net_ready.take(), ex)?;
             }
             ex.timed("mount", &m.describe(), || {
                 apply_mount(plan, root_fd.as_fd(), m, &mut node_dir)
             })?;
         }
         drop(node_dir);
-        late.now(plan, ex)?;
+        join_parent_netns(net_ready.take(), ex)?;
         if !sysctls_written {
             write_sysctls(plan, &newroot, ex)?;
         }
@@ -417,42 +414,6 @@ fn become_namespace_root(plan: &StartupPlan) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The cgroup namespace is rooted at the cgroups current when it is created
-/// (cgroup_namespaces(7)), so it is unshared after joining rather than at clone: the container
-/// then sees its own cgroup as "/".
-fn unshare_cgroup_namespace(plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
-    if !plan.makes(NsKind::Cgroup) {
-        return Ok(());
-    }
-    ex.timed(
-        "namespaces",
-        "unshare(CLONE_NEWCGROUP) — after joining, so the container's cgroup is its \"/\"",
-        || {
-            sys::process::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-                .map_err(|e| fail("unshare(CLONE_NEWCGROUP)", e))
-        },
-    )
-}
-
-/// What rcrun makes beside the child's first mounts and the child joins before /sys (at the
-/// latest once its mounts are done): the network namespace, and a cgroup made after clone.
-struct LateJoins {
-    net_ready: Option<(OwnedFd, Option<OwnedFd>)>,
-    cgroup: Option<OwnedFd>,
-}
-
-impl LateJoins {
-    /// Joins what is still to join (each once): the cgroup and then the cgroup namespace rooted
-    /// at it, then the network namespace.
-    fn now(&mut self, plan: &StartupPlan, ex: &Explain) -> Result<(), Failure> {
-        if let Some(pipe) = self.cgroup.take() {
-            super::cgroup_join::join_when_made(pipe, ex)?;
-            unshare_cgroup_namespace(plan, ex)?;
-        }
-        join_parent_netns(self.net_ready.take(), ex)
-    }
-}
-
 /// Waits for the network namespace made in parallel with our mounts so far (by rcrun as root,
 /// by rcrun's helper in our user namespace otherwise), joins it, and lets the helper go.
 /// `None`: nothing to join, or already joined.
@@ -491,6 +452,28 @@ fn join_parent_netns(
     );
     drop(release);
     joined
+}
+
+/// Moves this process (still single-threaded: a fork-like clone) into its cgroup v1 hierarchies
+/// by writing "0" to each `tasks` file: a thread moving itself skips the global threadgroup lock
+/// whose write side waits for an RCU grace period (see `Cgroup::self_join_files`). Done before
+/// anything forks or allocates much, so all of the container is charged to its cgroup.
+fn join_cgroup(tasks: &[(PathBuf, OwnedFd)], ex: &Explain) -> Result<(), Failure> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = tasks.iter().map(|(p, _)| p.display().to_string()).collect();
+    ex.timed(
+        "cgroup",
+        &format!("write 0 (this process) to {}", names.join(", ")),
+        || {
+            for (path, fd) in tasks {
+                nix::unistd::write(fd, b"0")
+                    .map_err(|e| fail(&format!("join cgroup: write 0 to {}", path.display()), e))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 fn enter_user_namespace_late(ready: &OwnedFd, go: &OwnedFd) -> Result<(), Failure> {
