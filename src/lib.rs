@@ -250,7 +250,9 @@ impl Ctx {
     }
 }
 
-pub fn main_with(cli: Cli) -> Result<i32> {
+/// Runs the parsed command. `prefork`: the network namespace holder main forked before parsing
+/// ([`launch::EarlyNetns::prefork`]), for `run` to use or drop.
+pub fn main_with(cli: Cli, prefork: Option<launch::EarlyNetns>) -> Result<i32> {
     // Before rcrun opens anything of its own: the descriptors it is to pass on must all be there.
     let preserve = match &cli.command {
         Command::Create(a) => Some(a.options.preserve_fds),
@@ -279,7 +281,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Inspect(a) => commands::inspect::cmd_inspect(&ctx, &a),
         Command::Unpack(a) => commands::unpack::cmd_unpack(&ctx, &a),
-        Command::Run(a) => commands::run::cmd_run(&ctx, &a),
+        Command::Run(a) => commands::run::cmd_run(&ctx, &a, prefork),
         Command::Spec(a) => commands::spec::cmd_spec(&a, &ctx.privilege),
         Command::Gc => commands::gc::cmd_gc(&ctx),
         Command::Create(a) => oci_exit(oci::lifecycle::cmd_create(&ctx, &a)),

@@ -8,12 +8,16 @@ fn main() {
             rcrun::launch::holder::holder_main(record.into());
         }
     }
+    // A plain `rcrun run` as root: the container's network namespace starts being made now, on
+    // the other CPU, while the command line is parsed (launch/early_net.rs).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let prefork = rcrun::launch::EarlyNetns::prefork(&args);
     // As Cli::try_parse(), but the command tree and the matches are not freed: they would be
     // dropped at once, and freeing them (clap's Args, help texts, the matcher) is work a
     // short-lived process need not do; they stay allocated, a few tens of KiB, until exit.
     let mut command = <rcrun::cli::Cli as clap::CommandFactory>::command();
     let parsed = command
-        .try_get_matches_from_mut(std::env::args_os())
+        .try_get_matches_from_mut(&args)
         .and_then(|mut matches| {
             let cli = <rcrun::cli::Cli as clap::FromArgMatches>::from_arg_matches_mut(&mut matches);
             std::mem::forget(matches);
@@ -23,6 +27,8 @@ fn main() {
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
+            // The holder is killed and reaped here: exit() runs no destructors.
+            drop(prefork);
             // --help and --version are not errors; a bad command line is rcrun failing (125, as
             // docker), with clap's message naming the flag and the accepted values, or, for a
             // docker flag rcrun lacks, what rcrun offers instead.
@@ -53,7 +59,7 @@ fn main() {
     }
     let store_root = rcrun::store_root(&cli);
     rcrun::init_logging(cli.quiet, verbose);
-    match rcrun::main_with(cli) {
+    match rcrun::main_with(cli, prefork) {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             // One line a person can act on (plus a hint when the remedy is not obvious); the

@@ -116,6 +116,8 @@ fn assert_net_made(stderr: &str, label: &str) {
         &[
             "] net ",
             "fork a holder",
+            // A plain `run` as root: main forks it before clap parses the command line.
+            "(before the command line was parsed)",
             "unshare(CLONE_NEWNET)",
             "IFF_UP",
             "while rcrun reads the image",

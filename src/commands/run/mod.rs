@@ -16,8 +16,11 @@ use self::security::{device_policy, security_options};
 use self::startup::{decide, ensure_layers, owner_mode};
 use crate::commands::parts::{load_seccomp, make_cgroup, target_arch};
 
-pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
+/// `prefork`: a network namespace holder forked before the command line was parsed, used when
+/// this run wants one made early and dropped (killed, reaped) otherwise.
+pub fn cmd_run(ctx: &Ctx, a: &RunArgs, prefork: Option<crate::launch::EarlyNetns>) -> Result<i32> {
     if let Some(bundle) = &a.bundle {
+        drop(prefork);
         return cmd_run_bundle(ctx, a, bundle);
     }
     let ex = Explain::new(a.explain);
@@ -38,18 +41,24 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     // As root the container's network namespace is made by a holder process from here on, on
     // the other CPU, while this one reads the image and plans (launch/early_net.rs). Only for a
     // plain foreground run: a detached or named one forks its monitor first.
-    let mut early_net = (ctx.privilege.is_real_root()
+    let wants_early_net = ctx.privilege.is_real_root()
         && !a.userns
         && !a.detach
         && a.name.is_none()
         && !a.print_spec
-        && network::Network::parse(&a.network).is_ok_and(|n| n.new_namespace()))
-    .then(crate::launch::EarlyNetns::start)
-    .flatten();
+        && network::Network::parse(&a.network).is_ok_and(|n| n.new_namespace());
+    let preforked = wants_early_net && prefork.is_some();
+    let mut early_net = if wants_early_net {
+        prefork.or_else(crate::launch::EarlyNetns::start)
+    } else {
+        drop(prefork);
+        None
+    };
     if early_net.is_some() {
         ex.step(
             "net",
-            "fork a holder of the container's network namespace: on the other CPU it does unshare(CLONE_NEWNET) and ioctl(SIOCSIFFLAGS, lo, IFF_UP) while rcrun reads the image and plans (not in the shares: it overlaps them)",
+            &format!("fork a holder of the container's network namespace{}: on the other CPU it does unshare(CLONE_NEWNET) and ioctl(SIOCSIFFLAGS, lo, IFF_UP) while rcrun reads the image and plans (not in the shares: it overlaps them)",
+                if preforked { " (before the command line was parsed)" } else { "" }),
             std::time::Duration::ZERO,
         );
     }
