@@ -38,10 +38,15 @@ pub(super) enum DirIdentity {
 }
 
 pub(super) fn dir_identity(p: &Path) -> DirIdentity {
+    dir_identity_and_metadata(p).0
+}
+
+/// [`dir_identity`], with the metadata it read (None: no such directory).
+pub(super) fn dir_identity_and_metadata(p: &Path) -> (DirIdentity, Option<fs::Metadata>) {
     use std::os::unix::fs::MetadataExt;
     match fs::metadata(p) {
-        Ok(m) => DirIdentity::Inode(m.dev(), m.ino()),
-        Err(_) => DirIdentity::Path(p.to_path_buf()),
+        Ok(m) => (DirIdentity::Inode(m.dev(), m.ino()), Some(m)),
+        Err(_) => (DirIdentity::Path(p.to_path_buf()), None),
     }
 }
 

@@ -772,3 +772,5 @@ mod tests_mock;
 mod tests_mock_v2;
 #[cfg(test)]
 mod tests_real;
+#[cfg(test)]
+mod tests_stale;

@@ -94,6 +94,22 @@ pub fn gc_stale_older_than(
     rootless_uid: Option<u32>,
     min_age: Duration,
 ) -> Vec<PathBuf> {
+    gc_stale_beside(fs, rootless_uid, min_age, &[])
+}
+
+/// [`gc_stale_older_than`] for a run that has made its own cgroup directories (`own`): a group
+/// directory whose subdirectories can only be those is not listed at all. Its link count says
+/// how many it has: 2 + subdirectories on kernfs (kernfs_refresh_inode), as on ext4 and tmpfs;
+/// a link count below 2 (file systems that do not count) means "unknown" and it is listed.
+/// Without leftovers, the usual case, the start path's sweep is then one stat per hierarchy
+/// instead of a listing plus a /proc read per container cgroup (~0.2 ms of rcrun's time here,
+/// on a CPU the child and the network namespace holder also want).
+pub fn gc_stale_beside(
+    fs: &CgroupFs,
+    rootless_uid: Option<u32>,
+    min_age: Duration,
+    own: &[&Path],
+) -> Vec<PathBuf> {
     let mut groups: Vec<PathBuf> = Vec::new();
     match fs.version() {
         None => return vec![],
@@ -133,8 +149,20 @@ pub fn gc_stale_older_than(
     let mut seen = BTreeSet::new();
     let mut removed = Vec::new();
     for g in groups {
-        if !seen.insert(dir_identity(&g)) {
+        use std::os::unix::fs::MetadataExt;
+        let (identity, meta) = dir_identity_and_metadata(&g);
+        if !seen.insert(identity) {
             continue;
+        }
+        let Some(meta) = meta else {
+            continue; // no such group directory: nothing was ever made there
+        };
+        let own_here = own
+            .iter()
+            .filter(|p| p.parent() == Some(g.as_path()))
+            .count();
+        if meta.nlink() >= 2 && meta.nlink() - 2 <= own_here as u64 {
+            continue; // only this run's own directories (or none) below it
         }
         let Ok(entries) = fs::read_dir(&g) else {
             continue;

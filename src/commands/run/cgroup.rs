@@ -9,9 +9,10 @@ use anyhow::{Context, Result};
 /// ones whose owning rcrun (named in the cgroup's name) is gone. Called between spawn and start,
 /// while the child builds its root, rather than on the way to clone. Unowned ones (older rcrun
 /// versions) only after 30 s, as they may belong to runs starting right now.
-pub(super) fn sweep_stale(fs: &crate::cgroup::CgroupFs, ex: &Explain) {
+pub(super) fn sweep_stale(fs: &crate::cgroup::CgroupFs, own: &crate::cgroup::Cgroup, ex: &Explain) {
     let t = std::time::Instant::now();
-    let removed = crate::cgroup::gc_stale_older_than(fs, None, std::time::Duration::from_secs(30));
+    let removed =
+        crate::cgroup::gc_stale_beside(fs, None, std::time::Duration::from_secs(30), &own.paths());
     for p in &removed {
         tracing::info!(path = %p.display(), "removed stale cgroup of a killed run");
     }

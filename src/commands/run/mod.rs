@@ -359,8 +359,8 @@ fn launch(
     // the start; poststop after the cleanup below.
     let started = (|| -> Result<crate::launch::Outcome> {
         let mut spawned = crate::launch::spawn_with(plan, ex, early_net)?;
-        if cgroup.is_some() && ctx.privilege.is_real_root() {
-            sweep_stale(&cg_fs, ex);
+        if let (Some(own), true) = (&cgroup, ctx.privilege.is_real_root()) {
+            sweep_stale(&cg_fs, own, ex);
         }
         let pid = spawned.pid().as_raw();
         let mut helper = None;
