@@ -68,11 +68,19 @@ fn the_early_network_holder_never_outlives_rcrun() {
         String::from_utf8_lossy(&out.stderr)
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while nix::sys::wait::waitpid(None, None).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the store's syncer never ended"
-        );
+    loop {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the store's syncer did not end within 30 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(_) => {}
+            Err(_) => break, // ECHILD: it ended
+        }
     }
     // The argv shape of every case below is a plain run: main forks the holder for it. The
     // narration of a working (warm) run shows that it did.

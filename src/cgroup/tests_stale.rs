@@ -17,6 +17,14 @@ fn counts_directory_links(dir: &Path) -> bool {
     counted
 }
 
+/// An empty container cgroup under `group` named after rcrun `pid`, which the fake /proc of
+/// [`v1_tree`] does not have: a killed run's leftover, as far as the sweep can tell.
+fn empty_cgroup_of_a_dead_owner(group: &Path, id: &str, pid: u32) -> std::path::PathBuf {
+    let dir = group.join(owned_name(id, Some(Owner { pid, start: 1 })));
+    put(&dir.join("cgroup.procs"), "");
+    dir
+}
+
 #[test]
 fn the_sweep_lists_a_hierarchy_only_when_more_than_the_runs_own_cgroup_is_there() {
     let t = Tmp::new("gc-beside");
@@ -24,14 +32,7 @@ fn the_sweep_lists_a_hierarchy_only_when_more_than_the_runs_own_cgroup_is_there(
     let group = fs.root.join("pids/rcrun");
     // Our "own" cgroup is named after a dead owner: were the directory listed, the sweep would
     // remove it, so its survival shows the listing was skipped.
-    let own = group.join(owned_name(
-        "aaaaaaaaaaaa",
-        Some(Owner {
-            pid: 4343,
-            start: 1,
-        }),
-    ));
-    put(&own.join("cgroup.procs"), "");
+    let own = empty_cgroup_of_a_dead_owner(&group, "aaaaaaaaaaaa", 4343);
     if counts_directory_links(&t.0) {
         let removed = gc_stale_beside(&fs, None, Duration::ZERO, &[own.as_path()]);
         assert!(removed.is_empty(), "{removed:?}");
@@ -47,14 +48,7 @@ fn the_sweep_lists_a_hierarchy_only_when_more_than_the_runs_own_cgroup_is_there(
     }
     // A leftover beside it: the hierarchy is listed, and every empty cgroup of a dead owner
     // there goes (our stand-in too, being named after one).
-    let leftover = group.join(owned_name(
-        "bbbbbbbbbbbb",
-        Some(Owner {
-            pid: 4344,
-            start: 1,
-        }),
-    ));
-    put(&leftover.join("cgroup.procs"), "");
+    let leftover = empty_cgroup_of_a_dead_owner(&group, "bbbbbbbbbbbb", 4344);
     let mut removed = gc_stale_beside(&fs, None, Duration::ZERO, &[own.as_path()]);
     removed.sort();
     assert_eq!(removed, vec![own.clone(), leftover.clone()]);
