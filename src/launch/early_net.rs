@@ -1,13 +1,16 @@
 //! The network namespace of a root `rcrun run`, made before it is needed.
 //!
-//! A new network namespace costs ~0.7 ms of kernel work (every subsystem's per-namespace setup),
-//! and on these two-vCPU VMs moving work to the other, idle CPU first waits for it to wake: up
-//! to a few ms (a tracepoint timeline: rcrun's own move, `sched::step_aside`, took 0.07–4.2 ms,
-//! and the child then waited 2–3 ms for the namespace before /sys). So as root a holder process
-//! is forked as soon as `run` knows it needs a namespace, before the image is even looked up;
-//! it makes the namespace on the other CPU while rcrun reads the image and plans, and spawn
-//! joins it where it would otherwise unshare one ([`super::NetSetup::ParentWhileMounting`]).
-//! If the holder failed, spawn makes the namespace itself, as before.
+//! A new network namespace costs ~0.7–1.5 ms of kernel work (every subsystem's per-namespace
+//! setup, mostly sysctl registration), and on these two-vCPU VMs moving work to the other, idle
+//! CPU first waits for it to wake: up to a few ms (a tracepoint timeline: rcrun's own move,
+//! `sched::step_aside`, took 0.07–4.2 ms, and the child then waited 2–3 ms for the namespace
+//! before /sys). So as root a holder process makes it ahead: forked by main before the command
+//! line is parsed when argv reads as a plain `run` ([`EarlyNetns::prefork`]), else by `run` as
+//! soon as the parsed flags say it needs one ([`EarlyNetns::start`]), before the image is looked
+//! up. It makes the namespace on the other CPU while rcrun parses, reads the image and plans,
+//! and spawn joins it where it would otherwise unshare one
+//! ([`super::NetSetup::ParentWhileMounting`]). If the holder failed, spawn makes the namespace
+//! itself, as before.
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};

@@ -38,9 +38,10 @@ pub fn cmd_run(ctx: &Ctx, a: &RunArgs, prefork: Option<crate::launch::EarlyNetns
         &format!("open layer store {} (mode 0700)", ctx.store_root.display()),
         || ctx.open_store(),
     )?;
-    // As root the container's network namespace is made by a holder process from here on, on
-    // the other CPU, while this one reads the image and plans (launch/early_net.rs). Only for a
-    // plain foreground run: a detached or named one forks its monitor first.
+    // As root the container's network namespace is made by a holder process on the other CPU
+    // while this one reads the image and plans (launch/early_net.rs): the one main forked before
+    // parsing, or one forked now. Only for a plain foreground run: a detached or named one forks
+    // its monitor first, and a holder main forked for it is dropped here.
     let wants_early_net = ctx.privilege.is_real_root()
         && !a.userns
         && !a.detach
